@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SIM_SEEDS ?= 200
+
+.PHONY: demo test lint typecheck unit sim sim-long clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tests.sim --demo
+
+test: lint typecheck unit sim
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q
+
+sim: $(STAMP)
+	$(PY) -m tests.sim --seeds $(SIM_SEEDS)
+
+sim-long: $(STAMP)
+	$(PY) -m tests.sim --seeds 2000
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

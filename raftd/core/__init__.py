@@ -1,0 +1,41 @@
+"""The pure Raft core: no I/O, no clock, no global randomness (see node.py for the rules)."""
+
+from raftd.core.log import LogCompactedError, RaftLog
+from raftd.core.node import Config, NotLeaderError, Progress, RaftNode, Ready, Role
+from raftd.core.types import (
+    AppendEntries,
+    AppendEntriesResponse,
+    DurableState,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    NodeId,
+    RequestVote,
+    RequestVoteResponse,
+)
+
+__all__ = [
+    "AppendEntries",
+    "AppendEntriesResponse",
+    "Config",
+    "DurableState",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "LogCompactedError",
+    "Message",
+    "NodeId",
+    "NotLeaderError",
+    "Progress",
+    "RaftLog",
+    "RaftNode",
+    "Ready",
+    "RequestVote",
+    "RequestVoteResponse",
+    "Role",
+]

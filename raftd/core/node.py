@@ -1,0 +1,707 @@
+"""The Raft algorithm as a pure state machine.
+
+Rules of this package (a test parses its imports to keep them):
+- no sockets, no trio, no threads, no file access, no ``time``, no global ``random``,
+  no logging, no metrics; the standard library only;
+- randomness comes from the injected ``random.Random``; time advances only by ``tick()``.
+
+Inputs are ``tick()``, ``step(message)``, ``propose(data)`` and ``campaign()``. The output is
+one ``Ready`` bundle at a time (see ``Ready`` for the order its fields must be handled in),
+acknowledged with ``advance(ready)``. No input may arrive between ``ready()`` and
+``advance()``: the driver persists, sends and applies one bundle, then feeds the core again.
+That keeps "persist before send" true by construction and makes group commit natural: all
+input that queued up during an fsync becomes the next bundle.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from raftd.core.events import (
+    AppendRejected,
+    BecameCandidate,
+    BecameFollower,
+    BecameLeader,
+    CommitAdvanced,
+    ElectionLost,
+    ElectionStarted,
+    ElectionTimedOut,
+    Event,
+    FollowerBackedOff,
+    LogTruncated,
+    MisroutedMessageIgnored,
+    StaleMessageIgnored,
+    SteppedDown,
+    VoteGranted,
+    VoteReceived,
+    VoteRefused,
+)
+from raftd.core.log import RaftLog
+from raftd.core.types import (
+    AppendEntries,
+    AppendEntriesResponse,
+    DurableState,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    NodeId,
+    RequestVote,
+    RequestVoteResponse,
+)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Static settings of one node. Times are in ticks; the runtime decides a tick's length."""
+
+    node_id: NodeId
+    voters: tuple[NodeId, ...]
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_entries_per_append: int = 256
+    max_inflight_appends: int = 64
+
+    def __post_init__(self) -> None:
+        if self.node_id not in self.voters:
+            raise ValueError(f"node {self.node_id} is not among the voters {self.voters}")
+        if len(set(self.voters)) != len(self.voters):
+            raise ValueError(f"duplicate voters in {self.voters}")
+        if self.heartbeat_interval_ticks < 1:
+            raise ValueError("heartbeat_interval_ticks must be at least 1")
+        if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
+            raise ValueError("election_timeout_ticks must exceed heartbeat_interval_ticks")
+        if self.max_entries_per_append < 1 or self.max_inflight_appends < 1:
+            raise ValueError("max_entries_per_append and max_inflight_appends must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """One bundle of work for the runtime. Handle the fields in this order:
+
+    1. ``hard_state`` (None when unchanged) and ``entries`` must be durable before any
+       message of this bundle is sent. ``entries[0].index`` may be at or below entries
+       already stored: storage must drop everything from that index on, then append.
+    2. ``messages``: send them; losing some is fine, Raft retransmits.
+    3. ``committed``: apply to the state machine, in index order.
+    4. ``events``: what happened, for logs, metrics, spans and tests; no action needed.
+    """
+
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    committed: tuple[Entry, ...]
+    events: tuple[Event, ...]
+
+
+class NotLeaderError(Exception):
+    """A proposal reached a node that is not the leader; ``leader_id`` is its best guess."""
+
+    def __init__(self, leader_id: NodeId | None) -> None:
+        super().__init__(f"not the leader (leader: {leader_id})")
+        self.leader_id = leader_id
+
+
+class ReplicationState(enum.Enum):
+    PROBE = "probe"  # one AppendEntries at a time until the follower's log position is known
+    REPLICATE = "replicate"  # pipelined: send ahead without waiting, bounded by inflight
+
+
+class Progress:
+    """The leader's view of one follower (``next_index``/``match_index`` of Figure 2)."""
+
+    __slots__ = ("inflight", "match_index", "next_index", "probe_sent", "recent_active", "state")
+
+    def __init__(self, next_index: int) -> None:
+        self.match_index = 0
+        self.next_index = next_index
+        self.state = ReplicationState.PROBE
+        self.probe_sent = False
+        self.inflight: deque[int] = deque()  # last index carried by each unacknowledged append
+        self.recent_active = False
+
+    def become_probe(self, next_index: int) -> None:
+        self.state = ReplicationState.PROBE
+        self.next_index = next_index
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def become_replicate(self) -> None:
+        self.state = ReplicationState.REPLICATE
+        self.next_index = self.match_index + 1
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def acknowledge(self, match_index: int) -> None:
+        while self.inflight and self.inflight[0] <= match_index:
+            self.inflight.popleft()
+
+
+class RaftNode:
+    """One Raft server's consensus state. See the module docstring for the contract."""
+
+    def __init__(
+        self, config: Config, rng: random.Random, durable: DurableState | None = None
+    ) -> None:
+        durable = durable or DurableState()
+        self.config = config
+        self.id = config.node_id
+        self._rng = rng
+        self._peers = tuple(v for v in config.voters if v != self.id)
+        self._quorum = len(config.voters) // 2 + 1
+
+        self.current_term = durable.hard_state.current_term
+        self.voted_for = durable.hard_state.voted_for
+        self.log = RaftLog(durable.entries, durable.snapshot_index, durable.snapshot_term)
+        self.commit_index = self.log.snapshot_index
+        self.last_applied = self.log.snapshot_index
+        self.role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_election_timeout = 0
+        self._reset_election_timer()
+        self._votes: dict[NodeId, bool] = {}
+        self._progress: dict[NodeId, Progress] = {}
+        self._append_pending = False
+
+        self._persisted_hard_state = durable.hard_state
+        self._stable_last_index = self.log.last_index
+        self._unstable_from = self.log.last_index + 1
+        self._messages: list[Message] = []
+        self._events: list[Event] = []
+        self._pending_ready: Ready | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        """One unit of logical time has passed."""
+        self._require_no_pending_ready()
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def campaign(self) -> None:
+        """Start an election now, as if the election timer had fired (tests, operators)."""
+        self._require_no_pending_ready()
+        if self.role is not Role.LEADER:
+            self._start_election("campaign")
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a client command; returns its (index, term).
+
+        The command is committed only if the entry at that index is later applied with the
+        same term; if another term shows up there, the proposal was lost with the leadership.
+        """
+        self._require_no_pending_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        entry = Entry(self.log.last_index + 1, self.current_term, data)
+        self.log.append(entry)
+        self._append_pending = True
+        return entry.index, entry.term
+
+    def step(self, msg: Message) -> None:
+        """Feed one message from a peer. Stale or unexpected messages are ordinary input."""
+        self._require_no_pending_ready()
+        if msg.src not in self._peers or msg.dst != self.id:
+            self._events.append(MisroutedMessageIgnored(msg.src, msg.dst, type(msg).__name__))
+            return
+        if msg.term > self.current_term:
+            if isinstance(msg, RequestVote):
+                if self._in_leader_lease():
+                    # Section 9.6 / 4.2.3: we heard from a live leader recently, so this
+                    # candidate is disruptive; ignoring it keeps the cluster's term stable.
+                    self._events.append(
+                        VoteRefused(msg.term, msg.src, msg.pre_vote, "leader_lease")
+                    )
+                    return
+                if not msg.pre_vote:
+                    self._become_follower(msg.term, None, "higher_term")
+            elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.vote_granted:
+                pass  # a granted pre-vote echoes the term we would campaign for
+            else:
+                leader = msg.src if isinstance(msg, AppendEntries | Heartbeat) else None
+                self._become_follower(msg.term, leader, "higher_term")
+        elif msg.term < self.current_term:
+            self._step_stale(msg)
+            return
+
+        if self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(msg)
+        else:
+            self._step_candidate(msg)
+
+    # ----------------------------------------------------------------- outputs
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._messages
+            or self._events
+            or self._append_pending
+            or self._unstable_from <= self.log.last_index
+            or self.commit_index > self.last_applied
+            or self._hard_state() != self._persisted_hard_state
+        )
+
+    def ready(self) -> Ready:
+        """Take the next bundle of work. Call ``advance`` with it once it is handled."""
+        self._require_no_pending_ready()
+        if self._append_pending:
+            self._append_pending = False
+            if self.role is Role.LEADER:
+                self._broadcast_append()
+        hard_state = self._hard_state()
+        last = self.log.last_index
+        apply_to = min(self.commit_index, last)
+        ready = Ready(
+            hard_state=hard_state if hard_state != self._persisted_hard_state else None,
+            entries=self.log.slice(self._unstable_from, last + 1)
+            if self._unstable_from <= last
+            else (),
+            messages=tuple(self._messages),
+            committed=self.log.slice(self.last_applied + 1, apply_to + 1)
+            if apply_to > self.last_applied
+            else (),
+            events=tuple(self._events),
+        )
+        self._messages.clear()
+        self._events.clear()
+        self._pending_ready = ready
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The runtime persisted, sent and applied ``ready``."""
+        if ready is not self._pending_ready:
+            raise RuntimeError("advance() must be given the Ready returned by ready()")
+        self._pending_ready = None
+        if ready.hard_state is not None:
+            self._persisted_hard_state = ready.hard_state
+        self._stable_last_index = self.log.last_index
+        self._unstable_from = self.log.last_index + 1
+        if ready.committed:
+            self.last_applied = ready.committed[-1].index
+        if self.role is Role.LEADER:
+            # The leader counts its own copy only once it is durable.
+            self._progress[self.id].match_index = self._stable_last_index
+            self._maybe_commit()
+
+    # -------------------------------------------------------------- inspection
+
+    @property
+    def quorum(self) -> int:
+        return self._quorum
+
+    def progress(self, peer: NodeId) -> Progress:
+        """The leader's replication progress for ``peer`` (leader only; for tests/metrics)."""
+        return self._progress[peer]
+
+    # ------------------------------------------------------------------- timers
+
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
+        timeout = self.config.election_timeout_ticks
+        self._randomized_election_timeout = self._rng.randrange(timeout, 2 * timeout)
+
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._election_elapsed < self._randomized_election_timeout:
+            return
+        if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            pre_vote = self.role is Role.PRE_CANDIDATE
+            granted, refused = self._tally()
+            term = self.current_term + 1 if pre_vote else self.current_term
+            self._events.append(ElectionTimedOut(term, pre_vote, granted, refused))
+        self._start_election("timeout")
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_timeout_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum:
+                active = sum(1 for pr in self._progress.values() if pr.recent_active)
+                if active < self._quorum:
+                    self._become_follower(self.current_term, None, "check_quorum")
+                    return
+                for peer in self._peers:
+                    self._progress[peer].recent_active = False
+        if self._heartbeat_elapsed >= self.config.heartbeat_interval_ticks:
+            self._heartbeat_elapsed = 0
+            for peer in self._peers:
+                pr = self._progress[peer]
+                commit = min(pr.match_index, self.commit_index)
+                self._send(Heartbeat(self.current_term, self.id, peer, commit))
+
+    def _in_leader_lease(self) -> bool:
+        return (
+            self.config.check_quorum
+            and self.leader_id is not None
+            and self._election_elapsed < self.config.election_timeout_ticks
+        )
+
+    # --------------------------------------------------------------- elections
+
+    def _start_election(self, reason: str) -> None:
+        if self.config.pre_vote:
+            self._become_pre_candidate(reason)
+        else:
+            self._events.append(ElectionStarted(self.current_term + 1, False, reason))
+            self._become_candidate()
+
+    def _become_pre_candidate(self, reason: str) -> None:
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        term = self.current_term + 1
+        self._events.append(ElectionStarted(term, True, reason))
+        self._request_votes(term, pre_vote=True)
+        self._check_election_result()
+
+    def _become_candidate(self) -> None:
+        self.current_term += 1
+        self.voted_for = self.id
+        self.role = Role.CANDIDATE
+        self.leader_id = None
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        self._events.append(BecameCandidate(self.current_term))
+        self._request_votes(self.current_term, pre_vote=False)
+        self._check_election_result()
+
+    def _request_votes(self, term: int, *, pre_vote: bool) -> None:
+        last_index, last_term = self.log.last_index, self.log.last_term
+        for peer in self._peers:
+            self._send(RequestVote(term, self.id, peer, last_index, last_term, pre_vote))
+
+    def _tally(self) -> tuple[tuple[NodeId, ...], tuple[NodeId, ...]]:
+        granted = tuple(sorted(n for n, ok in self._votes.items() if ok))
+        refused = tuple(sorted(n for n, ok in self._votes.items() if not ok))
+        return granted, refused
+
+    def _check_election_result(self) -> None:
+        granted, refused = self._tally()
+        if len(granted) >= self._quorum:
+            if self.role is Role.PRE_CANDIDATE:
+                self._become_candidate()
+            else:
+                self._become_leader(granted)
+        elif len(refused) >= self._quorum:
+            pre_vote = self.role is Role.PRE_CANDIDATE
+            term = self.current_term + 1 if pre_vote else self.current_term
+            self._events.append(ElectionLost(term, pre_vote, granted, refused))
+            self._become_follower(self.current_term, None, "lost_election")
+
+    def _become_leader(self, votes: tuple[NodeId, ...]) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self._votes = {}
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        next_index = self.log.last_index + 1
+        self._progress = {n: Progress(next_index) for n in self.config.voters}
+        me = self._progress[self.id]
+        me.match_index = self._stable_last_index
+        me.recent_active = True
+        me.state = ReplicationState.REPLICATE
+        self._events.append(BecameLeader(self.current_term, votes))
+        # Section 5.4.2 / 8: an entry of our own term lets earlier entries commit, and
+        # lets read-only requests learn the commit index.
+        self.log.append(Entry(next_index, self.current_term, b"", EntryKind.NOOP))
+        self._append_pending = True
+
+    def _become_follower(self, term: int, leader_id: NodeId | None, reason: str) -> None:
+        previous_role = self.role
+        if term > self.current_term:
+            self.current_term = term
+            self.voted_for = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self._votes = {}
+        self._progress = {}
+        self._append_pending = False
+        self._reset_election_timer()
+        if previous_role is not Role.FOLLOWER:
+            self._events.append(SteppedDown(self.current_term, reason))
+        self._events.append(BecameFollower(self.current_term, leader_id))
+
+    def _handle_request_vote(self, msg: RequestVote) -> None:
+        up_to_date = self.log.is_up_to_date(msg.last_log_index, msg.last_log_term)
+        if msg.pre_vote:
+            # A pre-vote changes nothing here: it only asks "would you vote for me?".
+            granted = msg.term > self.current_term and up_to_date
+            reason = "stale_term" if msg.term <= self.current_term else "log_behind"
+            reply_term = msg.term if granted else self.current_term
+        else:
+            can_vote = self.voted_for == msg.src or (
+                self.voted_for is None and self.leader_id is None
+            )
+            granted = can_vote and up_to_date
+            reason = "log_behind" if can_vote else "already_voted"
+            reply_term = self.current_term
+            if granted:
+                self.voted_for = msg.src
+                self._reset_election_timer()
+        if granted:
+            self._events.append(VoteGranted(msg.term, msg.src, msg.pre_vote))
+        else:
+            self._events.append(VoteRefused(msg.term, msg.src, msg.pre_vote, reason))
+        self._send(RequestVoteResponse(reply_term, self.id, msg.src, granted, msg.pre_vote))
+
+    # ----------------------------------------------------------- role dispatch
+
+    def _step_stale(self, msg: Message) -> None:
+        self._events.append(
+            StaleMessageIgnored(msg.src, type(msg).__name__, msg.term, self.current_term)
+        )
+        # Tell an old leader or pre-candidate about the newer term; otherwise a leader that
+        # a partition left behind could keep its followers from ever electing a new one
+        # (with pre-vote and check-quorum, terms no longer rise on their own).
+        match msg:
+            case AppendEntries():
+                self._send(AppendEntriesResponse(self.current_term, self.id, msg.src, False))
+            case Heartbeat():
+                self._send(HeartbeatResponse(self.current_term, self.id, msg.src))
+            case RequestVote(pre_vote=True):
+                self._send(RequestVoteResponse(self.current_term, self.id, msg.src, False, True))
+            case _:
+                pass
+
+    def _step_follower(self, msg: Message) -> None:
+        match msg:
+            case AppendEntries():
+                self._follow(msg.src)
+                self._handle_append_entries(msg)
+            case Heartbeat():
+                self._follow(msg.src)
+                self._handle_heartbeat(msg)
+            case RequestVote():
+                self._handle_request_vote(msg)
+            case _:
+                self._ignore_unexpected(msg)
+
+    def _step_candidate(self, msg: Message) -> None:
+        match msg:
+            case AppendEntries() | Heartbeat():
+                # Someone won this term: follow it (section 5.2).
+                self._become_follower(self.current_term, msg.src, "leader_found")
+                self._step_follower(msg)
+            case RequestVote():
+                self._handle_request_vote(msg)
+            case RequestVoteResponse() if msg.pre_vote == (self.role is Role.PRE_CANDIDATE):
+                self._votes.setdefault(msg.src, msg.vote_granted)
+                self._events.append(
+                    VoteReceived(msg.term, msg.src, msg.vote_granted, msg.pre_vote)
+                )
+                self._check_election_result()
+            case _:
+                self._ignore_unexpected(msg)
+
+    def _step_leader(self, msg: Message) -> None:
+        match msg:
+            case AppendEntriesResponse():
+                self._handle_append_response(msg)
+            case HeartbeatResponse():
+                self._handle_heartbeat_response(msg)
+            case RequestVote():
+                self._handle_request_vote(msg)
+            case _:
+                self._ignore_unexpected(msg)
+
+    def _ignore_unexpected(self, msg: Message) -> None:
+        """A reply to a role we no longer hold (say, vote replies after winning)."""
+        self._events.append(
+            StaleMessageIgnored(msg.src, type(msg).__name__, msg.term, self.current_term)
+        )
+
+    # --------------------------------------------------------------- followers
+
+    def _follow(self, leader_id: NodeId) -> None:
+        self._election_elapsed = 0
+        if self.leader_id != leader_id:
+            self.leader_id = leader_id
+            self._events.append(BecameFollower(self.current_term, leader_id))
+
+    def _handle_heartbeat(self, msg: Heartbeat) -> None:
+        # The leader caps leader_commit at what it knows we hold, so adopting it is safe.
+        self._commit_to(min(msg.leader_commit, self.log.last_index))
+        self._send(HeartbeatResponse(self.current_term, self.id, msg.src))
+
+    def _handle_append_entries(self, msg: AppendEntries) -> None:
+        prev_index, prev_term, entries = msg.prev_log_index, msg.prev_log_term, msg.entries
+        if prev_index < self.log.snapshot_index:
+            # Everything up to the snapshot is committed and therefore matches.
+            entries = entries[self.log.snapshot_index - prev_index :]
+            prev_index, prev_term = self.log.snapshot_index, self.log.snapshot_term
+        local_term = self.log.term_at(prev_index) if prev_index <= self.log.last_index else None
+        if local_term is None or local_term != prev_term:
+            self._reject_append(msg, local_term)
+            return
+        for position, entry in enumerate(entries):
+            existing = self.log.term_at(entry.index) if entry.index <= self.log.last_index else None
+            if existing == entry.term:
+                continue  # already have it: a duplicate must never truncate what follows
+            if existing is not None:
+                assert entry.index > self.commit_index, "leader conflicts with a committed entry"
+                self.log.truncate_from(entry.index)
+                self._stable_last_index = min(self._stable_last_index, entry.index - 1)
+                self._events.append(LogTruncated(entry.index, entry.term))
+            self._unstable_from = min(self._unstable_from, entry.index)
+            for new_entry in entries[position:]:
+                self.log.append(new_entry)
+            break
+        match_index = msg.prev_log_index + len(msg.entries)
+        self._commit_to(min(msg.leader_commit, match_index))
+        self._send(
+            AppendEntriesResponse(
+                self.current_term, self.id, msg.src, True, match_index=match_index
+            )
+        )
+
+    def _reject_append(self, msg: AppendEntries, local_term: int | None) -> None:
+        if local_term is None:
+            conflict_term, conflict_index = 0, self.log.last_index + 1
+        else:
+            conflict_term = local_term
+            conflict_index = self.log.first_index_of_term(msg.prev_log_index)
+        self._events.append(
+            AppendRejected(msg.src, msg.prev_log_index, conflict_term, conflict_index)
+        )
+        self._send(
+            AppendEntriesResponse(
+                self.current_term,
+                self.id,
+                msg.src,
+                False,
+                rejected_index=msg.prev_log_index,
+                conflict_term=conflict_term,
+                conflict_index=conflict_index,
+            )
+        )
+
+    def _commit_to(self, index: int) -> None:
+        if index > self.commit_index:
+            self._events.append(CommitAdvanced(self.commit_index, index))
+            self.commit_index = index
+
+    # ------------------------------------------------------------------ leader
+
+    def _handle_append_response(self, msg: AppendEntriesResponse) -> None:
+        pr = self._progress[msg.src]
+        pr.recent_active = True
+        if msg.success:
+            pr.probe_sent = False
+            if msg.match_index > pr.match_index:
+                pr.match_index = msg.match_index
+                pr.acknowledge(msg.match_index)
+                if pr.state is ReplicationState.PROBE:
+                    pr.become_replicate()
+                else:
+                    pr.next_index = max(pr.next_index, msg.match_index + 1)
+                self._maybe_commit()
+            self._send_append(msg.src)
+            return
+        stale = msg.rejected_index <= pr.match_index or (
+            pr.state is ReplicationState.PROBE and msg.rejected_index != pr.next_index - 1
+        )
+        if stale:
+            self._ignore_unexpected(msg)
+            return
+        next_index = msg.conflict_index
+        if msg.conflict_term:
+            last_of_term = self.log.last_index_of_term(msg.conflict_term)
+            if last_of_term is not None:
+                next_index = last_of_term + 1
+        next_index = max(pr.match_index + 1, min(next_index, msg.rejected_index))
+        pr.become_probe(next_index)
+        self._events.append(FollowerBackedOff(msg.src, next_index))
+        self._send_append(msg.src)
+
+    def _handle_heartbeat_response(self, msg: HeartbeatResponse) -> None:
+        pr = self._progress[msg.src]
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.state is ReplicationState.REPLICATE and (
+            len(pr.inflight) >= self.config.max_inflight_appends
+        ):
+            pr.inflight.popleft()
+        if pr.match_index < self.log.last_index:
+            # An append may have been lost; an empty one makes the follower say where it is.
+            self._send_append(msg.src, send_if_empty=True)
+
+    def _broadcast_append(self) -> None:
+        for peer in self._peers:
+            self._send_append(peer)
+
+    def _send_append(self, peer: NodeId, *, send_if_empty: bool = False) -> None:
+        pr = self._progress[peer]
+        limit = self.config.max_entries_per_append
+        while True:
+            if pr.state is ReplicationState.PROBE and pr.probe_sent:
+                return
+            if len(pr.inflight) >= self.config.max_inflight_appends:
+                return
+            first = pr.next_index
+            entries = self.log.slice(first, min(self.log.last_index + 1, first + limit))
+            if not entries and not send_if_empty and pr.state is ReplicationState.REPLICATE:
+                return
+            prev_index = first - 1
+            prev_term = self.log.term_at(prev_index)
+            assert prev_term is not None, "next_index beyond the leader's log"
+            self._send(
+                AppendEntries(
+                    self.current_term,
+                    self.id,
+                    peer,
+                    prev_index,
+                    prev_term,
+                    entries,
+                    self.commit_index,
+                )
+            )
+            if pr.state is ReplicationState.PROBE:
+                pr.probe_sent = True
+                return
+            if not entries:
+                return
+            pr.next_index = entries[-1].index + 1
+            pr.inflight.append(entries[-1].index)
+            send_if_empty = False
+
+    def _maybe_commit(self) -> None:
+        matches = sorted((pr.match_index for pr in self._progress.values()), reverse=True)
+        candidate = matches[self._quorum - 1]
+        # Figure 8: only an entry of the current term commits by counting replicas.
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
+            self._commit_to(candidate)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, msg: Message) -> None:
+        self._messages.append(msg)
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.current_term, self.voted_for)
+
+    def _require_no_pending_ready(self) -> None:
+        if self._pending_ready is not None:
+            raise RuntimeError("input given between ready() and advance()")

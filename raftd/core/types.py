@@ -1,0 +1,138 @@
+"""Log entries, durable state and messages: the vocabulary of the Raft paper.
+
+Every message kind is its own frozen dataclass, so ``match`` can dispatch on it and a
+field that only one kind needs never sits empty on the others. Responses are one-way
+messages like any other: the core never waits for a reply, it reacts when one arrives.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+NodeId = int
+
+
+class EntryKind(enum.IntEnum):
+    """Why an entry is in the log: client commands, or the leader's term-start no-op."""
+
+    NORMAL = 0
+    NOOP = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. ``data`` is opaque to the core: the state machine gives it meaning."""
+
+    index: int
+    term: int
+    data: bytes = b""
+    kind: EntryKind = EntryKind.NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What a node must have on stable storage before it answers anyone (Figure 2)."""
+
+    current_term: int = 0
+    voted_for: NodeId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """Everything a node restarts from: its hard state and the log after the snapshot point.
+
+    ``snapshot_index``/``snapshot_term`` describe the entry just before ``entries[0]``; they are
+    (0, 0) until log compaction exists, and the log keeps this offset so compaction needs no
+    rewrite of the indexing code.
+    """
+
+    hard_state: HardState = HardState()
+    entries: tuple[Entry, ...] = ()
+    snapshot_index: int = 0
+    snapshot_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    """A (pre-)candidate asking for a vote. A pre-vote carries the term it *would* use."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResponse:
+    term: int
+    src: NodeId
+    dst: NodeId
+    vote_granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    term: int
+    src: NodeId
+    dst: NodeId
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]
+    leader_commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesResponse:
+    """A follower's answer.
+
+    On success ``match_index`` is the last index known to match the leader (never the
+    follower's whole log, which may hold unverified entries). On failure,
+    ``rejected_index`` is the ``prev_log_index`` that did not match, and
+    ``conflict_term``/``conflict_index`` let the leader skip a whole term at once
+    (the fast back-off of section 5.3).
+    """
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    success: bool
+    match_index: int = 0
+    rejected_index: int = 0
+    conflict_term: int = 0
+    conflict_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Leader liveness plus a commit index the follower can safely adopt.
+
+    Kept apart from AppendEntries (as etcd does) so a heartbeat never races in-flight
+    pipelined appends on ``prev_log_index`` and never forces a follower back to probing.
+    ``leader_commit`` is already capped at what the follower is known to hold.
+    """
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    leader_commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+    src: NodeId
+    dst: NodeId
+
+
+Message = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | Heartbeat
+    | HeartbeatResponse
+)

@@ -1,0 +1,183 @@
+"""A small in-memory cluster for scenario tests that read like protocol traces.
+
+Messages are delivered instantly and in order by ``stabilize``; time passes only through
+``tick``. Links can be cut in one or both directions, nodes crashed (losing everything not
+synced) and restarted from their durable state. Each node's "state machine" is the list of
+applied entries, rebuilt from scratch on restart by re-applying the committed log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable
+
+from raftd.core import Config, Entry, EntryKind, Message, NodeId, RaftNode, Role
+from raftd.core.events import Event
+from raftd.storage import MemoryStorage
+
+
+class Network:
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        seed: int = 0,
+        pre_vote: bool = True,
+        check_quorum: bool = True,
+        election_timeout_ticks: int = 10,
+        heartbeat_interval_ticks: int = 2,
+    ) -> None:
+        self.ids: tuple[NodeId, ...] = tuple(range(1, size + 1))
+        self._seed = seed
+        self._restarts = 0
+        self._config_args = {
+            "pre_vote": pre_vote,
+            "check_quorum": check_quorum,
+            "election_timeout_ticks": election_timeout_ticks,
+            "heartbeat_interval_ticks": heartbeat_interval_ticks,
+        }
+        self.storages = {i: MemoryStorage() for i in self.ids}
+        self.nodes: dict[NodeId, RaftNode] = {}
+        self.applied: dict[NodeId, list[Entry]] = {}
+        self.events: dict[NodeId, list[Event]] = {i: [] for i in self.ids}
+        self.cut_links: set[tuple[NodeId, NodeId]] = set()
+        self.in_flight: deque[Message] = deque()
+        self.delivered: list[Message] = []
+        for i in self.ids:
+            self._boot(i)
+
+    # ----------------------------------------------------------- membership
+
+    def config(self, node_id: NodeId) -> Config:
+        return Config(node_id=node_id, voters=self.ids, **self._config_args)  # type: ignore[arg-type]
+
+    def _boot(self, node_id: NodeId) -> None:
+        self._restarts += 1
+        rng = random.Random(self._seed * 7919 + node_id * 104729 + self._restarts)
+        self.nodes[node_id] = RaftNode(
+            self.config(node_id), rng, self.storages[node_id].load()
+        )
+        self.applied[node_id] = []
+
+    def crash(self, node_id: NodeId) -> None:
+        """Stop a node abruptly: staged writes are lost, messages to it vanish."""
+        self.storages[node_id].crash()
+        del self.nodes[node_id]
+        self.in_flight = deque(m for m in self.in_flight if m.dst != node_id)
+
+    def restart(self, node_id: NodeId) -> None:
+        assert node_id not in self.nodes, f"node {node_id} is running"
+        self._boot(node_id)
+
+    # ------------------------------------------------------------ the links
+
+    def cut(self, a: NodeId, b: NodeId) -> None:
+        self.cut_links |= {(a, b), (b, a)}
+
+    def cut_one_way(self, src: NodeId, dst: NodeId) -> None:
+        self.cut_links.add((src, dst))
+
+    def isolate(self, node_id: NodeId) -> None:
+        for other in self.ids:
+            if other != node_id:
+                self.cut(node_id, other)
+
+    def heal(self) -> None:
+        self.cut_links.clear()
+
+    # --------------------------------------------------------------- driving
+
+    def process(self, node_id: NodeId) -> None:
+        """Handle every pending Ready of one node: persist, send, apply."""
+        node = self.nodes[node_id]
+        storage = self.storages[node_id]
+        while node.has_ready():
+            ready = node.ready()
+            if ready.hard_state is not None:
+                storage.set_hard_state(ready.hard_state)
+            storage.append(ready.entries)
+            storage.sync()
+            self.in_flight.extend(ready.messages)
+            self.applied[node_id].extend(ready.committed)
+            self.events[node_id].extend(ready.events)
+            node.advance(ready)
+
+    def stabilize(self, max_messages: int = 100_000) -> None:
+        """Deliver messages until nothing more happens."""
+        for node_id in list(self.nodes):
+            self.process(node_id)
+        delivered = 0
+        while self.in_flight:
+            msg = self.in_flight.popleft()
+            delivered += 1
+            assert delivered <= max_messages, "the cluster never went quiet"
+            if msg.dst not in self.nodes or (msg.src, msg.dst) in self.cut_links:
+                continue
+            self.delivered.append(msg)
+            self.nodes[msg.dst].step(msg)
+            self.process(msg.dst)
+
+    def tick(self, ticks: int = 1) -> None:
+        for _ in range(ticks):
+            for node_id in list(self.nodes):
+                self.nodes[node_id].tick()
+            self.stabilize()
+
+    def drop_in_flight(self) -> list[Message]:
+        """Take every undelivered message out of the network (to replay or discard)."""
+        taken = list(self.in_flight)
+        self.in_flight.clear()
+        return taken
+
+    def send(self, messages: Iterable[Message]) -> None:
+        """Put messages (say, ones taken earlier) back on the wire."""
+        self.in_flight.extend(messages)
+
+    # ---------------------------------------------------------------- stories
+
+    def elect(self, node_id: NodeId) -> RaftNode:
+        """Make ``node_id`` campaign now and deliver everything; it must win."""
+        self.nodes[node_id].campaign()
+        self.stabilize()
+        node = self.nodes[node_id]
+        assert node.role is Role.LEADER, f"node {node_id} did not win: {node.role}"
+        return node
+
+    def leaders(self) -> list[NodeId]:
+        return [i for i, n in self.nodes.items() if n.role is Role.LEADER]
+
+    def leader(self) -> NodeId:
+        """The one leader with the highest term among running nodes."""
+        leaders = self.leaders()
+        assert leaders, "no leader"
+        top = max(self.nodes[i].current_term for i in leaders)
+        current = [i for i in leaders if self.nodes[i].current_term == top]
+        assert len(current) == 1, f"two leaders in term {top}: {current}"
+        return current[0]
+
+    def wait_for_leader(
+        self, among: Iterable[NodeId] | None = None, max_ticks: int = 500
+    ) -> NodeId:
+        """Tick until exactly one node of ``among`` leads in the highest term there."""
+        group = set(among) if among is not None else set(self.nodes)
+        for _ in range(max_ticks):
+            leaders = [i for i in group if i in self.nodes and self.nodes[i].role is Role.LEADER]
+            top = max(self.nodes[i].current_term for i in group if i in self.nodes)
+            current = [i for i in leaders if self.nodes[i].current_term == top]
+            if len(current) == 1:
+                return current[0]
+            self.tick()
+        raise AssertionError(f"no leader among {sorted(group)} after {max_ticks} ticks")
+
+    def propose(self, node_id: NodeId, data: bytes) -> tuple[int, int]:
+        index_term = self.nodes[node_id].propose(data)
+        self.stabilize()
+        return index_term
+
+    def commands(self, node_id: NodeId) -> list[bytes]:
+        """The client commands this node has applied, in order (no-ops left out)."""
+        return [e.data for e in self.applied[node_id] if e.kind is EntryKind.NORMAL]
+
+    def events_of(self, node_id: NodeId, kind: type) -> list[Event]:
+        return [e for e in self.events[node_id] if isinstance(e, kind)]
