@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SIM_SEEDS ?= 200
+SIM_SEEDS ?= 1000
 
 .PHONY: demo test lint typecheck unit sim sim-long clean
 

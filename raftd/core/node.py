@@ -509,9 +509,7 @@ class RaftNode:
                 self._handle_request_vote(msg)
             case RequestVoteResponse() if msg.pre_vote == (self.role is Role.PRE_CANDIDATE):
                 self._votes.setdefault(msg.src, msg.vote_granted)
-                self._events.append(
-                    VoteReceived(msg.term, msg.src, msg.vote_granted, msg.pre_vote)
-                )
+                self._events.append(VoteReceived(msg.term, msg.src, msg.vote_granted, msg.pre_vote))
                 self._check_election_result()
             case _:
                 self._ignore_unexpected(msg)

@@ -10,11 +10,27 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
-from raftd.core import Config, Entry, EntryKind, Message, NodeId, RaftNode, Role
+from raftd.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    Entry,
+    EntryKind,
+    Message,
+    NodeId,
+    RaftNode,
+    Ready,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
 from raftd.core.events import Event
 from raftd.storage import MemoryStorage
+
+E = TypeVar("E")
 
 
 class Network:
@@ -27,6 +43,7 @@ class Network:
         check_quorum: bool = True,
         election_timeout_ticks: int = 10,
         heartbeat_interval_ticks: int = 2,
+        max_entries_per_append: int = 256,
     ) -> None:
         self.ids: tuple[NodeId, ...] = tuple(range(1, size + 1))
         self._seed = seed
@@ -36,6 +53,7 @@ class Network:
             "check_quorum": check_quorum,
             "election_timeout_ticks": election_timeout_ticks,
             "heartbeat_interval_ticks": heartbeat_interval_ticks,
+            "max_entries_per_append": max_entries_per_append,
         }
         self.storages = {i: MemoryStorage() for i in self.ids}
         self.nodes: dict[NodeId, RaftNode] = {}
@@ -44,6 +62,11 @@ class Network:
         self.cut_links: set[tuple[NodeId, NodeId]] = set()
         self.in_flight: deque[Message] = deque()
         self.delivered: list[Message] = []
+        # Every Ready each node produced, in order (kept across restarts).
+        self.readies: dict[NodeId, list[Ready]] = {i: [] for i in self.ids}
+        # Called with (node, ready, storage) once a Ready is durable and before its
+        # messages go out: the place to check "persist before send".
+        self.ready_observers: list[Callable[[NodeId, Ready, MemoryStorage], None]] = []
         for i in self.ids:
             self._boot(i)
 
@@ -55,9 +78,7 @@ class Network:
     def _boot(self, node_id: NodeId) -> None:
         self._restarts += 1
         rng = random.Random(self._seed * 7919 + node_id * 104729 + self._restarts)
-        self.nodes[node_id] = RaftNode(
-            self.config(node_id), rng, self.storages[node_id].load()
-        )
+        self.nodes[node_id] = RaftNode(self.config(node_id), rng, self.storages[node_id].load())
         self.applied[node_id] = []
 
     def crash(self, node_id: NodeId) -> None:
@@ -83,6 +104,15 @@ class Network:
             if other != node_id:
                 self.cut(node_id, other)
 
+    def partition(self, *groups: Iterable[NodeId]) -> None:
+        """Cut every link between nodes of different groups (links inside a group stay)."""
+        sets = [set(g) for g in groups]
+        for i, group in enumerate(sets):
+            for other in sets[i + 1 :]:
+                for a in group:
+                    for b in other:
+                        self.cut(a, b)
+
     def heal(self) -> None:
         self.cut_links.clear()
 
@@ -98,6 +128,9 @@ class Network:
                 storage.set_hard_state(ready.hard_state)
             storage.append(ready.entries)
             storage.sync()
+            self.readies[node_id].append(ready)
+            for observe in self.ready_observers:
+                observe(node_id, ready, storage)
             self.in_flight.extend(ready.messages)
             self.applied[node_id].extend(ready.committed)
             self.events[node_id].extend(ready.events)
@@ -123,6 +156,44 @@ class Network:
             for node_id in list(self.nodes):
                 self.nodes[node_id].tick()
             self.stabilize()
+
+    def deliver(self, where: Callable[[Message], bool] | None = None) -> list[Message]:
+        """Deliver once the messages in flight now (those ``where`` accepts; the rest stay
+        queued). Replies they cause are queued, not delivered: one round trip at a time."""
+        for node_id in list(self.nodes):
+            self.process(node_id)
+        batch = list(self.in_flight)
+        self.in_flight = deque(m for m in batch if where is not None and not where(m))
+        delivered: list[Message] = []
+        for msg in batch:
+            if where is not None and not where(msg):
+                continue
+            if msg.dst not in self.nodes or (msg.src, msg.dst) in self.cut_links:
+                continue
+            self.delivered.append(msg)
+            delivered.append(msg)
+            self.nodes[msg.dst].step(msg)
+            self.process(msg.dst)
+        return delivered
+
+    def run_until(self, done: Callable[[], bool], max_ticks: int = 500) -> None:
+        """Tick, then deliver one round of messages at a time, stopping as soon as ``done()``
+        holds (with every Ready so far handled), so a test can act at that exact point."""
+        for _ in range(max_ticks):
+            for node_id in list(self.nodes):
+                self.nodes[node_id].tick()
+                self.process(node_id)
+            if done():
+                return
+            for _round in range(10_000):
+                if not self.in_flight:
+                    break
+                self.deliver()
+                if done():
+                    return
+            else:
+                raise AssertionError("the cluster never went quiet")
+        raise AssertionError(f"condition not reached after {max_ticks} ticks")
 
     def drop_in_flight(self) -> list[Message]:
         """Take every undelivered message out of the network (to replay or discard)."""
@@ -179,5 +250,74 @@ class Network:
         """The client commands this node has applied, in order (no-ops left out)."""
         return [e.data for e in self.applied[node_id] if e.kind is EntryKind.NORMAL]
 
-    def events_of(self, node_id: NodeId, kind: type) -> list[Event]:
+    def events_of(self, node_id: NodeId, kind: type[E]) -> list[E]:
         return [e for e in self.events[node_id] if isinstance(e, kind)]
+
+    def committed_on(self, data: bytes) -> dict[NodeId, int]:
+        """Running nodes that applied the command ``data``, with the index it was applied at."""
+        found: dict[NodeId, int] = {}
+        for node_id in self.nodes:
+            for entry in self.applied[node_id]:
+                if entry.kind is EntryKind.NORMAL and entry.data == data:
+                    found[node_id] = entry.index
+        return found
+
+
+# ------------------------------------------------------------------ checks
+
+
+def assert_committed(net: Network, data: bytes, count: int) -> int:
+    """Exactly ``count`` running nodes applied ``data``, all at the same index; returns it."""
+    found = net.committed_on(data)
+    assert len(found) == count, f"{data!r} applied on {sorted(found)}, expected {count} nodes"
+    indexes = set(found.values())
+    assert len(indexes) == 1, f"{data!r} applied at different indexes: {found}"
+    return indexes.pop()
+
+
+def assert_not_committed(net: Network, data: bytes) -> None:
+    found = net.committed_on(data)
+    assert not found, f"{data!r} was applied on {sorted(found)}"
+
+
+def assert_applied_agree(net: Network) -> None:
+    """State machine safety: every node applied a gapless prefix of one common sequence."""
+    longest: list[Entry] = []
+    for node_id, applied in net.applied.items():
+        indexes = [e.index for e in applied]
+        assert indexes == list(range(1, len(applied) + 1)), f"node {node_id} applied {indexes}"
+        common = min(len(applied), len(longest))
+        assert applied[:common] == longest[:common], f"node {node_id} diverges"
+        if len(applied) > len(longest):
+            longest = applied
+
+
+def audit_persist_before_send(node_id: NodeId, ready: Ready, storage: MemoryStorage) -> None:
+    """A ``ready_observers`` hook: no message may depend on state a crash could still lose.
+
+    Called once a Ready is durable and before its messages leave. Every message is sent in the
+    durable term (a pre-vote asks for the next one); a vote request or grant needs the durable
+    vote; an acknowledgement or an AppendEntries only covers entries already synced.
+    """
+    durable = storage.load()
+    term, voted_for = durable.hard_state.current_term, durable.hard_state.voted_for
+
+    def synced(entry: Entry) -> bool:
+        offset = entry.index - durable.snapshot_index - 1
+        return 0 <= offset < len(durable.entries) and durable.entries[offset] == entry
+
+    for msg in ready.messages:
+        if isinstance(msg, RequestVote) and msg.pre_vote:
+            assert msg.term == term + 1, f"node {node_id}: {msg} at durable term {term}"
+            continue
+        if isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.vote_granted:
+            continue  # echoes the term the pre-candidate would use; changes nothing here
+        assert msg.term == term, f"node {node_id} sends {msg} but its durable term is {term}"
+        if isinstance(msg, RequestVote):
+            assert voted_for == node_id, f"node {node_id} campaigns without a durable self-vote"
+        elif isinstance(msg, RequestVoteResponse) and msg.vote_granted:
+            assert voted_for == msg.dst, f"node {node_id} grants {msg.dst}, durable {voted_for}"
+        elif isinstance(msg, AppendEntriesResponse) and msg.success:
+            assert msg.match_index <= storage.last_index, f"node {node_id} acks unsynced entries"
+        elif isinstance(msg, AppendEntries) and msg.entries:
+            assert synced(msg.entries[-1]), f"leader {node_id} sends unsynced {msg.entries[-1]}"

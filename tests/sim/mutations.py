@@ -1,0 +1,77 @@
+"""Classic Raft bugs, re-introduced on purpose to prove the simulator catches them.
+
+They live here, in the tests, as subclasses and storage wrappers: the product code carries
+no switch that could turn a bug on by accident.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from raftd.core import Config, DurableState, HardState, RaftLog, RaftNode
+from raftd.storage import MemoryStorage
+from tests.sim.simulator import NodeFactory, StorageFactory, default_node
+
+
+class OldTermCommitNode(RaftNode):
+    """Commits by counting replicas of any entry, ignoring Figure 8's current-term rule."""
+
+    def _maybe_commit(self) -> None:
+        matches = sorted((pr.match_index for pr in self._progress.values()), reverse=True)
+        candidate = matches[self.quorum - 1]
+        if candidate > self.commit_index:
+            self._commit_to(candidate)
+
+
+class _TrustingLog(RaftLog):
+    def is_up_to_date(self, last_log_index: int, last_log_term: int) -> bool:
+        return True
+
+
+class NoLogCheckVoteNode(RaftNode):
+    """Grants votes without checking that the candidate's log is at least as up-to-date."""
+
+    def __init__(
+        self, config: Config, rng: random.Random, durable: DurableState | None = None
+    ) -> None:
+        super().__init__(config, rng, durable)
+        log = self.log
+        self.log = _TrustingLog(
+            log.slice(log.snapshot_index + 1, log.last_index + 1),
+            log.snapshot_index,
+            log.snapshot_term,
+        )
+
+
+class ForgetfulVoteStorage(MemoryStorage):
+    """Persists the term but never voted_for: a restarted node may vote twice in a term."""
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        super().set_hard_state(HardState(hard_state.current_term, None))
+
+
+@dataclass(frozen=True)
+class Mutation:
+    description: str
+    node_factory: NodeFactory = default_node
+    storage_factory: StorageFactory = MemoryStorage
+
+
+def _node(cls: type[RaftNode]) -> NodeFactory:
+    def make(config: Config, rng: random.Random, storage: MemoryStorage) -> RaftNode:
+        return cls(config, rng, storage.load())
+
+    return make
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "old-term-commit": Mutation(
+        "commit by counting replicas of old-term entries (Figure 8)", _node(OldTermCommitNode)
+    ),
+    "forget-vote": Mutation("voted_for is not persisted", storage_factory=ForgetfulVoteStorage),
+    "no-log-check-vote": Mutation(
+        "votes granted without the up-to-date log check",
+        node_factory=_node(NoLogCheckVoteNode),
+    ),
+}

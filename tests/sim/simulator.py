@@ -1,0 +1,460 @@
+"""The deterministic simulator: one seed drives a whole cluster's life, faults included.
+
+Everything that could vary between runs (fault rates, timeouts, delays, which message is
+lost, when a node crashes) is drawn from ``random.Random(seed)``, and time is a counter,
+so a seed replays exactly. A run has two phases:
+
+1. safety: faults at the seed's rates, client proposals, and every safety invariant checked
+   after every event (see checker.py);
+2. liveness: the network heals, crashed nodes restart, faults stop; within a bounded number of
+   ticks one leader must emerge, a fresh command must commit, and every node must converge
+   to the same log and the same applied state, holding every command a leader acknowledged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from raftd.core import Config, Entry, EntryKind, Message, NodeId, RaftNode, Ready, Role
+from raftd.core.events import BecameLeader, CommitAdvanced, Event, VoteGranted
+from raftd.storage import MemoryStorage
+from tests.sim.checker import SafetyChecker, Violation
+from tests.sim.faults import TICK_UNITS, FaultPlan
+
+NodeFactory = Callable[[Config, random.Random, MemoryStorage], RaftNode]
+StorageFactory = Callable[[], MemoryStorage]
+
+
+def default_node(config: Config, rng: random.Random, storage: MemoryStorage) -> RaftNode:
+    return RaftNode(config, rng, storage.load())
+
+
+@dataclass
+class RunResult:
+    seed: int
+    plan: FaultPlan
+    violation: str | None
+    digest: str
+    ticks: int
+    events: int
+    messages: int
+    proposals: int
+    committed: int
+    crashes: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+# Kinds of scheduled work, ordered for ties at the same instant.
+_DELIVER, _NODE_TICK, _WORLD, _RESTART = 0, 1, 2, 3
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        plan: FaultPlan | None = None,
+        *,
+        node_factory: NodeFactory = default_node,
+        storage_factory: StorageFactory = MemoryStorage,
+        trace: Callable[[str], None] | None = None,
+        keep_lines: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.plan = plan or FaultPlan.draw(self.rng)
+        self._node_factory = node_factory
+        self._trace = trace
+        self._keep_lines = keep_lines
+        self._lines: list[str] = []
+        self._digest = hashlib.sha256()
+        self.ids: tuple[NodeId, ...] = tuple(range(1, self.plan.nodes + 1))
+        self.storages = {i: storage_factory() for i in self.ids}
+        self.nodes: dict[NodeId, RaftNode] = {}
+        self.checker = SafetyChecker()
+        self.now = 0
+        self._seq = 0
+        self._queue: list[tuple[int, int, int, object]] = []
+        self.blocked: set[tuple[NodeId, NodeId]] = set()
+        self._crash_in_ready: dict[NodeId, bool] = {}  # node -> crash before its fsync?
+        self._down: set[NodeId] = set()
+        self.applied: dict[NodeId, list[Entry]] = {i: [] for i in self.ids}
+        self.acknowledged: set[bytes] = set()
+        # (proposer, index) -> (command, term): the proposer acknowledges the command when it
+        # applies that very entry; another entry at that index means the command was lost.
+        self._pending: dict[tuple[NodeId, int], tuple[bytes, int]] = {}
+        self._next_command = 0
+        self.liveness = False
+        self._link_last_delivery: dict[tuple[NodeId, NodeId], int] = {}
+        self._final_command: bytes | None = None
+        self._final_leader: tuple[NodeId, int] = (0, 0)
+        self.counts = {"events": 0, "messages": 0, "proposals": 0, "crashes": 0}
+        for i in self.ids:
+            self._start_node(i)
+        self._schedule(0, _WORLD, None)
+
+    # ------------------------------------------------------------ scheduling
+
+    def _schedule(self, at: int, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, kind, self._seq, payload))
+
+    def _start_node(self, node_id: NodeId) -> None:
+        config = Config(
+            node_id=node_id,
+            voters=self.ids,
+            election_timeout_ticks=self.plan.election_timeout_ticks,
+            heartbeat_interval_ticks=self.plan.heartbeat_interval_ticks,
+            pre_vote=self.plan.pre_vote,
+            check_quorum=self.plan.check_quorum,
+            max_entries_per_append=self.plan.max_entries_per_append,
+            max_inflight_appends=self.plan.max_inflight_appends,
+        )
+        rng = random.Random(self.rng.getrandbits(64))
+        self.nodes[node_id] = self._node_factory(config, rng, self.storages[node_id])
+        self._down.discard(node_id)
+        self.applied[node_id] = []
+        self.checker.node_restarted(node_id)
+        # Each node's clock runs at its own phase so ticks do not line up exactly.
+        self._schedule(self.now + self.rng.randrange(1, TICK_UNITS + 1), _NODE_TICK, node_id)
+
+    # ---------------------------------------------------------------- output
+
+    def _emit(self, node_id: NodeId | None, text: str) -> None:
+        self.counts["events"] += 1
+        if node_id is None:
+            line = f"{self.now / TICK_UNITS:8.1f} --  {text}"
+        else:
+            node = self.nodes.get(node_id)
+            if node is None:
+                state = "down"
+            else:
+                state = f"{node.role.value:<13} t={node.current_term:<3} c={node.commit_index:<4}"
+            line = f"{self.now / TICK_UNITS:8.1f} n{node_id}  {state} {text}"
+        self._digest.update(line.encode())
+        if self._trace is not None:
+            self._trace(line)
+        if self._keep_lines:
+            self._lines.append(line)
+
+    # -------------------------------------------------------------- the nodes
+
+    def _drain(self, node_id: NodeId) -> None:
+        """Handle every Ready of a node: persist, (maybe crash), send, apply, check."""
+        node = self.nodes[node_id]
+        storage = self.storages[node_id]
+        while node.has_ready():
+            ready = node.ready()
+            if ready.hard_state is not None:
+                storage.set_hard_state(ready.hard_state)
+            storage.append(ready.entries)
+            self.checker.appended(node, ready.entries)
+            crash_before_sync = self._crash_in_ready.pop(node_id, None)
+            if crash_before_sync:
+                self._crash(node_id, "before fsync, mid-Ready")
+                return
+            storage.sync()
+            if crash_before_sync is False:
+                self._crash(node_id, "after fsync, before send")
+                return
+            moment = self._buggify_moment(node, ready)
+            if moment is not None:
+                self._crash(node_id, f"after fsync, before send: {moment}")
+                return
+            self._send(ready)
+            self._apply(node_id, ready)
+            self._record_events(node, ready.events)
+            node.advance(ready)
+        self.checker.node_state(node)
+
+    def _buggify_moment(self, node: RaftNode, ready: Ready) -> str | None:
+        """Crash a leader at the moments where Raft's subtle rules matter (FoundationDB's
+        BUGGIFY): just after winning, before anyone saw its no-op; just after its commit
+        index moved, before followers heard; just after appending, leaving a divergent
+        tail. Random crashes rarely land there."""
+        rate = self.plan.buggify_rate
+        if not rate or self.liveness or node.role is not Role.LEADER:
+            return None
+        for event in ready.events:
+            if isinstance(event, BecameLeader | CommitAdvanced) and self.rng.random() < rate:
+                return type(event).__name__
+        if ready.entries and self.rng.random() < rate:
+            return "new entries not yet replicated"
+        return None
+
+    def _send(self, ready: Ready) -> None:
+        plan = self.plan
+        for msg in ready.messages:
+            self.counts["messages"] += 1
+            if not self.liveness and self.rng.random() < plan.drop_rate:
+                continue
+            copies = 2 if not self.liveness and self.rng.random() < plan.duplicate_rate else 1
+            for _ in range(copies):
+                at = self.now + self.rng.randint(plan.min_delay_units, plan.max_delay_units)
+                if self.liveness:
+                    # Once healed, links behave like TCP: in order, though still slow.
+                    link = (msg.src, msg.dst)
+                    at = max(at, self._link_last_delivery.get(link, 0))
+                    self._link_last_delivery[link] = at
+                self._schedule(at, _DELIVER, msg)
+
+    def _apply(self, node_id: NodeId, ready: Ready) -> None:
+        for entry in ready.committed:
+            self.checker.applied(node_id, entry)
+            self.applied[node_id].append(entry)
+            pending = self._pending.pop((node_id, entry.index), None)
+            if pending is None:
+                continue
+            data, term = pending
+            if (entry.term, entry.data) == (term, data):
+                self.acknowledged.add(data)
+                self._emit(node_id, f"client ack {data.decode()} at {entry.index}")
+            else:
+                self._emit(node_id, f"client lost {data.decode()}: index {entry.index} reused")
+
+    def _record_events(self, node: RaftNode, events: tuple[Event, ...]) -> None:
+        for event in events:
+            match event:
+                case VoteGranted(pre_vote=False):
+                    self.checker.vote_granted(node.id, event.term, event.candidate)
+                case BecameLeader():
+                    self.checker.became_leader(node)
+            self._emit(node.id, repr(event))
+
+    # ----------------------------------------------------- scripted control
+
+    def run_for(self, ticks: int) -> None:
+        """Advance the world by ``ticks`` (for scripted stories such as the demo)."""
+        self._run_until(self.now + ticks * TICK_UNITS)
+
+    def crash(self, node_id: NodeId) -> None:
+        """Crash a node now; it stays down until ``restart``."""
+        self._crash(node_id, "by request", restart_later=False)
+
+    def restart(self, node_id: NodeId) -> None:
+        self._restart(node_id)
+
+    def leader_ids(self) -> list[NodeId]:
+        return sorted(i for i, n in self.nodes.items() if n.role is Role.LEADER)
+
+    def _crash(self, node_id: NodeId, how: str, *, restart_later: bool = True) -> None:
+        self.counts["crashes"] += 1
+        self.storages[node_id].crash()
+        del self.nodes[node_id]
+        # Its clients lose their connections: those outcomes stay unknown, never acked.
+        for key in [k for k in self._pending if k[0] == node_id]:
+            del self._pending[key]
+        self._down.add(node_id)
+        self._crash_in_ready.pop(node_id, None)
+        self._emit(node_id, f"CRASH ({how})")
+        if restart_later and not self.liveness:
+            low, high = self.plan.restart_after_ticks
+            at = self.now + self.rng.randint(low, high) * TICK_UNITS
+            self._schedule(at, _RESTART, node_id)
+
+    def _restart(self, node_id: NodeId) -> None:
+        if node_id in self.nodes:
+            return
+        self._start_node(node_id)
+        node = self.nodes[node_id]
+        self._emit(node_id, f"RESTART from term {node.current_term}, log {node.log.last_index}")
+
+    # ------------------------------------------------------------- the world
+
+    def _world_tick(self) -> None:
+        """Once per tick: maybe change the partition, crash a node, propose a command."""
+        plan = self.plan
+        rng = self.rng
+        if not self.liveness:
+            if rng.random() < plan.partition_rate:
+                self._repartition()
+            if self.nodes and rng.random() < plan.crash_rate * len(self.nodes):
+                leaders = sorted(i for i, n in self.nodes.items() if n.role is Role.LEADER)
+                if leaders and rng.random() < plan.leader_crash_share:
+                    victim = rng.choice(leaders)
+                else:
+                    victim = rng.choice(sorted(self.nodes))
+                if rng.random() < plan.crash_in_ready_share:
+                    self._crash_in_ready[victim] = rng.random() < plan.unsynced_crash_share
+                else:
+                    self._crash(victim, "abrupt")
+        # In the liveness phase clients stop once the final command is out, so the logs
+        # can settle.
+        quiet = self.liveness and self._final_command is not None
+        if rng.random() < plan.propose_rate and not quiet:
+            self._propose()
+        self._schedule(self.now + TICK_UNITS, _WORLD, None)
+
+    def _repartition(self) -> None:
+        rng = self.rng
+        choice = rng.random()
+        self.blocked = set()
+        if choice < 0.25:
+            self._emit(None, "HEAL")
+            return
+        if rng.random() < self.plan.one_way_share:
+            src, dst = rng.sample(self.ids, 2)
+            self.blocked.add((src, dst))
+            self._emit(None, f"CUT one way n{src} -> n{dst}")
+            return
+        shuffled = list(self.ids)
+        rng.shuffle(shuffled)
+        split = rng.randint(1, len(shuffled) // 2)
+        side_a, side_b = sorted(shuffled[:split]), sorted(shuffled[split:])
+        for a in side_a:
+            for b in side_b:
+                self.blocked |= {(a, b), (b, a)}
+        self._emit(None, f"PARTITION {side_a} | {side_b}")
+
+    def _propose(self) -> None:
+        leaders = [n for n in self.nodes.values() if n.role is Role.LEADER]
+        if not leaders:
+            return
+        # Clients do not know who leads; they try one of the nodes that believes it does.
+        node = self.rng.choice(leaders)
+        self._next_command += 1
+        data = f"c{self._next_command}".encode()
+        self.checker.proposed.add(data)
+        index, term = node.propose(data)
+        self._pending[(node.id, index)] = (data, term)
+        self.counts["proposals"] += 1
+        self._emit(node.id, f"propose {data.decode()} at {index}")
+        self._drain(node.id)
+
+    def _deliver(self, msg: Message) -> None:
+        node = self.nodes.get(msg.dst)
+        if node is None or (msg.src, msg.dst) in self.blocked:
+            return
+        node.step(msg)
+        self._drain(msg.dst)
+
+    def _node_tick(self, node_id: NodeId) -> None:
+        node = self.nodes.get(node_id)
+        if node is None:
+            return  # crashed: its tick chain ends; a restart starts a new one
+        node.tick()
+        self._drain(node_id)
+        self._schedule(self.now + TICK_UNITS, _NODE_TICK, node_id)
+
+    def _run_until(self, end_units: int, done: Callable[[], bool] | None = None) -> bool:
+        while self._queue and self._queue[0][0] <= end_units:
+            at, kind, _, payload = heapq.heappop(self._queue)
+            self.now = at
+            if kind == _DELIVER:
+                self._deliver(payload)  # type: ignore[arg-type]
+            elif kind == _NODE_TICK:
+                self._node_tick(payload)  # type: ignore[arg-type]
+            elif kind == _WORLD:
+                self._world_tick()
+                if done is not None and done():
+                    return True
+            else:
+                self._restart(payload)  # type: ignore[arg-type]
+        self.now = end_units
+        return False
+
+    # ------------------------------------------------------------- liveness
+
+    def _start_liveness(self) -> None:
+        self.liveness = True
+        self.blocked = set()
+        self._crash_in_ready.clear()
+        self._emit(None, "LIVENESS: heal the network, restart every node, stop faults")
+        for node_id in sorted(self._down):
+            self._restart(node_id)
+
+    def _liveness_bound_ticks(self) -> int:
+        """Ticks allowed to converge: elections, plus pushing the backlog through the pipe.
+
+        A follower that missed ``backlog`` entries needs about backlog / (entries per append
+        x appends in flight) round trips, each at most twice the largest delay.
+        """
+        plan = self.plan
+        backlog = max(n.log.last_index for n in self.nodes.values())
+        per_round_trip = plan.max_entries_per_append * plan.max_inflight_appends
+        round_trip_ticks = 2 * plan.max_delay_units / TICK_UNITS + 1
+        catch_up = int(backlog / per_round_trip * round_trip_ticks * 2)
+        return plan.liveness_ticks + catch_up
+
+    def _converged(self) -> bool:
+        nodes = list(self.nodes.values())
+        leaders = [n for n in nodes if n.role is Role.LEADER]
+        if len(leaders) != 1:
+            return False
+        leader = leaders[0]
+        if self._final_command is not None and self._final_leader != (
+            leader.id,
+            leader.current_term,
+        ):
+            self._final_command = None  # its leader is gone: the command may be lost
+        if self._final_command is None:
+            self._final_leader = (leader.id, leader.current_term)
+            self._next_command += 1
+            self._final_command = f"c{self._next_command}-final".encode()
+            self.checker.proposed.add(self._final_command)
+            index, term = leader.propose(self._final_command)
+            self.counts["proposals"] += 1
+            self._pending[(leader.id, index)] = (self._final_command, term)
+            self._emit(leader.id, f"propose {self._final_command.decode()} at {index}")
+            self._drain(leader.id)
+            return False
+        if self._final_command not in self.acknowledged:
+            return False
+        last = leader.log.last_index
+        return all(
+            n.current_term == leader.current_term
+            and n.log.last_index == last
+            and n.log.last_term == leader.log.last_term
+            and n.last_applied == last
+            for n in nodes
+        )
+
+    def _final_checks(self) -> None:
+        reference = self.applied[self.ids[0]]
+        for node_id in self.ids:
+            if self.applied[node_id] != reference:
+                raise Violation(f"n{node_id} applied a different sequence than n{self.ids[0]}")
+        commands = {e.data for e in reference if e.kind is EntryKind.NORMAL}
+        lost = sorted(self.acknowledged - commands)
+        if lost:
+            raise Violation(f"acknowledged commands lost: {lost[:5]}")
+
+    # ------------------------------------------------------------------- run
+
+    def run(self) -> RunResult:
+        self._emit(None, f"SEED={self.seed} {self.plan.describe()}")
+        violation: str | None = None
+        try:
+            self._run_until(self.plan.safety_ticks * TICK_UNITS)
+            self._start_liveness()
+            bound = self._liveness_bound_ticks()
+            if not self._run_until(self.now + bound * TICK_UNITS, self._converged):
+                roles = {i: (n.role.value, n.current_term) for i, n in self.nodes.items()}
+                raise Violation(
+                    f"liveness: no convergence within {bound} ticks after healing; nodes: {roles}"
+                )
+            self._final_checks()
+            self._emit(None, f"CONVERGED at index {self.nodes[self.ids[0]].log.last_index}")
+        except (Violation, AssertionError) as exc:
+            violation = f"{type(exc).__name__}: {exc}"
+            self._emit(None, f"VIOLATION {violation}")
+        return RunResult(
+            seed=self.seed,
+            plan=self.plan,
+            violation=violation,
+            digest=self._digest.hexdigest()[:16],
+            ticks=self.now // TICK_UNITS,
+            events=self.counts["events"],
+            messages=self.counts["messages"],
+            proposals=self.counts["proposals"],
+            committed=len(self.acknowledged),
+            crashes=self.counts["crashes"],
+            lines=self._lines,
+        )
