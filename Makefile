@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m tests.sim --demo
 
-test: lint typecheck unit sim
+test: lint typecheck sim unit
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

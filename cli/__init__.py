@@ -1,0 +1,1 @@
+"""raftctl and its client library (redirects, retries with one session id, deadlines)."""

@@ -1,0 +1,1 @@
+"""Tracing, the rate-limiting sampler, Prometheus metrics and structlog, side by side."""

@@ -96,4 +96,4 @@ class RaftLog:
                 return entry.index
             if entry.term < term:
                 return None
-        return None
+        return self.snapshot_index if self.snapshot_term == term else None

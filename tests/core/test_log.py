@@ -240,8 +240,10 @@ def test_term_run_lookups_agree_with_a_linear_scan(
         while first - 1 in indexed and indexed[first - 1] == term:
             first -= 1
         assert log.first_index_of_term(index) == first
+    # The snapshot point counts: its term is known even though its entry is gone.
+    points = {snapshot_index: snapshot_term, **indexed}
     for term in {*terms, 0, max(terms, default=0) + 1}:
-        holding = [i for i, t in indexed.items() if t == term]
+        holding = [i for i, t in points.items() if t == term]
         assert log.last_index_of_term(term) == (max(holding) if holding else None)
 
 
@@ -275,3 +277,10 @@ def test_is_up_to_date_is_the_lexicographic_order_of_last_term_and_index(
     log = make_log(terms, snapshot_index, snapshot_term)
     expected = (other_term, other_index) >= (log.last_term, log.last_index)
     assert log.is_up_to_date(other_index, other_term) is expected
+
+
+def test_last_index_of_term_finds_the_snapshot_point() -> None:
+    """A leader backing off a follower may name the term of the snapshot point itself."""
+    log = RaftLog((Entry(11, 5), Entry(12, 5)), snapshot_index=10, snapshot_term=3)
+    assert log.last_index_of_term(3) == 10
+    assert log.last_index_of_term(4) is None
