@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from raftd.core.node import Ready
 from raftd.core.types import DurableState, Entry, HardState
 
 
@@ -34,3 +35,14 @@ class Storage(Protocol):
     def sync(self) -> None:
         """Make everything staged so far durable, in one step."""
         ...
+
+
+def stage_ready(storage: Storage, ready: Ready) -> None:
+    """Stage what a Ready asks to be made durable; the caller's ``sync()`` then commits it.
+
+    Kept apart from ``sync`` so the caller decides when the fsync happens (in a worker
+    thread, once per batch) and a simulator can crash a node between the two.
+    """
+    if ready.hard_state is not None:
+        storage.set_hard_state(ready.hard_state)
+    storage.append(ready.entries)

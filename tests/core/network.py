@@ -28,7 +28,7 @@ from raftd.core import (
     Role,
 )
 from raftd.core.events import Event
-from raftd.storage import MemoryStorage
+from raftd.storage import MemoryStorage, stage_ready
 
 E = TypeVar("E")
 
@@ -124,9 +124,7 @@ class Network:
         storage = self.storages[node_id]
         while node.has_ready():
             ready = node.ready()
-            if ready.hard_state is not None:
-                storage.set_hard_state(ready.hard_state)
-            storage.append(ready.entries)
+            stage_ready(storage, ready)
             storage.sync()
             self.readies[node_id].append(ready)
             for observe in self.ready_observers:

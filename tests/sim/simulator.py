@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from raftd.core import Config, Entry, EntryKind, Message, NodeId, RaftNode, Ready, Role
 from raftd.core.events import BecameLeader, CommitAdvanced, Event, VoteGranted
-from raftd.storage import MemoryStorage
+from raftd.storage import MemoryStorage, stage_ready
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.faults import TICK_UNITS, FaultPlan
 
@@ -152,9 +152,7 @@ class Simulation:
         storage = self.storages[node_id]
         while node.has_ready():
             ready = node.ready()
-            if ready.hard_state is not None:
-                storage.set_hard_state(ready.hard_state)
-            storage.append(ready.entries)
+            stage_ready(storage, ready)
             self.checker.appended(node, ready.entries)
             crash_before_sync = self._crash_in_ready.pop(node_id, None)
             if crash_before_sync:
