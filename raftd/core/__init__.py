@@ -1,7 +1,7 @@
 """The pure Raft core: no I/O, no clock, no global randomness (see node.py for the rules)."""
 
 from raftd.core.log import LogCompactedError, RaftLog
-from raftd.core.node import Config, NotLeaderError, Progress, RaftNode, Ready, Role
+from raftd.core.node import Config, NotLeaderError, Progress, RaftNode, ReadState, Ready, Role
 from raftd.core.types import (
     AppendEntries,
     AppendEntriesResponse,
@@ -34,6 +34,7 @@ __all__ = [
     "Progress",
     "RaftLog",
     "RaftNode",
+    "ReadState",
     "Ready",
     "RequestVote",
     "RequestVoteResponse",

@@ -140,6 +140,14 @@ class MisroutedMessageIgnored:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReadsAborted:
+    """Leadership was lost before these ReadIndex requests were confirmed: they were not
+    served, and may be retried anywhere."""
+
+    contexts: tuple[bytes, ...]
+
+
 Event = (
     BecameFollower
     | ElectionStarted
@@ -157,4 +165,5 @@ Event = (
     | FollowerBackedOff
     | StaleMessageIgnored
     | MisroutedMessageIgnored
+    | ReadsAborted
 )

@@ -33,6 +33,7 @@ from raftd.core.events import (
     FollowerBackedOff,
     LogTruncated,
     MisroutedMessageIgnored,
+    ReadsAborted,
     StaleMessageIgnored,
     SteppedDown,
     VoteGranted,
@@ -98,7 +99,8 @@ class Ready:
        already stored: storage must drop everything from that index on, then append.
     2. ``messages``: send them; losing some is fine, Raft retransmits.
     3. ``committed``: apply to the state machine, in index order.
-    4. ``events``: what happened, for logs, metrics, spans and tests; no action needed.
+    4. ``read_states``: ReadIndex requests now safe to serve once ``index`` is applied.
+    5. ``events``: what happened, for logs, metrics, spans and tests; no action needed.
     """
 
     hard_state: HardState | None
@@ -106,6 +108,15 @@ class Ready:
     messages: tuple[Message, ...]
     committed: tuple[Entry, ...]
     events: tuple[Event, ...]
+    read_states: tuple[ReadState, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read may be answered from state that has applied ``index``."""
+
+    context: bytes
+    index: int
 
 
 class NotLeaderError(Exception):
@@ -124,7 +135,15 @@ class ReplicationState(enum.Enum):
 class Progress:
     """The leader's view of one follower (``next_index``/``match_index`` of Figure 2)."""
 
-    __slots__ = ("inflight", "match_index", "next_index", "probe_sent", "recent_active", "state")
+    __slots__ = (
+        "inflight",
+        "match_index",
+        "next_index",
+        "probe_sent",
+        "read_round_acked",
+        "recent_active",
+        "state",
+    )
 
     def __init__(self, next_index: int) -> None:
         self.match_index = 0
@@ -133,6 +152,7 @@ class Progress:
         self.probe_sent = False
         self.inflight: deque[int] = deque()  # last index carried by each unacknowledged append
         self.recent_active = False
+        self.read_round_acked = 0
 
     def become_probe(self, next_index: int) -> None:
         self.state = ReplicationState.PROBE
@@ -179,6 +199,13 @@ class RaftNode:
         self._votes: dict[NodeId, bool] = {}
         self._progress: dict[NodeId, Progress] = {}
         self._append_pending = False
+        # ReadIndex: requests waiting for an entry of this term to commit, requests not yet
+        # covered by a heartbeat round, and (round, context, index) awaiting a quorum.
+        self._reads_awaiting_commit: list[bytes] = []
+        self._reads_unsent: list[bytes] = []
+        self._pending_reads: deque[tuple[int, bytes, int]] = deque()
+        self._read_round = 0
+        self._read_states: list[ReadState] = []
 
         self._persisted_hard_state = durable.hard_state
         self._stable_last_index = self.log.last_index
@@ -216,6 +243,23 @@ class RaftNode:
         self.log.append(entry)
         self._append_pending = True
         return entry.index, entry.term
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read (dissertation section 6.4).
+
+        The answer arrives as a ``ReadState(context, index)`` in a later Ready: once the
+        state machine has applied ``index``, reading it is linearizable. Reads wait for an
+        entry of the leader's term to commit (only then is its commit index the cluster's),
+        and one heartbeat round to a quorum confirms that no newer leader exists. Every
+        read queued before the next ``ready()`` shares that round.
+        """
+        self._require_no_pending_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.log.term_at(self.commit_index) == self.current_term:
+            self._reads_unsent.append(context)
+        else:
+            self._reads_awaiting_commit.append(context)
 
     def step(self, msg: Message) -> None:
         """Feed one message from a peer. Stale or unexpected messages are ordinary input."""
@@ -256,6 +300,8 @@ class RaftNode:
         return bool(
             self._messages
             or self._events
+            or self._reads_unsent
+            or self._read_states
             or self._append_pending
             or self._unstable_from <= self.log.last_index
             or self.commit_index > self.last_applied
@@ -269,6 +315,8 @@ class RaftNode:
             self._append_pending = False
             if self.role is Role.LEADER:
                 self._broadcast_append()
+        if self._reads_unsent:
+            self._start_read_round()
         hard_state = self._hard_state()
         last = self.log.last_index
         apply_to = min(self.commit_index, last)
@@ -282,9 +330,11 @@ class RaftNode:
             if apply_to > self.last_applied
             else (),
             events=tuple(self._events),
+            read_states=tuple(self._read_states),
         )
         self._messages.clear()
         self._events.clear()
+        self._read_states.clear()
         self._pending_ready = ready
         return ready
 
@@ -346,10 +396,41 @@ class RaftNode:
                     self._progress[peer].recent_active = False
         if self._heartbeat_elapsed >= self.config.heartbeat_interval_ticks:
             self._heartbeat_elapsed = 0
-            for peer in self._peers:
-                pr = self._progress[peer]
-                commit = min(pr.match_index, self.commit_index)
-                self._send(Heartbeat(self.current_term, self.id, peer, commit))
+            self._broadcast_heartbeat()
+
+    def _broadcast_heartbeat(self) -> None:
+        for peer in self._peers:
+            commit = min(self._progress[peer].match_index, self.commit_index)
+            self._send(Heartbeat(self.current_term, self.id, peer, commit, self._read_round))
+
+    def _start_read_round(self) -> None:
+        self._read_round += 1
+        for context in self._reads_unsent:
+            self._pending_reads.append((self._read_round, context, self.commit_index))
+        self._reads_unsent.clear()
+        self._broadcast_heartbeat()
+        self._release_confirmed_reads()
+
+    def _release_confirmed_reads(self) -> None:
+        while self._pending_reads:
+            read_round, context, index = self._pending_reads[0]
+            acks = sum(1 for pr in self._progress.values() if pr.read_round_acked >= read_round)
+            if acks < self._quorum:
+                return
+            self._pending_reads.popleft()
+            self._read_states.append(ReadState(context, index))
+
+    def _abort_reads(self) -> None:
+        contexts = (
+            *self._reads_awaiting_commit,
+            *self._reads_unsent,
+            *(context for _, context, _ in self._pending_reads),
+        )
+        self._reads_awaiting_commit.clear()
+        self._reads_unsent.clear()
+        self._pending_reads.clear()
+        if contexts:
+            self._events.append(ReadsAborted(contexts))
 
     def _in_leader_lease(self) -> bool:
         return (
@@ -422,6 +503,7 @@ class RaftNode:
         me = self._progress[self.id]
         me.match_index = self._stable_last_index
         me.recent_active = True
+        me.read_round_acked = 1 << 62  # the leader always agrees with itself
         me.state = ReplicationState.REPLICATE
         self._events.append(BecameLeader(self.current_term, votes))
         # Section 5.4.2 / 8: an entry of our own term lets earlier entries commit, and
@@ -434,6 +516,7 @@ class RaftNode:
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None
+        self._abort_reads()
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self._votes = {}
@@ -542,7 +625,7 @@ class RaftNode:
     def _handle_heartbeat(self, msg: Heartbeat) -> None:
         # The leader caps leader_commit at what it knows we hold, so adopting it is safe.
         self._commit_to(min(msg.leader_commit, self.log.last_index))
-        self._send(HeartbeatResponse(self.current_term, self.id, msg.src))
+        self._send(HeartbeatResponse(self.current_term, self.id, msg.src, msg.read_round))
 
     def _handle_append_entries(self, msg: AppendEntries) -> None:
         prev_index, prev_term, entries = msg.prev_log_index, msg.prev_log_term, msg.entries
@@ -638,6 +721,9 @@ class RaftNode:
         pr = self._progress[msg.src]
         pr.recent_active = True
         pr.probe_sent = False
+        if msg.read_round > pr.read_round_acked:
+            pr.read_round_acked = msg.read_round
+            self._release_confirmed_reads()
         if pr.state is ReplicationState.REPLICATE and (
             len(pr.inflight) >= self.config.max_inflight_appends
         ):
@@ -691,6 +777,9 @@ class RaftNode:
         # Figure 8: only an entry of the current term commits by counting replicas.
         if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
             self._commit_to(candidate)
+            if self._reads_awaiting_commit:
+                self._reads_unsent.extend(self._reads_awaiting_commit)
+                self._reads_awaiting_commit.clear()
 
     # ------------------------------------------------------------------ helpers
 

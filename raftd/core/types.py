@@ -113,12 +113,15 @@ class Heartbeat:
     Kept apart from AppendEntries (as etcd does) so a heartbeat never races in-flight
     pipelined appends on ``prev_log_index`` and never forces a follower back to probing.
     ``leader_commit`` is already capped at what the follower is known to hold.
+    ``read_round`` is the leader's latest ReadIndex round: a follower echoing it proves the
+    leader still led when that round began (section 6.4 of the Raft dissertation).
     """
 
     term: int
     src: NodeId
     dst: NodeId
     leader_commit: int
+    read_round: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ class HeartbeatResponse:
     term: int
     src: NodeId
     dst: NodeId
+    read_round: int = 0
 
 
 Message = (

@@ -37,6 +37,7 @@ class FaultPlan:
     unsynced_crash_share: float  # of those, the share that strike before the fsync
     restart_after_ticks: tuple[int, int]
     propose_rate: float  # chance per tick that a client proposes a command
+    read_rate: float  # chance per tick that a client asks a leader for a linearizable read
 
     @classmethod
     def draw(cls, rng: random.Random, *, nodes: int | None = None) -> FaultPlan:
@@ -69,6 +70,7 @@ class FaultPlan:
             unsynced_crash_share=rng.uniform(0.0, 0.5),
             restart_after_ticks=(1, rng.randint(5, 60)),
             propose_rate=rng.uniform(0.1, 0.9),
+            read_rate=rng.uniform(0.0, 0.5),
         )
 
     @classmethod
@@ -97,6 +99,7 @@ class FaultPlan:
             unsynced_crash_share=0.0,
             restart_after_ticks=(10, 20),
             propose_rate=0.2,
+            read_rate=0.0,
         )
 
     def describe(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from raftd.core import Config, DurableState, HardState, RaftLog, RaftNode
+from raftd.core import Config, DurableState, HardState, RaftLog, RaftNode, ReadState
 from raftd.storage import MemoryStorage
 from tests.sim.simulator import NodeFactory, StorageFactory, default_node
 
@@ -44,6 +44,16 @@ class NoLogCheckVoteNode(RaftNode):
         )
 
 
+class UnconfirmedReadNode(RaftNode):
+    """Serves ReadIndex from its own commit index without a heartbeat round: a deposed
+    leader that has not noticed yet answers from stale state."""
+
+    def _release_confirmed_reads(self) -> None:
+        while self._pending_reads:
+            _, context, index = self._pending_reads.popleft()
+            self._read_states.append(ReadState(context, index))
+
+
 class ForgetfulVoteStorage(MemoryStorage):
     """Persists the term but never voted_for: a restarted node may vote twice in a term."""
 
@@ -70,6 +80,9 @@ MUTATIONS: dict[str, Mutation] = {
         "commit by counting replicas of old-term entries (Figure 8)", _node(OldTermCommitNode)
     ),
     "forget-vote": Mutation("voted_for is not persisted", storage_factory=ForgetfulVoteStorage),
+    "unconfirmed-read": Mutation(
+        "ReadIndex served without confirming leadership", _node(UnconfirmedReadNode)
+    ),
     "no-log-check-vote": Mutation(
         "votes granted without the up-to-date log check",
         node_factory=_node(NoLogCheckVoteNode),

@@ -91,6 +91,9 @@ class Simulation:
         # applies that very entry; another entry at that index means the command was lost.
         self._pending: dict[tuple[NodeId, int], tuple[bytes, int]] = {}
         self._next_command = 0
+        self._next_read = 0
+        self._read_floor: dict[bytes, int] = {}
+        self._highest_acked_index = 0
         self.liveness = False
         self._link_last_delivery: dict[tuple[NodeId, NodeId], int] = {}
         self._final_command: bytes | None = None
@@ -123,7 +126,8 @@ class Simulation:
         self.applied[node_id] = []
         self.checker.node_restarted(node_id)
         # Each node's clock runs at its own phase so ticks do not line up exactly.
-        self._schedule(self.now + self.rng.randrange(1, TICK_UNITS + 1), _NODE_TICK, node_id)
+        first_tick = self.now + self.rng.randrange(1, TICK_UNITS + 1)
+        self._schedule(first_tick, _NODE_TICK, (node_id, self.nodes[node_id]))
 
     # ---------------------------------------------------------------- output
 
@@ -168,6 +172,7 @@ class Simulation:
                 return
             self._send(ready)
             self._apply(node_id, ready)
+            self._check_reads(node_id, ready)
             self._record_events(node, ready.events)
             node.advance(ready)
         self.checker.node_state(node)
@@ -213,6 +218,7 @@ class Simulation:
             data, term = pending
             if (entry.term, entry.data) == (term, data):
                 self.acknowledged.add(data)
+                self._highest_acked_index = max(self._highest_acked_index, entry.index)
                 self._emit(node_id, f"client ack {data.decode()} at {entry.index}")
             else:
                 self._emit(node_id, f"client lost {data.decode()}: index {entry.index} reused")
@@ -288,6 +294,8 @@ class Simulation:
         quiet = self.liveness and self._final_command is not None
         if rng.random() < plan.propose_rate and not quiet:
             self._propose()
+        if rng.random() < plan.read_rate and not quiet:
+            self._read()
         self._schedule(self.now + TICK_UNITS, _WORLD, None)
 
     def _repartition(self) -> None:
@@ -326,6 +334,29 @@ class Simulation:
         self._emit(node.id, f"propose {data.decode()} at {index}")
         self._drain(node.id)
 
+    def _read(self) -> None:
+        leaders = [n for n in self.nodes.values() if n.role is Role.LEADER]
+        if not leaders:
+            return
+        node = self.rng.choice(leaders)
+        self._next_read += 1
+        context = f"r{self._next_read}".encode()
+        # Linearizability: the read must see every write acknowledged before it began.
+        self._read_floor[context] = self._highest_acked_index
+        node.read_index(context)
+        self._emit(node.id, f"read {context.decode()} (must see index {self._highest_acked_index})")
+        self._drain(node.id)
+
+    def _check_reads(self, node_id: NodeId, ready: Ready) -> None:
+        for state in ready.read_states:
+            floor = self._read_floor.pop(state.context)
+            if state.index < floor:
+                raise Violation(
+                    f"stale read: n{node_id} would serve {state.context.decode()} at index "
+                    f"{state.index}, but index {floor} was acknowledged before it began"
+                )
+            self._emit(node_id, f"read {state.context.decode()} served at index {state.index}")
+
     def _deliver(self, msg: Message) -> None:
         node = self.nodes.get(msg.dst)
         if node is None or (msg.src, msg.dst) in self.blocked:
@@ -333,13 +364,15 @@ class Simulation:
         node.step(msg)
         self._drain(msg.dst)
 
-    def _node_tick(self, node_id: NodeId) -> None:
+    def _node_tick(self, node_id: NodeId, incarnation: RaftNode) -> None:
         node = self.nodes.get(node_id)
-        if node is None:
-            return  # crashed: its tick chain ends; a restart starts a new one
+        if node is not incarnation:
+            # Crashed: this clock stops. (A restarted node runs its own clock; letting the
+            # old one run on would tick it twice as fast.)
+            return
         node.tick()
         self._drain(node_id)
-        self._schedule(self.now + TICK_UNITS, _NODE_TICK, node_id)
+        self._schedule(self.now + TICK_UNITS, _NODE_TICK, (node_id, node))
 
     def _run_until(self, end_units: int, done: Callable[[], bool] | None = None) -> bool:
         while self._queue and self._queue[0][0] <= end_units:
@@ -348,7 +381,7 @@ class Simulation:
             if kind == _DELIVER:
                 self._deliver(payload)  # type: ignore[arg-type]
             elif kind == _NODE_TICK:
-                self._node_tick(payload)  # type: ignore[arg-type]
+                self._node_tick(*payload)  # type: ignore[misc]
             elif kind == _WORLD:
                 self._world_tick()
                 if done is not None and done():

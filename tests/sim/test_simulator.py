@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -69,17 +70,26 @@ def test_cli_replays_one_seed_with_a_trace(capsys: pytest.CaptureFixture[str]) -
 def test_a_violation_prints_its_seed_and_the_replay_command(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["--seeds", "2", "--mutation", "no-log-check-vote"]) == 1
-    out = capsys.readouterr().out
-    assert "SEED=0 VIOLATION" in out
-    assert "replay: python -m tests.sim --seed 0 --trace --mutation no-log-check-vote" in out
-    assert out.strip().splitlines()[-1].endswith("violations")
-    assert out.strip().splitlines()[-1] != "2 seeds, 0 violations"
+    args = ["--seeds", "20", "--mutation", "no-log-check-vote", "--stop-on-violation"]
+    assert main(args) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    failed = re.fullmatch(r"SEED=(\d+) VIOLATION .+", lines[-3])
+    assert failed, lines
+    seed = failed.group(1)
+    assert lines[-2].strip() == (
+        f"replay: python -m tests.sim --seed {seed} --trace --mutation no-log-check-vote"
+    )
+    assert lines[-1] == f"{int(seed) + 1} seeds, 1 violations"
 
 
 @pytest.mark.parametrize(
     ("mutation", "within"),
-    [("no-log-check-vote", 20), ("forget-vote", 400), ("old-term-commit", 600)],
+    [
+        ("no-log-check-vote", 20),
+        ("unconfirmed-read", 100),
+        ("forget-vote", 400),
+        ("old-term-commit", 600),
+    ],
 )
 def test_known_bugs_are_caught(mutation: str, within: int) -> None:
     """Teeth: each re-introduced bug produces a violation within a bounded number of seeds."""
