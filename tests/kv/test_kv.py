@@ -1,0 +1,607 @@
+"""The key-value state machine: operations, exactly-once sessions, encoding, snapshots.
+
+Replicas only stay equal if ``apply`` is a pure function of the log, so besides example tests
+for each rule there is a model test: a deliberately naive reference (``Model``) and two real
+stores, one of them restored from a snapshot halfway, must give the same result for every
+entry of a random log full of retries, stale writes, evictions and garbage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftd.kv import (
+    ERROR_STALE_SEQUENCE,
+    ERROR_UNDECODABLE,
+    MAX_SEQ,
+    Cas,
+    Command,
+    CommandDecodeError,
+    Delete,
+    KVStore,
+    Request,
+    Result,
+    Set,
+    decode_request,
+    encode_request,
+)
+
+# The same examples on every run (seeded from the test itself), and no example database.
+deterministic = settings(derandomize=True, database=None, max_examples=300, deadline=None)
+
+
+def enc(command: Command, client_id: str = "", seq: int = 0) -> bytes:
+    return encode_request(Request(client_id, seq, command))
+
+
+def feed(store: KVStore, *entries: bytes) -> list[Result]:
+    """Applies entries at the next indexes, as the runtime does for consecutive commits."""
+    start = store.last_applied_index + 1
+    return [store.apply(index, data) for index, data in enumerate(entries, start)]
+
+
+def apply1(store: KVStore, command: Command, client_id: str = "", seq: int = 0) -> Result:
+    return feed(store, enc(command, client_id, seq))[0]
+
+
+# ----------------------------------------------------------------- operations
+
+
+def test_empty_store() -> None:
+    store = KVStore()
+    assert (len(store), store.sessions, store.last_applied_index) == (0, 0, 0)
+    assert store.get("k") is None
+
+
+def test_set_stores_and_reports_the_new_value() -> None:
+    store = KVStore()
+    assert apply1(store, Set("k", "v1")) == Result(ok=True, value="v1", found=True)
+    assert apply1(store, Set("k", "v2")) == Result(ok=True, value="v2", found=True)
+    assert store.get("k") == "v2"
+    assert len(store) == 1
+
+
+def test_cas_with_matching_expected_swaps() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "old"))
+    assert apply1(store, Cas("k", "old", "new")) == Result(ok=True, value="new", found=True)
+    assert store.get("k") == "new"
+
+
+def test_cas_with_wrong_expected_reports_the_current_value() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "current"))
+    assert apply1(store, Cas("k", "other", "new")) == Result(ok=False, value="current", found=True)
+    assert store.get("k") == "current"
+
+
+def test_cas_with_expected_value_on_missing_key_fails() -> None:
+    store = KVStore()
+    assert apply1(store, Cas("k", "x", "new")) == Result(ok=False, value=None, found=False)
+    assert store.get("k") is None
+
+
+def test_cas_expected_absent_swaps_when_key_missing() -> None:
+    store = KVStore()
+    assert apply1(store, Cas("k", None, "first")) == Result(ok=True, value="first", found=True)
+    assert store.get("k") == "first"
+
+
+def test_cas_expected_absent_refused_when_key_present() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "there"))
+    assert apply1(store, Cas("k", None, "new")) == Result(ok=False, value="there", found=True)
+    assert store.get("k") == "there"
+
+
+def test_empty_string_is_a_value_not_absence() -> None:
+    """``None`` and ``""`` must stay apart on the wire and in the store, or create-once breaks."""
+    store = KVStore()
+    assert apply1(store, Cas("k", "", "x")) == Result(ok=False, value=None, found=False)
+    apply1(store, Set("k", ""))
+    assert apply1(store, Cas("k", None, "x")) == Result(ok=False, value="", found=True)
+    assert apply1(store, Cas("k", "", "x")) == Result(ok=True, value="x", found=True)
+
+
+def test_delete_existing_key() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "v"))
+    assert apply1(store, Delete("k")) == Result(ok=True, value=None, found=False)
+    assert store.get("k") is None
+    assert len(store) == 0
+
+
+def test_delete_missing_key() -> None:
+    store = KVStore()
+    assert apply1(store, Delete("k")) == Result(ok=False, value=None, found=False)
+
+
+# ----------------------------------------------------------------- apply order
+
+
+def test_apply_with_non_increasing_index_raises_and_changes_nothing() -> None:
+    store = KVStore()
+    store.apply(5, enc(Set("k", "v")))
+    before = store.state_hash()
+    for index in (5, 4, 0, -1):
+        with pytest.raises(ValueError, match="not after"):
+            store.apply(index, enc(Set("k", "other")))
+    assert store.get("k") == "v"
+    assert store.last_applied_index == 5
+    assert store.state_hash() == before
+
+
+def test_apply_allows_gaps_between_indexes() -> None:
+    """The runtime may skip entries without commands (term-start no-ops)."""
+    store = KVStore()
+    store.apply(1, enc(Set("a", "1")))
+    store.apply(7, enc(Set("b", "2")))
+    assert store.last_applied_index == 7
+    assert (store.get("a"), store.get("b")) == ("1", "2")
+
+
+# ----------------------------------------------------------------- undecodable entries
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff", b"garbage", cbor2.dumps([1, 2, 3])])
+def test_undecodable_command_is_a_deterministic_no_op(data: bytes) -> None:
+    stores = [KVStore(), KVStore()]
+    for store in stores:
+        apply1(store, Set("k", "v"), "alice", 1)
+        before = store.state_hash()
+        assert feed(store, data) == [
+            Result(ok=False, value=None, found=False, error=ERROR_UNDECODABLE)
+        ]
+        assert store.last_applied_index == 2, "the entry still consumes its index"
+        assert store.state_hash() == before
+    assert stores[0].state_hash() == stores[1].state_hash()
+
+
+# ----------------------------------------------------------------- sessions
+
+
+def test_retried_write_returns_cached_result_without_reapplying() -> None:
+    """The first reply was lost; the retry must report it, not what a re-run would do now."""
+    store = KVStore()
+    first = apply1(store, Cas("k", None, "alice's"), "alice", 1)
+    assert first == Result(ok=True, value="alice's", found=True)
+    apply1(store, Set("k", "bob's"), "bob", 1)
+    assert apply1(store, Cas("k", None, "alice's"), "alice", 1) == first
+    assert store.get("k") == "bob's"
+
+
+def test_retried_delete_is_not_applied_twice() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "v"))
+    first = apply1(store, Delete("k"), "alice", 1)
+    apply1(store, Set("k", "again"))
+    assert apply1(store, Delete("k"), "alice", 1) == first == Result(True, None, False)
+    assert store.get("k") == "again"
+
+
+def test_stale_sequence_number_is_refused_without_applying() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "one"), "alice", 1)
+    apply1(store, Set("k", "two"), "alice", 2)
+    assert apply1(store, Set("k", "one"), "alice", 1) == Result(
+        ok=False, value=None, found=False, error=ERROR_STALE_SEQUENCE
+    )
+    assert store.get("k") == "two"
+    # The refusal does not move the session: its last write is still the cached one.
+    assert apply1(store, Set("k", "two"), "alice", 2) == Result(True, "two", True)
+
+
+def test_higher_sequence_number_applies_even_after_a_gap() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "one"), "alice", 1)
+    assert apply1(store, Set("k", "five"), "alice", 5) == Result(True, "five", True)
+    assert apply1(store, Set("k", "three"), "alice", 3).error == ERROR_STALE_SEQUENCE
+    assert store.get("k") == "five"
+
+
+def test_clients_have_independent_sequence_numbers() -> None:
+    store = KVStore()
+    assert apply1(store, Set("a", "1"), "alice", 7) == Result(True, "1", True)
+    assert apply1(store, Set("b", "1"), "bob", 1) == Result(True, "1", True)
+    assert apply1(store, Set("b", "2"), "bob", 2) == Result(True, "2", True)
+    assert apply1(store, Set("a", "2"), "alice", 8) == Result(True, "2", True)
+    assert store.sessions == 2
+
+
+def test_sessionless_requests_are_never_deduplicated() -> None:
+    store = KVStore()
+    apply1(store, Set("k", "v"))
+    assert apply1(store, Delete("k")) == Result(True, None, False)
+    assert apply1(store, Delete("k")) == Result(False, None, False)
+    assert store.sessions == 0
+
+
+def lru_history(max_sessions: int = 2) -> KVStore:
+    """alice, bob, then alice again: bob is the least recently used when carol arrives."""
+    store = KVStore(max_sessions=max_sessions)
+    apply1(store, Set("a", "1"), "alice", 1)
+    apply1(store, Delete("b"), "bob", 1)
+    apply1(store, Set("a", "2"), "alice", 2)
+    apply1(store, Set("c", "1"), "carol", 1)
+    return store
+
+
+def test_lru_session_is_evicted_when_the_table_is_full() -> None:
+    store = lru_history()
+    assert store.sessions == 2
+    apply1(store, Set("b", "restored"))
+    # alice kept her session: the retry is answered from the cache, not re-applied.
+    assert apply1(store, Set("a", "2"), "alice", 2) == Result(True, "2", True)
+    assert apply1(store, Set("a", "1"), "alice", 1).error == ERROR_STALE_SEQUENCE
+    # bob was evicted: his retry is applied afresh (the documented trade-off).
+    assert apply1(store, Delete("b"), "bob", 1) == Result(True, None, False)
+    assert store.get("b") is None
+
+
+def test_retries_count_as_use_for_eviction() -> None:
+    store = KVStore(max_sessions=2)
+    apply1(store, Set("a", "1"), "alice", 1)
+    apply1(store, Set("b", "1"), "bob", 1)
+    apply1(store, Set("a", "1"), "alice", 1)  # a retry: alice is now the most recent
+    apply1(store, Set("c", "1"), "carol", 1)  # evicts bob
+    apply1(store, Set("b", "changed"))
+    assert apply1(store, Set("a", "other"), "alice", 1) == Result(True, "1", True)
+    assert apply1(store, Set("b", "1"), "bob", 1) == Result(True, "1", True)
+    assert store.get("b") == "1", "bob's session was gone, so his retry applied again"
+
+
+def test_lru_eviction_is_deterministic() -> None:
+    stores = [lru_history(), lru_history()]
+    assert stores[0].state_hash() == stores[1].state_hash()
+    assert stores[0].snapshot() == stores[1].snapshot()
+    assert lru_history(max_sessions=3).state_hash() != stores[0].state_hash()
+
+
+def test_max_sessions_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_sessions"):
+        KVStore(max_sessions=0)
+
+
+# ----------------------------------------------------------------- requests and encoding
+
+commands = st.one_of(
+    st.builds(Set, st.text(), st.text()),
+    st.builds(Cas, st.text(), st.none() | st.text(), st.text()),
+    st.builds(Delete, st.text()),
+)
+sessions = st.just(("", 0)) | st.tuples(st.text(min_size=1), st.integers(1, MAX_SEQ))
+requests = st.builds(
+    lambda session, command: Request(session[0], session[1], command), sessions, commands
+)
+
+
+@deterministic
+@given(requests)
+def test_encode_decode_round_trip(req: Request) -> None:
+    assert decode_request(encode_request(req)) == req
+
+
+@pytest.mark.parametrize(
+    ("client_id", "seq"), [("", 1), ("alice", 0), ("alice", -1), ("alice", MAX_SEQ + 1)]
+)
+def test_request_rejects_inconsistent_session_fields(client_id: str, seq: int) -> None:
+    with pytest.raises(ValueError):
+        Request(client_id, seq, Delete("k"))
+
+
+def test_encode_rejects_strings_utf8_cannot_carry() -> None:
+    with pytest.raises(ValueError):
+        encode_request(Request("", 0, Set("\ud800", "v")))
+
+
+def test_encoding_is_compact() -> None:
+    assert len(enc(Set("k", "v"), "c1", 1)) <= 10
+
+
+def decodes_cleanly_or_not_at_all(data: bytes) -> None:
+    """Either the one exception type, or a request whose canonical bytes are exactly ``data``."""
+    try:
+        req = decode_request(data)
+    except CommandDecodeError:
+        return
+    assert encode_request(req) == data
+
+
+@deterministic
+@given(st.binary(max_size=64))
+def test_decode_arbitrary_bytes_raises_only_command_decode_error(data: bytes) -> None:
+    decodes_cleanly_or_not_at_all(data)
+
+
+cbor_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.integers(0, 3),
+)
+cbor_values = st.recursive(
+    cbor_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=8,
+)
+
+
+@deterministic
+@given(st.lists(cbor_values, min_size=3, max_size=7))
+def test_decode_well_formed_cbor_of_the_wrong_shape_raises_only_command_decode_error(
+    item: list[object],
+) -> None:
+    """Random bytes rarely get past the CBOR parser; these reach the type checks behind it."""
+    decodes_cleanly_or_not_at_all(cbor2.dumps(item))
+
+
+@deterministic
+@given(requests, st.integers(0, 200), st.integers(0, 255), st.sampled_from(["flip", "cut", "add"]))
+def test_decode_corrupted_encodings_raises_only_command_decode_error(
+    req: Request, position: int, byte: int, how: str
+) -> None:
+    data = bytearray(encode_request(req))
+    position %= len(data)
+    if how == "flip":
+        data[position] ^= byte or 1
+    elif how == "cut":
+        del data[position:]
+    else:
+        data.insert(position, byte)
+    decodes_cleanly_or_not_at_all(bytes(data))
+
+
+VALID = enc(Set("k", "v"), "c", 1)
+# VALID by hand: array(5), "c", 1, 0 (set), "k", "v". Each byte-level near miss below edits it.
+VALID_HEX = "85 6163 01 00 616b 6176"
+
+
+def near_miss(old: str, new: str) -> bytes:
+    assert old in VALID_HEX
+    return bytes.fromhex(VALID_HEX.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(VALID + b"\x00", id="trailing-byte"),
+        pytest.param(cbor2.dumps(["c", True, 0, "k", "v"]), id="bool-seq"),
+        pytest.param(cbor2.dumps(["c", 1, False, "k", "v"]), id="bool-op"),
+        pytest.param(cbor2.dumps(["c", 1.0, 0, "k", "v"]), id="float-seq"),
+        pytest.param(cbor2.dumps(["c", -1, 0, "k", "v"]), id="negative-seq"),
+        pytest.param(cbor2.dumps(["c", MAX_SEQ + 1, 0, "k", "v"]), id="bignum-seq"),
+        pytest.param(cbor2.dumps(["", 1, 0, "k", "v"]), id="seq-without-client"),
+        pytest.param(cbor2.dumps(["c", 0, 0, "k", "v"]), id="client-without-seq"),
+        pytest.param(cbor2.dumps(["c", 1, 3, "k"]), id="unknown-op"),
+        pytest.param(cbor2.dumps(["c", 1, 0, "k"]), id="set-without-value"),
+        pytest.param(cbor2.dumps(["c", 1, 1, "k", "v"]), id="cas-without-expected"),
+        pytest.param(cbor2.dumps(["c", 1, 2, "k", "v"]), id="delete-with-value"),
+        pytest.param(cbor2.dumps(["c", 1, 0, b"k", "v"]), id="bytes-key"),
+        pytest.param(cbor2.dumps(["c", 1, 0, "k", None]), id="null-set-value"),
+        pytest.param(cbor2.dumps(["c", 1, 1, "k", "v", 5]), id="int-expected"),
+        pytest.param(cbor2.dumps(("c", 1, 0, ["k"], "v")), id="nested-array"),
+        pytest.param(cbor2.dumps({"c": 1}), id="map"),
+        pytest.param(cbor2.dumps(cbor2.CBORTag(258, ["c", 1, 2, "k"])), id="tagged-array"),
+        pytest.param(near_miss("6163 01", "6163 1801"), id="padded-int-head"),
+        pytest.param(near_miss("616b", "7f616bff"), id="indefinite-string"),
+        pytest.param(near_miss("6176", "62c328"), id="invalid-utf8"),
+        pytest.param(near_miss("6176", "6176 ff").replace(b"\x85", b"\x9f"), id="indefinite-array"),
+    ],
+)
+def test_decode_rejects_near_misses(data: bytes) -> None:
+    with pytest.raises(CommandDecodeError):
+        decode_request(data)
+
+
+def test_near_miss_base_is_the_valid_encoding() -> None:
+    """Otherwise a typo in the hand-written hex would pass as a rejected near miss."""
+    assert bytes.fromhex(VALID_HEX) == VALID
+    assert decode_request(VALID) == Request("c", 1, Set("k", "v"))
+
+
+# ----------------------------------------------------------------- state hash
+
+
+def test_same_commands_give_equal_state_hash() -> None:
+    entries = [
+        enc(Set("a", "1"), "alice", 1),
+        enc(Cas("a", "1", "2"), "bob", 1),
+        enc(Delete("zz")),
+        b"\xff",
+    ]
+    first, second = KVStore(), KVStore()
+    assert feed(first, *entries) == feed(second, *entries)
+    assert first.state_hash() == second.state_hash()
+    assert len(first.state_hash()) == 64
+    int(first.state_hash(), 16)
+
+
+def test_different_data_gives_different_state_hash() -> None:
+    first, second = KVStore(), KVStore()
+    apply1(first, Set("k", "v"))
+    apply1(second, Set("k", "w"))
+    assert first.state_hash() != second.state_hash()
+    assert KVStore().state_hash() != first.state_hash()
+
+
+def test_state_hash_covers_the_session_table() -> None:
+    """Same data, different sessions: they would answer the next retry differently."""
+    with_session, without = KVStore(), KVStore()
+    apply1(with_session, Set("k", "v"), "alice", 1)
+    apply1(without, Set("k", "v"))
+    assert with_session.get("k") == without.get("k")
+    assert with_session.state_hash() != without.state_hash()
+
+
+def test_state_hash_does_not_depend_on_insertion_order() -> None:
+    first, second = KVStore(), KVStore()
+    feed(first, enc(Set("a", "1")), enc(Set("b", "2")))
+    feed(second, enc(Set("b", "2")), enc(Set("a", "1")))
+    assert first.state_hash() == second.state_hash()
+
+
+# ----------------------------------------------------------------- snapshots
+
+
+def assert_same_store(restored: KVStore, original: KVStore) -> None:
+    assert restored.state_hash() == original.state_hash()
+    assert restored.last_applied_index == original.last_applied_index
+    assert restored.max_sessions == original.max_sessions
+    assert (len(restored), restored.sessions) == (len(original), original.sessions)
+    assert restored.snapshot() == original.snapshot()
+
+
+def test_snapshot_restore_round_trip() -> None:
+    store = lru_history(max_sessions=2)
+    apply1(store, Set("", "empty key"))
+    restored = KVStore.restore(store.snapshot())
+    assert_same_store(restored, store)
+    assert restored.get("a") == "2"
+    assert restored.get("") == "empty key"
+    # The restored store continues identically: cached retry, stale refusal, same eviction.
+    tail = [
+        enc(Set("a", "x"), "alice", 2),
+        enc(Set("a", "x"), "alice", 1),
+        enc(Set("d", "1"), "dave", 1),
+        enc(Set("c", "9"), "carol", 1),
+    ]
+    assert feed(restored, *tail) == feed(store, *tail)
+    assert_same_store(restored, store)
+
+
+def test_restore_empty_store() -> None:
+    assert_same_store(KVStore.restore(KVStore(max_sessions=3).snapshot()), KVStore(3))
+
+
+def snapshot_of(*parts: object) -> bytes:
+    return cbor2.dumps(list(parts), canonical=True)
+
+
+ROW = ["alice", 1, 1, True, "v", True, None]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"\xff", id="not-cbor"),
+        pytest.param(snapshot_of(2, 1, 10, {}, []), id="unknown-version"),
+        pytest.param(snapshot_of(1, -1, 10, {}, []), id="negative-index"),
+        pytest.param(snapshot_of(1, 1, 0, {}, []), id="no-sessions-allowed"),
+        pytest.param(snapshot_of(1, 1, 10, {"k": 1}, []), id="non-text-value"),
+        pytest.param(snapshot_of(1, 1, 10, {}, [ROW[:6]]), id="short-session"),
+        pytest.param(snapshot_of(1, 0, 10, {}, [ROW]), id="session-after-last-applied"),
+        pytest.param(snapshot_of(1, 5, 1, {}, [ROW, ["bob", *ROW[1:]]]), id="too-many"),
+        pytest.param(snapshot_of(1, 5, 10, {}, [ROW, ROW]), id="out-of-order"),
+        pytest.param(
+            snapshot_of(1, 5, 10, {}, [ROW, ["alice", 1, 2, True, "v", True, None]]),
+            id="repeated-session",
+        ),
+    ],
+)
+def test_restore_rejects_malformed_snapshots(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        KVStore.restore(data)
+
+
+# ----------------------------------------------------------------- model test
+
+
+@dataclass
+class Model:
+    """The session rules written as plainly as possible, without any of the store's tricks."""
+
+    max_sessions: int
+    data: dict[str, str] = field(default_factory=dict)
+    # client_id -> (last seq, its result, log index of last use)
+    sessions: dict[str, tuple[int, Result, int]] = field(default_factory=dict)
+
+    def apply(self, index: int, req: Request | None) -> Result:
+        if req is None:
+            return Result(False, None, False, ERROR_UNDECODABLE)
+        if req.client_id == "":
+            return self.execute(req.command)
+        if req.client_id not in self.sessions:
+            result = self.execute(req.command)
+            self.sessions[req.client_id] = (req.seq, result, index)
+            if len(self.sessions) > self.max_sessions:
+                oldest = min(self.sessions, key=lambda cid: self.sessions[cid][2])
+                del self.sessions[oldest]
+            return result
+        seq, cached, _ = self.sessions[req.client_id]
+        if req.seq == seq:
+            result = cached
+        elif req.seq < seq:
+            self.sessions[req.client_id] = (seq, cached, index)
+            return Result(False, None, False, ERROR_STALE_SEQUENCE)
+        else:
+            result = self.execute(req.command)
+        self.sessions[req.client_id] = (req.seq, result, index)
+        return result
+
+    def execute(self, command: Command) -> Result:
+        if isinstance(command, Set):
+            self.data[command.key] = command.value
+            return Result(True, command.value, True)
+        if isinstance(command, Cas):
+            current = self.data.get(command.key)
+            if current == command.expected:
+                self.data[command.key] = command.value
+                return Result(True, command.value, True)
+            return Result(False, current, current is not None)
+        existed = command.key in self.data
+        self.data.pop(command.key, None)
+        return Result(existed, None, False)
+
+
+small_text = st.sampled_from(["", "x", "y"])
+small_commands = st.one_of(
+    st.builds(Set, small_text, small_text),
+    st.builds(Cas, small_text, st.none() | small_text, small_text),
+    st.builds(Delete, small_text),
+)
+# Few clients and small seqs, so retries, stale writes and evictions are all common.
+log_entries = st.one_of(
+    st.builds(
+        lambda client, seq, command: Request(client, seq if client else 0, command),
+        st.sampled_from(["", "a", "b", "c", "d"]),
+        st.integers(1, 4),
+        small_commands,
+    ),
+    st.just(None),
+)
+
+
+@deterministic
+@given(
+    st.lists(st.tuples(st.integers(1, 3), log_entries), max_size=60),
+    st.integers(1, 3),
+    st.integers(0, 60),
+)
+def test_store_matches_model_and_survives_snapshot_midway(
+    log: list[tuple[int, Request | None]], max_sessions: int, cut: int
+) -> None:
+    model = Model(max_sessions)
+    store = KVStore(max_sessions)
+    twin = KVStore(max_sessions)
+    index = 0
+    for position, (step, req) in enumerate(log):
+        if position == cut:
+            twin = KVStore.restore(twin.snapshot())
+        index += step
+        data = b"\x80" if req is None else encode_request(req)
+        expected = model.apply(index, req)
+        assert store.apply(index, data) == expected
+        assert twin.apply(index, data) == expected
+    assert {key: store.get(key) for key in ("", "x", "y")} == {
+        key: model.data.get(key) for key in ("", "x", "y")
+    }
+    assert (len(store), store.sessions) == (len(model.data), len(model.sessions))
+    assert_same_store(twin, store)
