@@ -2,5 +2,14 @@
 
 from raftd.storage.base import Storage, StorageError, stage_ready
 from raftd.storage.memory import MemoryStorage
+from raftd.storage.wal import CorruptLogError, DataDirLocked, WalStorage
 
-__all__ = ["MemoryStorage", "Storage", "StorageError", "stage_ready"]
+__all__ = [
+    "CorruptLogError",
+    "DataDirLocked",
+    "MemoryStorage",
+    "Storage",
+    "StorageError",
+    "WalStorage",
+    "stage_ready",
+]
