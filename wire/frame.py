@@ -103,7 +103,7 @@ class FrameDecoder:
         """Bytes received and not yet handed out, for flow control and for the tests."""
         return len(self._buffer) - self._start
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Appends ``data`` (an empty chunk is a no-op, not end of stream: see ``close``)."""
         self._raise_if_poisoned()
         if self._closed:

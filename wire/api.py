@@ -1,0 +1,163 @@
+"""The messages raftd and raftctl exchange, and the two registries that decode them.
+
+Client outcomes are either definite (the write certainly happened, or certainly did not) or
+indefinite (a timeout or lost leadership: it may still happen). ``ErrorReply.definite``
+carries that difference to raftctl, which exits 1 for definite failures and 3 for unknown
+outcomes; a client may retry an indefinite write with the same session and sequence number,
+and the session table turns the retry into exactly-once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from raftd.core.types import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    RequestVote,
+    RequestVoteResponse,
+)
+from wire.codec import Registry
+
+# ---------------------------------------------------------------- peers
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame on every peer connection: who is calling, from which cluster, and where
+    its clients should go (followers learn the leader's client address from this)."""
+
+    cluster_id: str
+    node_name: str
+    client_addr: str
+
+
+PEER_REGISTRY = Registry()
+PEER_REGISTRY.register(
+    Hello,
+    RequestVote,
+    RequestVoteResponse,
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+)
+
+# -------------------------------------------------------------- clients
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest:
+    """Linearizable unless ``max_staleness_s`` is set: then any node that heard from the
+    leader within that many seconds may answer from its own state."""
+
+    key: str
+    max_staleness_s: float | None = None
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequest:
+    key: str
+    value: str
+    client_id: str
+    seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CasRequest:
+    """Swap to ``value`` if the key holds ``expected`` (or, with ``expected`` None, is absent)."""
+
+    key: str
+    expected: str | None
+    value: str
+    client_id: str
+    seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    key: str
+    client_id: str
+    seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GetReply:
+    found: bool
+    value: str | None
+    served_by: str
+    stale: bool = False
+    max_age_s: float | None = None  # stale reads: how old the state may be, at most
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReply:
+    """``ok``: set always, cas if it swapped, delete if the key existed. ``value``/``found``
+    describe the key after the write."""
+
+    ok: bool
+    value: str | None
+    found: bool
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    node: str
+    role: str
+    term: int
+    leader: str | None
+    commit_index: int
+    last_applied: int
+    last_index: int
+    client_addr: str
+    leader_addr: str | None
+
+
+class ErrorCode(enum.StrEnum):
+    NOT_LEADER = "not_leader"  # definite: go to leader_addr
+    NO_LEADER = "no_leader"  # definite: nothing was proposed; try again shortly
+    TOO_STALE = "too_stale"  # definite: this node cannot meet the staleness bound
+    BAD_REQUEST = "bad_request"  # definite
+    SESSION = "session"  # definite: stale sequence number
+    TIMEOUT = "timeout"  # indefinite
+    LEADERSHIP_LOST = "leadership_lost"  # indefinite for writes; reads were not served
+    UNAVAILABLE = "unavailable"  # indefinite: shutting down, proxy failed
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    code: str
+    message: str
+    definite: bool
+    leader: str | None = None
+    leader_addr: str | None = None
+
+
+ClientRequest = GetRequest | SetRequest | CasRequest | DeleteRequest | StatusRequest
+ClientReply = GetReply | WriteReply | StatusReply | ErrorReply
+
+CLIENT_REGISTRY = Registry()
+CLIENT_REGISTRY.register(
+    GetRequest,
+    SetRequest,
+    CasRequest,
+    DeleteRequest,
+    StatusRequest,
+    GetReply,
+    WriteReply,
+    StatusReply,
+    ErrorReply,
+)
