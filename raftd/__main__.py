@@ -1,0 +1,5 @@
+import sys
+
+from raftd.main import main
+
+sys.exit(main())

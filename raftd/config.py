@@ -1,0 +1,94 @@
+"""A member's configuration: parsed once, validated up front, then immutable.
+
+Every mistake here (a malformed address, a node missing from its own cluster) is a
+``ConfigError`` with a message for people; ``raftd`` turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from raftd.core import NodeId
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, *, what: str = "address") -> Address:
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{what} {text!r} must look like HOST:PORT, e.g. 127.0.0.1:7001")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{what} {text!r}: the port must be a number from 1 to 65535")
+    return Address(host.strip("[]"), int(port_text))
+
+
+def parse_cluster(text: str) -> dict[str, Address]:
+    """``n1=127.0.0.1:7101,n2=...`` into names and peer addresses, in the given order."""
+    members: dict[str, Address] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, address = item.partition("=")
+        if not sep or not _NAME.fullmatch(name):
+            raise ConfigError(
+                f"cluster member {item!r} must look like NAME=HOST:PORT "
+                "(names: letters, digits, '-', '_', '.')"
+            )
+        if name in members:
+            raise ConfigError(f"cluster member {name!r} is listed twice")
+        members[name] = parse_address(address, what=f"peer address of {name}")
+    if not members:
+        raise ConfigError("--cluster lists no members")
+    return members
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    members: dict[str, Address]
+    client_addr: Address
+    data_dir: Path
+    metrics_addr: Address | None = None
+    forward: bool = False
+    cluster_id: str = "raftd"
+    tick_seconds: float = 0.05
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 2
+    request_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.name not in self.members:
+            listed = ", ".join(self.members)
+            raise ConfigError(f"--id {self.name!r} is not in --cluster (members: {listed})")
+        if self.tick_seconds <= 0:
+            raise ConfigError("the tick length must be positive")
+
+    @property
+    def node_ids(self) -> dict[str, NodeId]:
+        """Names to the core's integer ids: sorted, so every member derives the same map."""
+        return {name: i + 1 for i, name in enumerate(sorted(self.members))}
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.node_ids[self.name]
+
+    @property
+    def names(self) -> dict[NodeId, str]:
+        return {node_id: name for name, node_id in self.node_ids.items()}
+
+    @property
+    def peer_addr(self) -> Address:
+        return self.members[self.name]

@@ -1,0 +1,206 @@
+"""``raftd run`` (one member) and ``raftd cluster`` (several local members, for the demo).
+
+Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the member cannot run
+(corrupt log, port in use), 2 for configuration mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+import trio
+
+from observability.logs import configure_logging
+from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
+from raftd.runtime.clients import ClientServer
+from raftd.runtime.driver import Driver
+from raftd.runtime.peers import PeerTransport
+from raftd.storage import StorageError, WalStorage
+from raftd.storage.wal import DataDirLocked
+
+log = structlog.get_logger("raftd")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _env_default(flag: str, default: str | None = None) -> str | None:
+    return os.environ.get("RAFTD_" + flag.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raftd",
+        description="A Raft key-value store built to be watched through distributed tracing.",
+        epilog="Every flag of 'raftd run' can also be set as RAFTD_<FLAG> in the environment, "
+        "e.g. RAFTD_CLIENT_ADDR=127.0.0.1:7001. Exit status: 0 clean shutdown, 1 the member "
+        "could not run, 2 configuration error.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run one member of a cluster",
+        description="Run one member. --cluster lists every member's peer address, this "
+        "member's own included.",
+    )
+    run.add_argument("--id", default=_env_default("id"), help="this member's name, e.g. n1")
+    run.add_argument(
+        "--cluster",
+        default=_env_default("cluster"),
+        help="every member as NAME=HOST:PORT, comma-separated (peer addresses)",
+    )
+    run.add_argument(
+        "--client-addr", default=_env_default("client_addr"), help="HOST:PORT for clients"
+    )
+    run.add_argument("--data-dir", default=_env_default("data_dir"), help="where the log lives")
+    run.add_argument(
+        "--metrics-addr",
+        default=_env_default("metrics_addr"),
+        help="HOST:PORT for Prometheus /metrics (off when unset)",
+    )
+    run.add_argument(
+        "--forward",
+        action="store_true",
+        default=_env_default("forward", "") not in ("", "0", "false", "no"),
+        help="relay requests to the leader instead of redirecting clients",
+    )
+    run.add_argument(
+        "--cluster-id",
+        default=_env_default("cluster_id", "raftd"),
+        help="peers from another cluster id are refused (default: raftd)",
+    )
+    run.add_argument(
+        "--tick-ms",
+        type=float,
+        default=float(_env_default("tick_ms", "50") or 50),
+        help="length of a Raft tick; election timeout is 10-20 ticks (default 50 ms)",
+    )
+    run.add_argument(
+        "--log-format", choices=("console", "json"), default=_env_default("log_format", "console")
+    )
+    run.add_argument("--log-level", default=_env_default("log_level", "info"))
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="run N local members as separate processes (the demo)",
+        description="Start N members on 127.0.0.1 (member i: clients on 7000+i, peers on "
+        "7100+i, metrics on 9100+i), merge their logs, and stop them all on Ctrl-C. Data is "
+        "kept in --data-dir for the next start.",
+    )
+    cluster.add_argument("--nodes", type=int, default=3, help="how many members (default 3)")
+    cluster.add_argument("--data-dir", default=".raftd", help="parent data directory")
+    cluster.add_argument("--forward", action="store_true", help="members proxy to the leader")
+    cluster.add_argument(
+        "--demo", action="store_true", help="run a short scripted raftctl session once up"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    missing = [
+        flag for flag in ("id", "cluster", "client_addr", "data_dir") if not getattr(args, flag)
+    ]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise ConfigError(f"missing {flags} (or the RAFTD_ environment variables)")
+    if args.tick_ms <= 0:
+        raise ConfigError("--tick-ms must be positive")
+    return NodeConfig(
+        name=args.id,
+        members=parse_cluster(args.cluster),
+        client_addr=parse_address(args.client_addr, what="--client-addr"),
+        data_dir=Path(args.data_dir),
+        metrics_addr=parse_address(args.metrics_addr, what="--metrics-addr")
+        if args.metrics_addr
+        else None,
+        forward=args.forward,
+        cluster_id=args.cluster_id,
+        tick_seconds=args.tick_ms / 1000,
+    )
+
+
+async def serve(config: NodeConfig, storage: WalStorage) -> None:
+    """Run one member until SIGINT or SIGTERM."""
+    client_addrs: dict[str, str] = {}
+    driver = Driver(config, storage, lambda msg: peers.send(msg), client_addrs=client_addrs)
+    peers = PeerTransport(config, driver.deliver, client_addrs)
+    clients = ClientServer(config, driver)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            await nursery.start(driver.run)
+            await nursery.start(peers.run)
+            await nursery.start(clients.run)
+            if config.metrics_addr is not None:
+                from observability.metrics import serve_metrics
+
+                serve_metrics(config.metrics_addr, driver, peers)
+            log.info(
+                "raftd ready",
+                node=config.name,
+                clients=str(config.client_addr),
+                peers=str(config.peer_addr),
+                data_dir=str(config.data_dir),
+            )
+    finally:
+        driver.fail_everything("the member is shutting down")
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("shutting down", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def run_member(args: argparse.Namespace) -> int:
+    try:
+        configure_logging(fmt=args.log_format, level=args.log_level)
+        config = config_from_args(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"raftd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        storage = WalStorage.open(config.data_dir, logger=lambda line: log.warning(line))
+    except DataDirLocked as exc:
+        print(f"raftd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StorageError, OSError) as exc:
+        print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    status = EXIT_OK
+    try:
+        trio.run(serve, config, storage)
+    except* StorageError as group:
+        for error in group.exceptions:
+            print(f"raftd: storage failed, stopping to protect the data: {error}", file=sys.stderr)
+        status = EXIT_FAILED
+    except* OSError as os_errors:
+        for os_error in os_errors.exceptions:
+            print(f"raftd: {os_error}", file=sys.stderr)
+        status = EXIT_FAILED
+    finally:
+        storage.close()
+    if status == EXIT_OK:
+        log.info("stopped cleanly")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_member(args)
+    from raftd.cluster import run_cluster
+
+    return run_cluster(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

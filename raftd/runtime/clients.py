@@ -1,0 +1,174 @@
+"""The client port: requests in, replies out, several in flight per connection.
+
+Each request is answered on the connection it came from, tagged with its request id, so a
+client may pipeline. A non-leader redirects (a definite NotLeader error naming the leader's
+client address) unless the request asks to be forwarded, or the member runs with
+``--forward``: then the request is relayed to the leader and the answer relayed back.
+Bad bytes close only the connection that sent them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import structlog
+import trio
+
+from raftd import kv
+from raftd.config import NodeConfig, parse_address
+from raftd.runtime.driver import Driver, Read, StaleRead, Status, Write
+from wire.api import (
+    CLIENT_REGISTRY,
+    CasRequest,
+    ClientReply,
+    DeleteRequest,
+    ErrorCode,
+    ErrorReply,
+    GetRequest,
+    SetRequest,
+    StatusRequest,
+)
+from wire.codec import Header
+from wire.frame import WireError
+from wire.stream import FramedStream
+
+log = structlog.get_logger("raftd.clients")
+
+MAX_IN_FLIGHT_PER_CONNECTION = 128
+FORWARD_CONNECT_TIMEOUT_S = 1.0
+
+
+class ClientServer:
+    def __init__(self, config: NodeConfig, driver: Driver) -> None:
+        self.config = config
+        self.driver = driver
+        self.rejected_connections = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        address = self.config.client_addr
+        listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+        log.info("listening for clients", address=str(address))
+        task_status.started()
+        await trio.serve_listeners(self._serve, listeners)
+
+    async def _serve(self, tcp: trio.SocketStream) -> None:
+        stream = FramedStream(tcp, CLIENT_REGISTRY)
+        limit = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    received = await stream.receive()
+                    if received is None:
+                        break
+                    header, request = received
+                    await limit.acquire_on_behalf_of(header.request_id)
+                    nursery.start_soon(self._answer, stream, header, request, limit)
+        except WireError as exc:
+            self.rejected_connections += 1
+            log.warning("client connection closed", reason=f"bad frame: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _answer(
+        self, stream: FramedStream, header: Header, request: object, limit: trio.CapacityLimiter
+    ) -> None:
+        try:
+            reply = await self.handle(request)
+            await stream.send(Header(type(reply).__name__, header.request_id), reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the client went away; its answer has nowhere to go
+        finally:
+            limit.release_on_behalf_of(header.request_id)
+
+    async def handle(self, request: object) -> ClientReply:
+        """One request to one reply, never an exception."""
+        match request:
+            case StatusRequest():
+                return await self.driver.submit(Status())
+            case GetRequest(max_staleness_s=bound) if bound is not None:
+                if bound < 0:
+                    return _bad_request("max_staleness_s must not be negative")
+                return await self.driver.submit(StaleRead(request.key, bound))
+            case GetRequest() | SetRequest() | CasRequest() | DeleteRequest():
+                return await self._leader_operation(request)
+            case _:
+                return _bad_request(f"{type(request).__name__} is not a client request")
+
+    async def _leader_operation(
+        self, request: GetRequest | SetRequest | CasRequest | DeleteRequest
+    ) -> ClientReply:
+        if isinstance(request, GetRequest):
+            op: Read | Write = Read(request.key)
+        else:
+            write = _to_kv_request(request)
+            if isinstance(write, ErrorReply):
+                return write
+            op = Write(write)
+        with trio.move_on_after(self.config.request_timeout_s):
+            reply = await self.driver.submit(op)
+            if (
+                isinstance(reply, ErrorReply)
+                and reply.code == ErrorCode.NOT_LEADER
+                and (request.forward or self.config.forward)
+                and reply.leader_addr
+            ):
+                return await self._forward(request, reply.leader_addr)
+            return reply
+        return ErrorReply(
+            ErrorCode.TIMEOUT,
+            f"no answer within {self.config.request_timeout_s} s; "
+            "the write may or may not have happened",
+            False,
+        )
+
+    async def _forward(
+        self, request: GetRequest | SetRequest | CasRequest | DeleteRequest, leader_addr: str
+    ) -> ClientReply:
+        """Relay to the leader (once: the leader never forwards again) and relay back."""
+        address = parse_address(leader_addr)
+        relayed = dataclasses.replace(request, forward=False)
+        try:
+            with trio.fail_after(FORWARD_CONNECT_TIMEOUT_S):
+                tcp = await trio.open_tcp_stream(address.host, address.port)
+            stream = FramedStream(tcp, CLIENT_REGISTRY)
+            try:
+                await stream.send(Header(type(relayed).__name__, 1), relayed)
+                received = await stream.receive()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, WireError) as exc:
+            definite = isinstance(request, GetRequest)
+            return ErrorReply(
+                ErrorCode.UNAVAILABLE,
+                f"forwarding to the leader at {leader_addr} failed: {exc}",
+                definite,
+            )
+        if received is None:
+            return ErrorReply(
+                ErrorCode.UNAVAILABLE, "the leader closed the forwarded request", False
+            )
+        _, reply = received
+        return reply  # type: ignore[no-any-return]
+
+
+def _to_kv_request(request: SetRequest | CasRequest | DeleteRequest) -> kv.Request | ErrorReply:
+    command: kv.Command
+    match request:
+        case SetRequest():
+            command = kv.Set(request.key, request.value)
+        case CasRequest():
+            command = kv.Cas(request.key, request.expected, request.value)
+        case DeleteRequest():
+            command = kv.Delete(request.key)
+    try:
+        return kv.Request(request.client_id, request.seq, command)
+    except ValueError as exc:
+        return _bad_request(str(exc))
+
+
+def _bad_request(why: str) -> ErrorReply:
+    return ErrorReply(ErrorCode.BAD_REQUEST, why, True)

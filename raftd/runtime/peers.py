@@ -1,0 +1,193 @@
+"""Raft messages between members, over persistent TCP connections.
+
+Each member dials every other member once and keeps that connection for its outgoing
+messages; replies come back over the other member's own connection, because Raft's
+messages are one-way. Every connection starts with a Hello (cluster id, member name, client
+address); a stranger or a member of another cluster is logged and dropped.
+
+Sending never blocks the driver: each peer has a bounded outbox, and a message that does
+not fit, or that is queued while the peer is unreachable, is dropped and counted. Raft
+retransmits whatever matters.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+
+from raftd.config import NodeConfig
+from raftd.core import Message
+from wire.api import PEER_REGISTRY, Hello
+from wire.codec import Header
+from wire.frame import WireError
+from wire.stream import FramedStream
+
+log = structlog.get_logger("raftd.peers")
+
+OUTBOX_CAPACITY = 4096
+MAX_MESSAGES_PER_WRITE = 256
+HELLO_TIMEOUT_S = 5.0
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 1.0
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        config: NodeConfig,
+        deliver: Callable[[Message], None],
+        client_addrs: dict[str, str],
+    ) -> None:
+        self.config = config
+        self._deliver = deliver
+        self.client_addrs = client_addrs
+        self._ids = config.node_ids
+        self._outboxes: dict[int, tuple[Any, Any]] = {}
+        for name, node_id in self._ids.items():
+            if name != config.name:
+                self._outboxes[node_id] = trio.open_memory_channel[Message](OUTBOX_CAPACITY)
+        self.dropped: dict[str, int] = {"outbox_full": 0, "disconnected": 0, "send_failed": 0}
+        self.rejected_connections = 0
+
+    def send(self, msg: Message) -> None:
+        outbox = self._outboxes.get(msg.dst)
+        if outbox is None:
+            return
+        try:
+            outbox[0].send_nowait(msg)
+        except trio.WouldBlock:
+            self.dropped["outbox_full"] += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        address = self.config.peer_addr
+        async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+            nursery.start_soon(trio.serve_listeners, self._serve_inbound, listeners)
+            names = {node_id: name for name, node_id in self._ids.items()}
+            for node_id, (_, receive) in self._outboxes.items():
+                nursery.start_soon(self._sender, names[node_id], receive)
+            log.info("listening for peers", address=str(address))
+            task_status.started()
+
+    # ---------------------------------------------------------- outgoing
+
+    async def _sender(self, name: str, outbox: Any) -> None:
+        address = self.config.members[name]
+        delay = RECONNECT_MIN_S
+        connected_before = False
+        while True:
+            try:
+                tcp = await trio.open_tcp_stream(address.host, address.port)
+            except OSError as exc:
+                if connected_before:
+                    log.info("peer unreachable", peer=name, error=_reason(exc))
+                    connected_before = False
+                self._discard(outbox)
+                await trio.sleep(delay)
+                self._discard(outbox)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            stream = FramedStream(tcp, PEER_REGISTRY)
+            try:
+                config = self.config
+                hello = Hello(config.cluster_id, config.name, str(config.client_addr))
+                await stream.send(Header("Hello"), hello)
+                log.info("connected to peer", peer=name, address=str(address))
+                connected_before = True
+                delay = RECONNECT_MIN_S
+                await self._pump(stream, outbox)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.dropped["send_failed"] += 1
+                log.info("lost connection to peer", peer=name, error=_reason(exc))
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _pump(self, stream: FramedStream, outbox: Any) -> None:
+        while True:
+            batch = [await outbox.receive()]
+            while len(batch) < MAX_MESSAGES_PER_WRITE:
+                try:
+                    batch.append(outbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await stream.send_encoded(stream.encode(Header(type(m).__name__), m) for m in batch)
+
+    def _discard(self, outbox: Any) -> None:
+        """While a peer is unreachable its messages go stale; drop them rather than replay
+        a backlog of old heartbeats when it comes back."""
+        while True:
+            try:
+                outbox.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self.dropped["disconnected"] += 1
+
+    # ---------------------------------------------------------- incoming
+
+    async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
+        stream = FramedStream(tcp, PEER_REGISTRY)
+        remote = _remote(tcp)
+        try:
+            peer_id = await self._accept_hello(stream, remote)
+            if peer_id is None:
+                return
+            while True:
+                received = await stream.receive()
+                if received is None:
+                    return
+                _, msg = received
+                if isinstance(msg, Hello) or msg.src != peer_id or msg.dst != self.config.node_id:
+                    self._refuse(remote, f"misaddressed {type(msg).__name__}")
+                    return
+                self._deliver(msg)
+        except WireError as exc:
+            self._refuse(remote, f"bad frame: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _accept_hello(self, stream: FramedStream, remote: str) -> int | None:
+        with trio.move_on_after(HELLO_TIMEOUT_S):
+            received = await stream.receive()
+            if received is None:
+                return None
+            _, hello = received
+            if not isinstance(hello, Hello):
+                self._refuse(remote, f"expected Hello, got {type(hello).__name__}")
+                return None
+            if hello.cluster_id != self.config.cluster_id:
+                self._refuse(remote, f"cluster id {hello.cluster_id!r} is not ours")
+                return None
+            peer_id = self._ids.get(hello.node_name)
+            if peer_id is None or hello.node_name == self.config.name:
+                self._refuse(remote, f"{hello.node_name!r} is not a peer of {self.config.name}")
+                return None
+            self.client_addrs[hello.node_name] = hello.client_addr
+            return peer_id
+        self._refuse(remote, "no Hello in time")
+        return None
+
+    def _refuse(self, remote: str, why: str) -> None:
+        self.rejected_connections += 1
+        log.warning("peer connection refused", remote=remote, reason=why)
+
+
+def _remote(tcp: trio.SocketStream) -> str:
+    try:
+        host, port = tcp.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc))
+    return str(exc) or type(exc).__name__
