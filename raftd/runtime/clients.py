@@ -53,24 +53,30 @@ class ClientServer:
 
     async def _serve(self, tcp: trio.SocketStream) -> None:
         stream = FramedStream(tcp, CLIENT_REGISTRY)
-        limit = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    received = await stream.receive()
-                    if received is None:
-                        break
-                    header, request = received
-                    await limit.acquire_on_behalf_of(header.request_id)
-                    nursery.start_soon(self._answer, stream, header, request, limit)
+                await self._read_requests(stream, nursery)
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read_requests(self, stream: FramedStream, nursery: trio.Nursery) -> None:
+        """Start an answering task per request; stop at EOF or at the first bad frame (the
+        answers already under way still go out)."""
+        limit = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
+        try:
+            while True:
+                received = await stream.receive()
+                if received is None:
+                    return
+                header, request = received
+                await limit.acquire_on_behalf_of(header.request_id)
+                nursery.start_soon(self._answer, stream, header, request, limit)
         except WireError as exc:
             self.rejected_connections += 1
             log.warning("client connection closed", reason=f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-        finally:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
 
     async def _answer(
         self, stream: FramedStream, header: Header, request: object, limit: trio.CapacityLimiter

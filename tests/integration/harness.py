@@ -1,0 +1,275 @@
+"""Real raftd processes on 127.0.0.1, with every peer link behind a proxy the test controls.
+
+Peer connections carry messages one way (each member dials every other for its own
+outgoing messages), so a proxy per directed link (src -> dst) can cut exactly the messages
+from src to dst: symmetric partitions cut both directions, one-way partitions one. Members
+are separate processes, so kill -9 and SIGSTOP are the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import trio
+
+from wire.api import CLIENT_REGISTRY, ClientReply, StatusReply, StatusRequest
+from wire.codec import Header
+from wire.stream import FramedStream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LinkProxy:
+    """Forwards one directed peer link; ``blocked`` drops it like a partition would."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self.blocked = False
+        self._streams: set[trio.SocketStream] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        task_status.started()
+        await trio.serve_listeners(self._serve, listeners)
+
+    async def block(self) -> None:
+        self.blocked = True
+        for stream in list(self._streams):
+            await stream.aclose()
+
+    async def _serve(self, inbound: trio.SocketStream) -> None:
+        if self.blocked:
+            await inbound.aclose()
+            return
+        try:
+            outbound = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        except OSError:
+            await inbound.aclose()
+            return
+        self._streams |= {inbound, outbound}
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pipe, inbound, outbound, nursery.cancel_scope)
+                nursery.start_soon(self._pipe, outbound, inbound, nursery.cancel_scope)
+        finally:
+            self._streams -= {inbound, outbound}
+            for stream in (inbound, outbound):
+                await stream.aclose()
+
+    async def _pipe(
+        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                if self.blocked:
+                    break
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    process: trio.Process | None = None
+    log_file: IO[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def client_addr(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+
+class Cluster:
+    def __init__(self, base: Path, size: int = 3, *, tick_ms: int = 50) -> None:
+        self.base = base
+        self.tick_ms = tick_ms
+        self.members: dict[str, Member] = {}
+        for i in range(1, size + 1):
+            name = f"n{i}"
+            self.members[name] = Member(
+                name, free_port(), free_port(), base / name, base / f"{name}.log"
+            )
+        self.links: dict[tuple[str, str], LinkProxy] = {
+            (src, dst): LinkProxy(self.members[dst].peer_port)
+            for src in self.members
+            for dst in self.members
+            if src != dst
+        }
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_addr for m in self.members.values()]
+
+    def command(self, name: str) -> list[str]:
+        """Each member sees the others through the proxies of its outgoing links."""
+        cluster = ",".join(
+            f"{other}=127.0.0.1:{m.peer_port if other == name else self.links[(name, other)].port}"
+            for other, m in self.members.items()
+        )
+        member = self.members[name]
+        return [
+            sys.executable,
+            "-m",
+            "raftd",
+            "run",
+            "--id",
+            name,
+            "--cluster",
+            cluster,
+            "--client-addr",
+            member.client_addr,
+            "--data-dir",
+            str(member.data_dir),
+            "--tick-ms",
+            str(self.tick_ms),
+            *member.extra_args,
+        ]
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        for proxy in self.links.values():
+            await nursery.start(proxy.run)
+        for name in self.members:
+            await self.start_member(name)
+
+    async def start_member(self, name: str) -> None:
+        member = self.members[name]
+        member.log_file = member.log_path.open("ab")
+        member.process = await trio.lowlevel.open_process(
+            self.command(name),
+            stdout=member.log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    async def kill(self, name: str) -> None:
+        """kill -9: no chance to flush or say goodbye."""
+        member = self.members[name]
+        assert member.process is not None
+        member.process.kill()
+        await member.process.wait()
+        member.process = None
+        if member.log_file is not None:
+            member.log_file.close()
+
+    async def stop(self, name: str) -> int:
+        member = self.members[name]
+        assert member.process is not None
+        member.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            status = await member.process.wait()
+        member.process = None
+        if member.log_file is not None:
+            member.log_file.close()
+        return status
+
+    def pause(self, name: str) -> None:
+        process = self.members[name].process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        process = self.members[name].process
+        assert process is not None
+        process.send_signal(signal.SIGCONT)
+
+    async def shutdown(self) -> None:
+        for name, member in self.members.items():
+            if member.process is not None:
+                self.resume(name)
+                await self.kill(name)
+
+    # ----------------------------------------------------------- partitions
+
+    async def isolate(self, name: str) -> None:
+        for (src, dst), proxy in self.links.items():
+            if name in (src, dst):
+                await proxy.block()
+
+    async def cut_one_way(self, src: str, dst: str) -> None:
+        await self.links[(src, dst)].block()
+
+    def heal(self) -> None:
+        for proxy in self.links.values():
+            proxy.blocked = False
+
+    # -------------------------------------------------------------- clients
+
+    async def request(self, name: str, request: object, timeout_s: float = 5.0) -> ClientReply:
+        member = self.members[name]
+        with trio.fail_after(timeout_s):
+            tcp = await trio.open_tcp_stream("127.0.0.1", member.client_port)
+            stream = FramedStream(tcp, CLIENT_REGISTRY)
+            try:
+                await stream.send(Header(type(request).__name__, 1), request)
+                received = await stream.receive()
+            finally:
+                await stream.aclose()
+        assert received is not None, f"{name} closed the connection"
+        reply: ClientReply = received[1]
+        return reply
+
+    async def statuses(self, names: Iterable[str] | None = None) -> dict[str, StatusReply]:
+        found: dict[str, StatusReply] = {}
+        for name in names or self.members:
+            if self.members[name].process is None:
+                continue
+            try:
+                reply = await self.request(name, StatusRequest(), timeout_s=1.0)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, AssertionError):
+                continue
+            if isinstance(reply, StatusReply):
+                found[name] = reply
+        return found
+
+    async def wait_for_leader(
+        self, among: Iterable[str] | None = None, timeout_s: float = 15.0
+    ) -> str:
+        """The member that leads, as the members of ``among`` agree, in the highest term."""
+        group = list(among or self.members)
+        with trio.fail_after(timeout_s):
+            while True:
+                statuses = await self.statuses(group)
+                leaders = {s.node for s in statuses.values() if s.role == "leader"}
+                if len(leaders) == 1 and statuses:
+                    (leader,) = leaders
+                    top = max(s.term for s in statuses.values())
+                    if statuses[leader].term == top:
+                        return leader
+                await trio.sleep(0.05)
+
+    async def wait_all_serving(self, timeout_s: float = 15.0) -> None:
+        """Every running member answers status and knows the same leader."""
+        running = [n for n, m in self.members.items() if m.process is not None]
+        with trio.fail_after(timeout_s):
+            while True:
+                statuses = await self.statuses(running)
+                leaders = {s.leader for s in statuses.values()}
+                if len(statuses) == len(running) and len(leaders) == 1 and None not in leaders:
+                    return
+                await trio.sleep(0.05)
+
+    def log_text(self, name: str) -> str:
+        return self.members[name].log_path.read_text(errors="replace")
