@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import io
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -20,7 +21,12 @@ from typing import Any
 import cbor2
 
 from wire.frame import WireError
-from wire.tracecontext import TraceParent, format_traceparent, parse_traceparent
+from wire.tracecontext import (
+    TraceParent,
+    format_traceparent,
+    parse_traceparent,
+    parse_tracestate,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -31,7 +37,7 @@ class CodecError(WireError):
 
 class UnsupportedVersion(CodecError):
     def __init__(self, version: object) -> None:
-        super().__init__(f"protocol version {version!r} is not supported (we speak 1)")
+        super().__init__(f"protocol version {_describe(version)} is not supported (we speak 1)")
         self.version = version
 
 
@@ -49,8 +55,21 @@ class Header:
 Checker = Callable[[Any], Any]
 
 
+def _describe(value: object) -> str:
+    """A short description of a hostile value that cannot itself blow up or balloon: no
+    repr of a huge integer (Python refuses past 4300 digits) or of megabytes of text."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"int of {value.bit_length()} bits"
+    if isinstance(value, str | bytes):
+        shown = value[:40]
+        return f"{type(value).__name__} {shown!r}{'...' if len(value) > 40 else ''}"
+    if isinstance(value, list | dict):
+        return f"{type(value).__name__} of {len(value)} items"
+    return f"{type(value).__name__} {value!r:.40}"
+
+
 def _fail(what: str, value: object) -> typing.NoReturn:
-    raise CodecError(f"{what}: unexpected {type(value).__name__} {value!r:.60}")
+    raise CodecError(f"{what}: unexpected {_describe(value)}")
 
 
 def _check_int(value: Any) -> int:
@@ -62,7 +81,10 @@ def _check_int(value: Any) -> int:
 def _check_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail("expected a number", value)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        _fail("number out of range", value)
 
 
 def _check_exact(kind: type) -> Checker:
@@ -109,10 +131,12 @@ class Registry:
 
     def register(self, *classes: type) -> None:
         for cls in classes:
-            hints = typing.get_type_hints(cls)
-            checkers = [self._checker(hints[f.name]) for f in dataclasses.fields(cls)]
-            self._by_kind[cls.__name__] = (cls, checkers)
+            self._by_kind[cls.__name__] = (cls, self._field_checkers(cls))
             self._kind_of[cls] = cls.__name__
+
+    def _field_checkers(self, cls: type) -> list[Checker]:
+        hints = typing.get_type_hints(cls)
+        return [self._checker(hints[f.name]) for f in dataclasses.fields(cls)]
 
     def kind_of(self, value: object) -> str:
         try:
@@ -129,14 +153,8 @@ class Registry:
     def from_body(self, kind: str, body: Any) -> Any:
         entry = self._by_kind.get(kind)
         if entry is None:
-            raise CodecError(f"unknown message kind {kind!r:.40}")
-        cls, checkers = entry
-        if not isinstance(body, list) or len(body) != len(checkers):
-            raise CodecError(f"{kind}: expected {len(checkers)} fields")
-        try:
-            return cls(*(check(value) for check, value in zip(checkers, body, strict=True)))
-        except CodecError as exc:
-            raise CodecError(f"{kind}: {exc}") from None
+            raise CodecError(f"unknown message kind {_describe(kind)}")
+        return _build(kind, *entry, body)
 
     def _plain(self, value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -167,10 +185,19 @@ class Registry:
         if hint in (str, bytes, bool):
             return _check_exact(hint)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            self.register(hint)
-            name = hint.__name__
-            return lambda value: self.from_body(name, value)
+            # Nested only (an Entry inside AppendEntries): never a kind of its own.
+            nested, checkers = hint, self._field_checkers(hint)
+            return lambda value: _build(nested.__name__, nested, checkers, value)
         raise TypeError(f"unsupported field type {hint}")
+
+
+def _build(kind: str, cls: type, checkers: list[Checker], body: Any) -> Any:
+    if not isinstance(body, list) or len(body) != len(checkers):
+        raise CodecError(f"{kind}: expected {len(checkers)} fields")
+    try:
+        return cls(*(check(value) for check, value in zip(checkers, body, strict=True)))
+    except CodecError as exc:
+        raise CodecError(f"{kind}: {exc}") from None
 
 
 def encode_payload(header: Header, body: list[Any]) -> bytes:
@@ -184,15 +211,18 @@ def encode_payload(header: Header, body: list[Any]) -> bytes:
 
 def decode_payload(payload: bytes) -> tuple[Header, Any]:
     """Split a payload into its header and raw body; the body is checked by a Registry."""
+    source = io.BytesIO(payload)
     try:
-        decoded = cbor2.loads(payload)
+        decoded = cbor2.CBORDecoder(source).decode()
     except Exception as exc:  # cbor2 raises many types on hostile bytes
         raise CodecError(f"not CBOR: {type(exc).__name__}") from None
+    if source.tell() != len(payload):
+        raise CodecError(f"{len(payload) - source.tell()} stray bytes after the message")
     if not isinstance(decoded, list) or len(decoded) != 2 or not isinstance(decoded[0], dict):
         raise CodecError("payload is not [header, body]")
     head, body = decoded
     version = head.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise UnsupportedVersion(version)
     kind, request_id = head.get("k"), head.get("id", 0)
     if not isinstance(kind, str):
@@ -203,5 +233,8 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
     if isinstance(raw_parent, str):
         traceparent = parse_traceparent(raw_parent)  # invalid context: dropped, per the spec
     raw_state = head.get("ts")
-    tracestate = raw_state if isinstance(raw_state, str) and traceparent else None
+    tracestate = None
+    if traceparent is not None and isinstance(raw_state, str):
+        # Kept as text for relaying, but only if it is a valid list-member list.
+        tracestate = raw_state if parse_tracestate(raw_state) is not None else None
     return Header(kind, request_id, traceparent, tracestate), body

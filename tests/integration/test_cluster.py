@@ -160,9 +160,10 @@ async def test_killing_the_leader_under_load_loses_no_acknowledged_write(
     async def write_forever(writer: Writer, prefix: str) -> None:
         for n in itertools.count():
             key = f"{prefix}-{n}"
+            started = trio.current_time()
             await writer.set(key, key)
             acknowledged[key] = key
-            if killed_at and not after_kill:
+            if killed_at and started > killed_at[0] and not after_kill:
                 after_kill.append(trio.current_time())
 
     async with trio.open_nursery() as load:
