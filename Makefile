@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo test lint typecheck unit sim sim-long clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m raftd cluster --demo
+
+sim-demo: $(STAMP)
 	$(PY) -m tests.sim --demo
 
 test: lint typecheck sim unit
@@ -33,6 +36,9 @@ sim: $(STAMP)
 
 sim-long: $(STAMP)
 	$(PY) -m tests.sim --seeds 2000
+
+failover: $(STAMP)
+	$(PY) -m tests.integration.failover --kills 20
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

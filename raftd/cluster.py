@@ -21,13 +21,13 @@ STOP_GRACE_S = 5.0
 READY_TIMEOUT_S = 20.0
 
 
-def member_table(nodes: int, data_dir: Path) -> list[dict[str, str]]:
+def member_table(nodes: int, data_dir: Path, port_offset: int = 0) -> list[dict[str, str]]:
     return [
         {
             "id": f"n{i}",
-            "client": f"127.0.0.1:{CLIENT_BASE + i}",
-            "peer": f"127.0.0.1:{PEER_BASE + i}",
-            "metrics": f"127.0.0.1:{METRICS_BASE + i}",
+            "client": f"127.0.0.1:{CLIENT_BASE + port_offset + i}",
+            "peer": f"127.0.0.1:{PEER_BASE + port_offset + i}",
+            "metrics": f"127.0.0.1:{METRICS_BASE + port_offset + i}",
             "data_dir": str(data_dir / f"n{i}"),
         }
         for i in range(1, nodes + 1)
@@ -58,7 +58,10 @@ def run_cluster(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 9:
         print("raftd cluster: --nodes must be between 1 and 9", file=sys.stderr)
         return 2
-    members = member_table(args.nodes, Path(args.data_dir))
+    if not 0 <= args.port_offset <= 50000:
+        print("raftd cluster: --port-offset must be between 0 and 50000", file=sys.stderr)
+        return 2
+    members = member_table(args.nodes, Path(args.data_dir), args.port_offset)
     try:
         return trio.run(_run, members, args)
     except KeyboardInterrupt:

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--demo", action="store_true", help="run a short scripted raftctl session once up"
     )
+    cluster.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="add this to every port, to run a second cluster beside the first (default 0)",
+    )
     return parser
 
 

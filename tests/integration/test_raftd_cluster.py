@@ -1,0 +1,76 @@
+"""`raftd cluster`: the embedded default that `make demo` runs."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from tests.integration.harness import ROOT
+from wire.api import CLIENT_REGISTRY, StatusReply, StatusRequest
+from wire.codec import Header
+from wire.stream import FramedStream
+
+
+def free_offset() -> int:
+    """A port offset at which all of the cluster's ports are free."""
+    for offset in range(21000, 40000, 300):
+        ports = [base + offset + i for base in (7000, 7100, 9100) for i in (1, 2, 3)]
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return offset
+    raise AssertionError("no free port range")
+
+
+async def status(port: int) -> StatusReply | None:
+    try:
+        with trio.fail_after(1):
+            stream = FramedStream(await trio.open_tcp_stream("127.0.0.1", port), CLIENT_REGISTRY)
+            await stream.send(Header("StatusRequest", 1), StatusRequest())
+            received = await stream.receive()
+            await stream.aclose()
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        return None
+    return received[1] if received and isinstance(received[1], StatusReply) else None
+
+
+async def test_raftd_cluster_runs_members_merges_logs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    offset = free_offset()
+    log_path = tmp_path / "cluster.out"
+    with log_path.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "raftd", "cluster", "--data-dir", str(tmp_path / "data"),
+             "--port-offset", str(offset)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )  # fmt: skip
+        try:
+            with trio.fail_after(30):
+                while True:
+                    replies = [await status(7000 + offset + i) for i in (1, 2, 3)]
+                    roles = sorted(r.role for r in replies if r is not None)
+                    if roles == ["follower", "follower", "leader"]:
+                        break
+                    await trio.sleep(0.1)
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(20):
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+    output = log_path.read_text()
+    assert f"127.0.0.1:{7001 + offset}" in output  # the endpoint table
+    for name in ("n1", "n2", "n3"):
+        assert f"{name} | " in output  # each member's lines, prefixed
+        assert (tmp_path / "data" / name / "raft.wal").exists()  # kept for the next start
+    assert "became leader" in output
+    assert "stopped cleanly" in output
