@@ -1,0 +1,893 @@
+"""The raftd client library: one object that turns "talk to a cluster" into "call a method".
+
+A cluster is a moving target (leaders change, members crash, connections drop), and every
+caller (raftctl, the benchmark, the fault-injection harness) needs the same answers to the
+same questions, so they live here once:
+
+* Where to send it. The last known leader first; a ``not_leader`` reply names the leader's
+  address and the client follows it (even to an address it was not configured with); on
+  ``no_leader``, a refused connection or a dead member it moves on to the next endpoint
+  with a growing back-off.
+* When to give up. One deadline (``timeout_s``) covers the whole operation, redirects and
+  retries included, so a caller's latency bound is the number it passed in.
+* What a failure means. A write whose request may have reached a server is only ever
+  retried with the same session id and sequence number (the server's session table makes
+  the retry exactly-once); if the deadline passes without a definite answer the caller gets
+  ``UnknownOutcome`` and must not assume either way. A request that provably never left
+  this process, or was definitely refused, gives a ``DefiniteError``.
+
+Connections are persistent (one per endpoint, opened on first use) and pipelined: any number
+of tasks may share a ``Client``; each request carries its own request id, and one reader
+task per connection hands each reply to the task waiting for it, in whatever order the
+server answers.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import trio
+
+from wire.api import (
+    CLIENT_REGISTRY,
+    CasRequest,
+    ClientRequest,
+    DeleteRequest,
+    ErrorCode,
+    ErrorReply,
+    GetReply,
+    GetRequest,
+    SetRequest,
+    StatusReply,
+    StatusRequest,
+    WriteReply,
+)
+from wire.codec import Header
+from wire.frame import WireError
+from wire.stream import FramedStream
+
+__all__ = [
+    "CODE_BUSY",
+    "CODE_CONNECTION_LOST",
+    "CODE_UNREACHABLE",
+    "DEFAULT_TIMEOUT_S",
+    "Attempt",
+    "CallStats",
+    "Client",
+    "ClientError",
+    "DefiniteError",
+    "MemberStatus",
+    "Unavailable",
+    "UnknownOutcome",
+    "parse_endpoint",
+]
+
+DEFAULT_TIMEOUT_S: Final = 5.0
+DEFAULT_ATTEMPT_TIMEOUT_S: Final = 1.0
+DEFAULT_BACKOFF_INITIAL_S: Final = 0.05
+DEFAULT_BACKOFF_MAX_S: Final = 0.5
+DEFAULT_WRITE_SESSIONS: Final = 64
+
+# Client-side codes, next to the server's ErrorCode values.
+CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
+CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
+CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
+
+Reply = TypeVar("Reply", GetReply, WriteReply, StatusReply)
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 hosts in brackets) to a host and port; ``ValueError`` otherwise.
+
+    Checked up front so that a typo is a configuration error at start-up and not, five
+    seconds later, an "unreachable cluster".
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"endpoint {text!r} has no port: expected HOST:PORT, e.g. 127.0.0.1:7001")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c.isspace() for c in host) or "[" in host or "]" in host:
+        raise ValueError(f"endpoint {text!r} has no valid host: expected HOST:PORT")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"endpoint {text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+# --------------------------------------------------------------------- errors
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at one endpoint, kept so a trace or an error message can tell the story."""
+
+    endpoint: str
+    request_id: int | None = None  # None: no connection, nothing was sent
+    outcome: str = "pending"
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What one operation took. Pass one in to read it after a success; errors carry theirs.
+
+    ``client_id`` and ``seq`` identify a write's session slot, which is what a history
+    checker needs to match a retried write with its original.
+    """
+
+    operation: str = ""
+    client_id: str | None = None
+    seq: int | None = None
+    history: list[Attempt] = field(default_factory=list)
+    redirects: int = 0
+    elapsed_s: float = 0.0
+    endpoint: str | None = None  # who gave the final answer
+
+    @property
+    def attempts(self) -> int:
+        return len(self.history)
+
+
+class ClientError(Exception):
+    """A failed operation. ``definite`` is the one bit that matters for a write: True means
+    it certainly did not take effect (or the server certainly refused it); False means it
+    may or may not have."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        definite: bool,
+        endpoint: str | None = None,
+        stats: CallStats | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.definite = definite
+        self.endpoint = endpoint
+        self.stats = stats if stats is not None else CallStats()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class DefiniteError(ClientError):
+    """The server refused (``bad_request``, ``session``, ``too_stale``, ...), or the request
+    provably never took effect."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        stats: CallStats | None = None,
+    ) -> None:
+        super().__init__(code, message, definite=True, endpoint=endpoint, stats=stats)
+
+
+class Unavailable(DefiniteError):
+    """The cluster could not serve the request before the deadline, and nothing took effect:
+    every endpoint was unreachable or had no leader, and no request reached a server in a
+    way that could still be applied. Retrying later is safe.
+
+    A subclass of ``DefiniteError`` because that is what it is for a history checker, but
+    callers that report to people usually treat it like ``UnknownOutcome`` ("try again"),
+    not like a refusal.
+    """
+
+
+class UnknownOutcome(ClientError):
+    """No definite answer before the deadline after the request may have reached a server:
+    a write may or may not have happened, and may still happen later."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        stats: CallStats | None = None,
+    ) -> None:
+        super().__init__(code, message, definite=False, endpoint=endpoint, stats=stats)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member's answer to ``status_all``: exactly one of ``reply`` and ``error`` is set,
+    so one unreachable member does not hide the others."""
+
+    endpoint: str
+    reply: StatusReply | None = None
+    error: ClientError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reply is not None
+
+
+# ----------------------------------------------------------------- internals
+
+
+class _ConnectFailed(Exception):
+    """No connection: the request certainly did not leave this process."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _ConnectionLost(Exception):
+    """The connection died with our request on it (or broke while it was being written)."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
+class _Waiter:
+    __slots__ = ("event", "expect", "lost", "reply")
+
+    def __init__(self, expect: tuple[type, ...]) -> None:
+        self.event = trio.Event()
+        self.expect = expect
+        self.reply: Any = None
+        self.lost: str | None = None
+
+
+class _Connection:
+    """One TCP connection and the requests waiting on it, by request id."""
+
+    def __init__(self, endpoint: str, stream: FramedStream) -> None:
+        self.endpoint = endpoint
+        self.stream = stream
+        self.pending: dict[int, _Waiter] = {}
+        self.lost: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Wakes every waiter with the reason, once; later callers keep the first reason."""
+        if self.lost is not None:
+            return
+        self.lost = reason
+        for waiter in self.pending.values():
+            waiter.lost = reason
+            waiter.event.set()
+        self.pending.clear()
+
+
+@dataclass(slots=True)
+class _Session:
+    client_id: str
+    next_seq: int = 1
+
+
+@dataclass(slots=True)
+class _Operation:
+    request: ClientRequest
+    expect: type
+    leader_only: bool
+    stats: CallStats
+    # Some attempt sent the request and ended without a definite answer, so the request may
+    # still take effect: sticky, since later "not leader" answers say nothing about it.
+    possibly_delivered: bool = False
+    indefinite_code: str = ErrorCode.TIMEOUT
+    saw_no_leader: bool = False
+    # Endpoint -> its distinct failure reasons, in order: "no leader known, connection
+    # refused" tells the story of a member that went down mid-operation.
+    failures: dict[str, list[str]] = field(default_factory=dict)
+
+    def failed(self, endpoint: str, reason: str) -> None:
+        reasons = self.failures.setdefault(endpoint, [])
+        if reason not in reasons:
+            reasons.append(reason)
+
+    def ambiguous(self, code: str) -> None:
+        self.possibly_delivered = True
+        self.indefinite_code = code
+
+
+class _Backoff:
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._next = initial_s
+        self._max = max_s
+
+    async def sleep(self) -> None:
+        await trio.sleep(self._next)
+        self._next = min(self._next * 2, self._max)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """The root cause in a few words: trio wraps per-address failures in a group."""
+    leaves: list[BaseException] = [exc]
+    if isinstance(exc.__cause__, BaseExceptionGroup):
+        leaves = list(_leaves(exc.__cause__)) or leaves
+    first = leaves[0]
+    if isinstance(first, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(first, socket.gaierror):
+        return f"cannot resolve the host ({first.strerror})"
+    if isinstance(first, TimeoutError):
+        return "connect timed out"
+    if isinstance(first, OSError) and first.strerror:
+        return first.strerror[:1].lower() + first.strerror[1:]
+    return str(first)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return _describe_os_error(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+def _summarize(failures: dict[str, list[str]]) -> str:
+    """``a, b: connection refused; c: no reply`` (endpoints grouped by reason, in order)."""
+    by_reason: dict[str, list[str]] = {}
+    for endpoint, reasons in failures.items():
+        by_reason.setdefault(", ".join(reasons), []).append(endpoint)
+    return "; ".join(f"{', '.join(eps)}: {reason}" for reason, eps in by_reason.items())
+
+
+_NO_LEADER: Final = "no leader known"
+
+# Indefinite server answers: the request may still take effect; retry with the same seq.
+_RETRY_SAME_ENDPOINT: Final = frozenset({ErrorCode.TIMEOUT, ErrorCode.LEADERSHIP_LOST})
+
+
+# --------------------------------------------------------------------- client
+
+
+class Client:
+    """A session with a raftd cluster; use as ``async with Client([...]) as client:``.
+
+    Writes are numbered per session (``client_id``, sequence numbers from 1). The server
+    remembers only each session's latest sequence number, so a session must never have two
+    writes in flight: a later one overtaking an earlier one would make the earlier one
+    "stale", and its retries unanswerable. Concurrent writes from several tasks therefore
+    each take a session of their own from a small pool (``client_id`` itself, then
+    ``client_id-1``, ``client_id-2``, ...); sequential use only ever touches ``client_id``.
+    At most ``write_sessions`` writes are in flight at once; further writes wait, inside
+    their own deadline.
+
+    ``attempt_timeout_s`` bounds the wait for one member's reply before trying the next, so
+    a hung (not crashed) leader does not use up the whole deadline; a write abandoned this
+    way is retried with the same sequence number, like any other indefinite outcome.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        client_id: str | None = None,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S,
+        backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
+        write_sessions: int = DEFAULT_WRITE_SESSIONS,
+    ) -> None:
+        if isinstance(endpoints, str):
+            raise TypeError("endpoints must be a list of HOST:PORT strings, not one string")
+        self._endpoints = list(dict.fromkeys(endpoints))
+        if not self._endpoints:
+            raise ValueError("at least one endpoint is needed")
+        for endpoint in self._endpoints:
+            parse_endpoint(endpoint)
+        for name, value in (
+            ("timeout_s", timeout_s),
+            ("attempt_timeout_s", attempt_timeout_s),
+            ("backoff_max_s", backoff_max_s),
+        ):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not (0 < backoff_initial_s <= backoff_max_s):
+            # Zero would turn a cluster without a leader into a busy loop.
+            raise ValueError("backoff_initial_s must be more than 0 and at most backoff_max_s")
+        if write_sessions < 1:
+            raise ValueError("write_sessions must be at least 1")
+        if client_id == "":
+            raise ValueError("client_id must not be empty (the empty id means no session)")
+        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.client_id = client_id if client_id is not None else uuid.uuid4().hex
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._leader: str | None = None
+        self._connections: dict[str, _Connection] = {}
+        self._connect_locks: dict[str, trio.Lock] = {}
+        self._next_request_id = 1
+        self._idle_sessions: list[_Session] = []
+        self._sessions_created = 0
+        self._session_slots = trio.Semaphore(write_sessions)
+        self._nursery_manager: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Client:
+        if self._nursery is not None or self._closed:
+            raise RuntimeError("a Client can be entered only once")
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        assert self._nursery is not None
+        for conn in list(self._connections.values()):
+            conn.fail("the client was closed")
+        self._connections.clear()
+        self._nursery.cancel_scope.cancel()
+        # The body's exception is not handed to the nursery: it would come out wrapped in an
+        # ExceptionGroup, and callers should see their own DefiniteError as it was raised.
+        # Only a crash in a reader task (a bug) surfaces from here.
+        await self._nursery_manager.__aexit__(None, None, None)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._endpoints)
+
+    @property
+    def leader_endpoint(self) -> str | None:
+        """The last known leader's client address (None until one answers or is named)."""
+        return self._leader
+
+    # --------------------------------------------------------------- operations
+
+    async def get(
+        self, key: str, *, max_staleness_s: float | None = None, stats: CallStats | None = None
+    ) -> GetReply:
+        """Linearizable (from the leader) unless ``max_staleness_s`` is given: then any
+        member may answer from its own state, starting with the first endpoint, so list the
+        nearest member first."""
+        if max_staleness_s is not None and not (
+            max_staleness_s >= 0 and math.isfinite(max_staleness_s)
+        ):
+            raise ValueError("max_staleness_s must be a non-negative number of seconds")
+        request = GetRequest(key, max_staleness_s)
+        leader_only = max_staleness_s is None
+        return await self._call("get", request, GetReply, leader_only=leader_only, stats=stats)
+
+    async def set(self, key: str, value: str, *, stats: CallStats | None = None) -> WriteReply:
+        return await self._write(
+            "set", lambda cid, seq: SetRequest(key, value, cid, seq), stats=stats
+        )
+
+    async def cas(
+        self, key: str, expected: str | None, value: str, *, stats: CallStats | None = None
+    ) -> WriteReply:
+        """Swap to ``value`` if ``key`` holds ``expected`` (None: if it is absent). A failed
+        comparison is an answer, not an error: ``ok`` is False and ``value`` is current."""
+        return await self._write(
+            "cas", lambda cid, seq: CasRequest(key, expected, value, cid, seq), stats=stats
+        )
+
+    async def delete(self, key: str, *, stats: CallStats | None = None) -> WriteReply:
+        """``ok`` tells whether the key existed."""
+        return await self._write(
+            "delete", lambda cid, seq: DeleteRequest(key, cid, seq), stats=stats
+        )
+
+    async def status(self, endpoint: str, *, stats: CallStats | None = None) -> StatusReply:
+        """One member's own view; no redirects, since the point is to ask that member."""
+        parse_endpoint(endpoint)
+        self._check_open()
+        stats = stats if stats is not None else CallStats()
+        stats.operation = "status"
+        op = _Operation(StatusRequest(), StatusReply, leader_only=False, stats=stats)
+        start = trio.current_time()
+        try:
+            with trio.fail_after(self.timeout_s):
+                reply = await self._status_attempts(endpoint, op)
+        except trio.TooSlowError:
+            current = stats.history[-1]
+            what = "connect timed out" if current.request_id is None else "no reply"
+            current.outcome = f"{what} (deadline)"
+            message = f"{endpoint}: {what} within {self.timeout_s:g} s"
+            if current.request_id is None:
+                raise Unavailable(
+                    CODE_UNREACHABLE, message, endpoint=endpoint, stats=stats
+                ) from None
+            raise UnknownOutcome(
+                ErrorCode.TIMEOUT, message, endpoint=endpoint, stats=stats
+            ) from None
+        finally:
+            stats.elapsed_s = trio.current_time() - start
+        if reply.role == "leader":
+            self._leader = endpoint
+        return reply
+
+    async def status_all(self) -> list[MemberStatus]:
+        """Every configured member, asked concurrently, in the configured order."""
+        results: dict[str, MemberStatus] = {}
+
+        async def ask(endpoint: str) -> None:
+            try:
+                results[endpoint] = MemberStatus(endpoint, reply=await self.status(endpoint))
+            except ClientError as exc:
+                results[endpoint] = MemberStatus(endpoint, error=exc)
+
+        async with trio.open_nursery() as nursery:
+            for endpoint in self._endpoints:
+                nursery.start_soon(ask, endpoint)
+        return [results[endpoint] for endpoint in self._endpoints]
+
+    # ---------------------------------------------------------- the retry loop
+
+    async def _write(
+        self,
+        operation: str,
+        build: Callable[[str, int], SetRequest | CasRequest | DeleteRequest],
+        *,
+        stats: CallStats | None,
+    ) -> WriteReply:
+        self._check_open()
+        stats = stats if stats is not None else CallStats()
+        stats.operation = operation
+        op: _Operation | None = None
+        start = trio.current_time()
+        try:
+            with trio.fail_after(self.timeout_s):
+                # Waiting for a free session counts against the deadline too: the caller's
+                # bound is on the whole call, not on the part spent talking to the cluster.
+                async with self._session() as session:
+                    seq = session.next_seq
+                    session.next_seq += 1  # used up even if this write fails: never reused
+                    stats.client_id, stats.seq = session.client_id, seq
+                    op = _Operation(
+                        build(session.client_id, seq), WriteReply, leader_only=True, stats=stats
+                    )
+                    reply: WriteReply = await self._attempts(op)
+                    return reply
+        except trio.TooSlowError:
+            if op is None:
+                raise Unavailable(
+                    CODE_BUSY,
+                    f"all write sessions of this client stayed busy for {self.timeout_s:g} s;"
+                    " nothing was sent",
+                    stats=stats,
+                ) from None
+            raise self._deadline_error(op) from None
+        finally:
+            stats.elapsed_s = trio.current_time() - start
+
+    async def _call(
+        self,
+        operation: str,
+        request: ClientRequest,
+        expect: type[Reply],
+        *,
+        leader_only: bool,
+        stats: CallStats | None,
+    ) -> Reply:
+        self._check_open()
+        stats = stats if stats is not None else CallStats()
+        stats.operation = operation
+        op = _Operation(request, expect, leader_only=leader_only, stats=stats)
+        start = trio.current_time()
+        try:
+            with trio.fail_after(self.timeout_s):
+                reply: Reply = await self._attempts(op)
+                return reply
+        except trio.TooSlowError:
+            raise self._deadline_error(op) from None
+        finally:
+            stats.elapsed_s = trio.current_time() - start
+
+    async def _attempts(self, op: _Operation) -> Any:
+        stats = op.stats
+        backoff = _Backoff(*self._backoff)
+        target = self._endpoints[0]
+        if op.leader_only and self._leader is not None:
+            target = self._leader
+        cursor = self._endpoints.index(target) if target in self._endpoints else 0
+        # Members that redirected us since the last back-off: being sent back to one of them
+        # means the cluster is mid-election, and bouncing between them at full speed helps
+        # no one.
+        bounced: set[str] = set()
+
+        def advance() -> str:
+            nonlocal cursor
+            if target in self._endpoints:
+                cursor = self._endpoints.index(target)
+            cursor = (cursor + 1) % len(self._endpoints)
+            return self._endpoints[cursor]
+
+        while True:
+            attempt = Attempt(target)
+            stats.history.append(attempt)
+            reply: Any = None
+            with trio.move_on_after(self.attempt_timeout_s) as attempt_scope:
+                try:
+                    reply = await self._exchange(target, op.request, op.expect, attempt, op)
+                except _ConnectFailed as exc:
+                    attempt.outcome = f"connect failed: {exc.reason}"
+                    op.failed(target, exc.reason)
+                except _ConnectionLost as exc:
+                    attempt.outcome = f"connection lost: {exc.reason}"
+                    op.failed(target, f"connection lost ({exc.reason})")
+                    if exc.sent:
+                        op.ambiguous(CODE_CONNECTION_LOST)
+            if attempt_scope.cancelled_caught:
+                what = "no reply" if attempt.request_id is not None else "connect timed out"
+                attempt.outcome = f"{what} within {self.attempt_timeout_s:g} s"
+                op.failed(target, what)
+                if attempt.request_id is not None:
+                    op.ambiguous(ErrorCode.TIMEOUT)
+
+            if reply is None:  # connection trouble or a silent member: try someone else
+                self._forget_leader(target)
+                target = advance()
+                await backoff.sleep()
+                continue
+
+            if not isinstance(reply, ErrorReply):
+                attempt.outcome = "ok"
+                stats.endpoint = target
+                if op.leader_only:
+                    self._leader = target
+                return reply
+
+            attempt.outcome = reply.code
+            if reply.code == ErrorCode.NOT_LEADER and reply.leader_addr:
+                stats.redirects += 1
+                bounced.add(target)
+                leader_addr = reply.leader_addr
+                try:
+                    parse_endpoint(leader_addr)
+                except ValueError:
+                    op.failed(target, f"named an unusable leader address {leader_addr!r}")
+                    target = advance()
+                    await backoff.sleep()
+                    continue
+                self._leader = leader_addr
+                if leader_addr in bounced:
+                    bounced.clear()
+                    await backoff.sleep()
+                target = leader_addr
+                continue
+            if reply.code in (ErrorCode.NOT_LEADER, ErrorCode.NO_LEADER):
+                op.saw_no_leader = True
+                op.failed(target, _NO_LEADER)
+                self._forget_leader(target)
+                target = advance()
+                await backoff.sleep()
+                continue
+            if reply.definite and reply.code != ErrorCode.UNAVAILABLE:
+                raise DefiniteError(
+                    reply.code, reply.message, endpoint=target, stats=stats
+                ) from None
+            # Unavailable (this member cannot serve it, someone else may) or indefinite (it
+            # may still take effect): retry, with the same seq.
+            if not reply.definite:
+                op.ambiguous(reply.code)
+            op.failed(target, f"{reply.code}: {reply.message}")
+            if reply.code not in _RETRY_SAME_ENDPOINT:
+                self._forget_leader(target)
+                target = advance()
+            await backoff.sleep()
+
+    async def _status_attempts(self, endpoint: str, op: _Operation) -> StatusReply:
+        """At most two attempts: the second only when a pooled connection turned out to be
+        dead (the member restarted since we last spoke), which says nothing about the
+        member now."""
+        for retry in (False, True):
+            attempt = Attempt(endpoint)
+            op.stats.history.append(attempt)
+            reused = endpoint in self._connections
+            try:
+                reply = await self._exchange(endpoint, op.request, StatusReply, attempt, op)
+            except _ConnectFailed as exc:
+                attempt.outcome = f"connect failed: {exc.reason}"
+                raise Unavailable(
+                    CODE_UNREACHABLE,
+                    f"cannot reach {endpoint}: {exc.reason}",
+                    endpoint=endpoint,
+                    stats=op.stats,
+                ) from None
+            except _ConnectionLost as exc:
+                attempt.outcome = f"connection lost: {exc.reason}"
+                if reused and not retry:
+                    continue
+                raise UnknownOutcome(
+                    CODE_CONNECTION_LOST,
+                    f"{endpoint}: connection lost ({exc.reason})",
+                    endpoint=endpoint,
+                    stats=op.stats,
+                ) from None
+            attempt.outcome = reply.code if isinstance(reply, ErrorReply) else "ok"
+            if isinstance(reply, ErrorReply):
+                cls = DefiniteError if reply.definite else UnknownOutcome
+                raise cls(reply.code, reply.message, endpoint=endpoint, stats=op.stats)
+            op.stats.endpoint = endpoint
+            assert isinstance(reply, StatusReply)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _forget_leader(self, endpoint: str) -> None:
+        if self._leader == endpoint:
+            self._leader = None
+
+    def _deadline_error(self, op: _Operation) -> ClientError:
+        """What running out of time means, given everything that happened on the way."""
+        current = op.stats.history[-1] if op.stats.history else None
+        if current is not None and current.outcome == "pending":
+            if current.request_id is None:
+                current.outcome = "connect timed out (deadline)"
+                # A connect cut short by the deadline says something only about an endpoint
+                # we know nothing else about (one that refused a moment ago still refuses).
+                if current.endpoint not in op.failures:
+                    op.failed(current.endpoint, "connect timed out")
+            else:
+                current.outcome = "no reply (deadline)"
+                op.failed(current.endpoint, "no reply")
+                op.ambiguous(ErrorCode.TIMEOUT)
+        return self._final_error(op)
+
+    def _final_error(self, op: _Operation) -> ClientError:
+        summary = _summarize(op.failures)
+        if op.possibly_delivered:
+            return UnknownOutcome(
+                op.indefinite_code,
+                f"no definite answer within {self.timeout_s:g} s ({summary})",
+                stats=op.stats,
+            )
+        reasons = {", ".join(endpoint_reasons) for endpoint_reasons in op.failures.values()}
+        if reasons == {_NO_LEADER}:
+            return Unavailable(
+                ErrorCode.NO_LEADER,
+                f"the cluster has no leader (asked {', '.join(op.failures)})",
+                stats=op.stats,
+            )
+        code = ErrorCode.NO_LEADER if op.saw_no_leader else CODE_UNREACHABLE
+        if len(reasons) == 1:
+            message = f"cannot reach the cluster at {', '.join(op.failures)}: {reasons.pop()}"
+        else:
+            message = f"cannot reach the cluster ({summary})"
+        return Unavailable(code, message, stats=op.stats)
+
+    # ------------------------------------------------------------- connections
+
+    async def _exchange(
+        self,
+        endpoint: str,
+        request: ClientRequest,
+        expect: type,
+        attempt: Attempt,
+        op: _Operation,
+    ) -> Any:
+        """One request, one reply (a success reply of ``expect``'s type or an ErrorReply)."""
+        conn = await self._connection(endpoint)
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        try:
+            frame = conn.stream.encode(Header(type(request).__name__, request_id), request)
+        except (WireError, ValueError) as exc:  # too large, or text UTF-8 cannot encode
+            raise DefiniteError(
+                ErrorCode.BAD_REQUEST, f"cannot encode the request: {exc}", stats=op.stats
+            ) from None
+        waiter = _Waiter((expect, ErrorReply))
+        conn.pending[request_id] = waiter
+        attempt.request_id = request_id
+        try:
+            try:
+                await conn.stream.send_encoded((frame,))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                # The frame's last byte never left, so the server cannot have decoded it.
+                self._discard(conn, f"send failed: {_describe(exc)}")
+                raise _ConnectionLost(conn.lost or "send failed", sent=False) from None
+            except BaseException:
+                # Cancelled part-way through a frame: the stream now holds half a frame, and
+                # the next request on it would be garbage to the server.
+                self._discard(conn, "a request was interrupted while being sent")
+                raise
+            await waiter.event.wait()
+        finally:
+            conn.pending.pop(request_id, None)
+        if waiter.lost is not None:
+            raise _ConnectionLost(waiter.lost, sent=True)
+        return waiter.reply
+
+    async def _connection(self, endpoint: str) -> _Connection:
+        conn = self._connections.get(endpoint)
+        if conn is not None and conn.lost is None:
+            return conn
+        lock = self._connect_locks.setdefault(endpoint, trio.Lock())
+        async with lock:
+            # Another task may have connected while we waited for the lock.
+            conn = self._connections.get(endpoint)
+            if conn is not None and conn.lost is None:
+                return conn
+            self._check_open()
+            host, port = parse_endpoint(endpoint)
+            try:
+                tcp = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                raise _ConnectFailed(_describe_os_error(exc)) from None
+            conn = _Connection(endpoint, FramedStream(tcp, CLIENT_REGISTRY))
+            self._connections[endpoint] = conn
+            assert self._nursery is not None
+            self._nursery.start_soon(self._read_replies, conn)
+            return conn
+
+    async def _read_replies(self, conn: _Connection) -> None:
+        reason = "the server closed the connection"
+        try:
+            while True:
+                received = await conn.stream.receive()
+                if received is None:
+                    break
+                header, message = received
+                waiter = conn.pending.get(header.request_id)
+                if waiter is None:
+                    continue  # a late reply to a request whose caller gave up
+                if not isinstance(message, waiter.expect):
+                    # Still pending, so _discard below wakes it with the reason.
+                    reason = f"{type(message).__name__} is not a reply to that request"
+                    break
+                del conn.pending[header.request_id]
+                waiter.reply = message
+                waiter.event.set()
+        except WireError as exc:
+            reason = f"garbled reply ({exc})"
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = _describe(exc)
+        finally:
+            self._discard(conn, reason)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(conn.stream.stream)
+
+    def _discard(self, conn: _Connection, reason: str) -> None:
+        """Takes a connection out of use at once, so no new request lands on it and every
+        request waiting on it is retried elsewhere."""
+        conn.fail(reason)
+        if self._connections.get(conn.endpoint) is conn:
+            del self._connections[conn.endpoint]
+        # Closing the socket here, without a checkpoint, stops any sender waiting for the
+        # stream's lock from writing a whole frame after a half one.
+        tcp = conn.stream.stream
+        if isinstance(tcp, trio.SocketStream):
+            tcp.socket.close()
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[_Session]:
+        async with self._session_slots:
+            if self._idle_sessions:
+                session = self._idle_sessions.pop()
+            else:
+                n = self._sessions_created
+                self._sessions_created += 1
+                session = _Session(self.client_id if n == 0 else f"{self.client_id}-{n}")
+            try:
+                yield session
+            finally:
+                self._idle_sessions.append(session)
+
+    def _check_open(self) -> None:
+        if self._nursery is None or self._closed:
+            raise RuntimeError("use the Client inside 'async with Client(...) as client:'")

@@ -1,0 +1,483 @@
+"""raftctl: the command line for a raftd cluster.
+
+Made for people and for scripts at once: text output carries only the answer on stdout (a
+``get`` prints the bare value), notes and errors go to stderr, ``--output json`` prints
+exactly one JSON object, and the exit code separates "the cluster said no" (1) from "we do
+not know what happened" (3), which is the difference a script must not get wrong before
+retrying a write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
+
+import trio
+
+from cli.client import (
+    DEFAULT_TIMEOUT_S,
+    Client,
+    ClientError,
+    DefiniteError,
+    MemberStatus,
+    Unavailable,
+    UnknownOutcome,
+    parse_endpoint,
+)
+
+PROG = "raftctl"
+ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
+DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNKNOWN = 3
+EXIT_INTERRUPTED = 130
+
+EPILOG = f"""\
+exit codes:
+  0  success
+  1  a definite failure: the key was not found (get, delete), cas did not swap,
+     or a member refused the request (e.g. too_stale, bad_request)
+  2  usage or configuration error (bad arguments, bad endpoint, bad timeout)
+  3  outcome unknown, or the cluster could not be reached in time: a write may or
+     may not have happened (the message says which)
+
+With --output json an error is {{"error": {{"code", "message", "definite"}}}};
+"definite": false means a write may or may not have happened.
+
+environment:
+  {ENV_ENDPOINTS}  default for --endpoints (the flag wins)
+
+Put -- before a key or value that starts with '-'.
+"""
+
+
+class _UsageError(Exception):
+    """Argument errors as a value, so main() returns 2 instead of exiting the process."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse writing to injected streams (tests, embedding) and not calling exit on
+    usage errors; ``--help`` still raises ``SystemExit(0)`` like any argparse tool."""
+
+    def __init__(self, *args: Any, out: TextIO, err: TextIO, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._out = out
+        self._err = err
+
+    def print_help(self, file: Any = None) -> None:
+        super().print_help(self._out if file is None else file)
+
+    def print_usage(self, file: Any = None) -> None:
+        super().print_usage(self._out if file is None else file)
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}\n")
+
+
+def _seconds(what: str, *, allow_zero: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "more than zero"
+            raise argparse.ArgumentTypeError(f"{what} must be {bound} seconds, not {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argparse.ArgumentParser:
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    streams: dict[str, Any] = {"out": out, "err": err}
+
+    # The global options are accepted after the command too ("raftctl get k --output json"),
+    # with SUPPRESS defaults there so they never overwrite what came before the command.
+    def add_globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
+        def default(value: object) -> object:
+            return value if top else argparse.SUPPRESS
+
+        parser.add_argument(
+            "--endpoints",
+            metavar="HOST:PORT,...",
+            default=default(None),
+            help=f"client addresses of the members, comma-separated (default: ${ENV_ENDPOINTS}"
+            f" or {DEFAULT_ENDPOINTS})",
+        )
+        parser.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=_seconds("--timeout", allow_zero=False),
+            default=default(DEFAULT_TIMEOUT_S),
+            help="give up after this long, redirects and retries included"
+            f" (default: {DEFAULT_TIMEOUT_S:g})",
+        )
+        parser.add_argument(
+            "--output",
+            choices=("text", "json"),
+            default=default("text"),
+            help="text for people, json for scripts: exactly one object on stdout (default: text)",
+        )
+
+    parser = _Parser(
+        prog=PROG,
+        description="Read, write and inspect a raftd cluster.",
+        epilog=EPILOG,
+        **streams,
+    )
+    add_globals(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, description: str, **kwargs: Any) -> _Parser:
+        sub: _Parser = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **streams,
+            **kwargs,
+        )
+        add_globals(sub, top=False)
+        return sub
+
+    get = command(
+        "get",
+        "print a key's value",
+        "Print KEY's value alone on stdout. Linearizable (served by the leader) unless\n"
+        "--max-staleness is given; then any member that heard from the leader within that\n"
+        "many seconds may answer from its own copy, and a note on stderr says so.\n"
+        "A missing key exits 1.",
+    )
+    get.add_argument("key", metavar="KEY", help="the key to read")
+    get.add_argument(
+        "--max-staleness",
+        metavar="SECONDS",
+        type=_seconds("--max-staleness", allow_zero=True),
+        default=None,
+        help="accept a value at most this old, from any member",
+    )
+
+    set_ = command("set", "set a key", "Set KEY to VALUE; prints OK.")
+    set_.add_argument("key", metavar="KEY", help="the key to write")
+    set_.add_argument("value", metavar="VALUE", help="its new value")
+
+    cas = command(
+        "cas",
+        "compare and swap",
+        "Set KEY to NEW only if it currently holds EXPECTED (or, with --absent, only if it\n"
+        "does not exist). Prints 'swapped', or why not and exits 1.",
+        usage=f"{PROG} cas [-h] [options] KEY (EXPECTED | --absent) NEW",
+    )
+    cas.add_argument("key", metavar="KEY", help="the key to swap")
+    cas.add_argument(
+        "values", metavar="EXPECTED NEW", nargs="+", help="EXPECTED, NEW; only NEW with --absent"
+    )
+    cas.add_argument("--absent", action="store_true", help="swap only if KEY does not exist")
+    # argparse cannot say "one or two positionals depending on a flag"; main() checks, and
+    # reports through this parser so the message carries the cas usage line.
+    cas.set_defaults(command_parser=cas)
+
+    delete = command("delete", "delete a key", "Delete KEY; a key that did not exist exits 1.")
+    delete.add_argument("key", metavar="KEY", help="the key to delete")
+
+    command(
+        "status",
+        "show every member's view",
+        "Ask every endpoint for its own view (role, term, leader, commit and applied\n"
+        "indexes). Exits 0 if at least one member answered, 3 if none did.",
+    )
+    return parser
+
+
+def parse_endpoints(text: str, *, source: str) -> list[str]:
+    """The comma-separated list, validated; ``ValueError`` names where it came from."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError(f"{source} lists no endpoints")
+    for item in items:
+        if not item:
+            raise ValueError(f"{source} {text!r} has an empty entry")
+        try:
+            parse_endpoint(item)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    return list(dict.fromkeys(items))
+
+
+# ------------------------------------------------------------------- output
+
+
+@dataclass(slots=True)
+class _Output:
+    out: TextIO
+    err: TextIO
+    json: bool
+
+    def result(self, obj: dict[str, Any], text: str | None) -> None:
+        if self.json:
+            self.out.write(json.dumps(obj) + "\n")
+        elif text is not None:
+            self.out.write(text + "\n")
+
+    def note(self, text: str) -> None:
+        """Text mode only: JSON output carries the same facts as fields."""
+        if not self.json:
+            self.err.write(f"{PROG}: {text}\n")
+
+    def failure(self, text: str) -> None:
+        self.err.write(f"{PROG}: {text}\n")
+
+    def error(self, exc: ClientError, *, write: bool) -> int:
+        # Unavailable is definite (nothing happened) but, to a script, it is "try again
+        # later", not "the answer is no", so it shares 3 with the unknown outcomes.
+        refused = isinstance(exc, DefiniteError) and not isinstance(exc, Unavailable)
+        code = EXIT_FAILED if refused else EXIT_UNKNOWN
+        if self.json:
+            body: dict[str, Any] = {
+                "code": exc.code,
+                "message": exc.message,
+                "definite": exc.definite,
+            }
+            if exc.endpoint is not None:
+                body["endpoint"] = exc.endpoint
+            self.out.write(json.dumps({"error": body}) + "\n")
+            return code
+        if isinstance(exc, UnknownOutcome):
+            consequence = (
+                "the write may or may not have happened" if write else "no answer was received"
+            )
+            self.failure(f"{exc.message}: {consequence}")
+        elif isinstance(exc, Unavailable):
+            consequence = "nothing was written" if write else "nothing was read"
+            self.failure(f"{exc.message} ({consequence})")
+        else:
+            where = f" by {exc.endpoint}" if exc.endpoint else ""
+            self.failure(f"refused{where} ({exc.code}): {exc.message}")
+        return code
+
+
+# ----------------------------------------------------------------- commands
+
+
+async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    reply = await client.get(args.key, max_staleness_s=args.max_staleness)
+    output.result(
+        {
+            "key": args.key,
+            "value": reply.value,
+            "found": reply.found,
+            "stale": reply.stale,
+            "max_age_s": reply.max_age_s,
+            "served_by": reply.served_by,
+        },
+        reply.value if reply.found else None,
+    )
+    if reply.stale:
+        age = "" if reply.max_age_s is None else f": at most {reply.max_age_s:.2f} s old"
+        output.note(f"stale read from {reply.served_by}{age}")
+    if not reply.found:
+        output.note(f"key {args.key!r} not found")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _set(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    reply = await client.set(args.key, args.value)
+    output.result({"key": args.key, "value": args.value, "ok": True, "index": reply.index}, "OK")
+    return EXIT_OK
+
+
+async def _cas(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    expected: str | None
+    if args.absent:
+        (new,) = args.values
+        expected = None
+    else:
+        expected, new = args.values
+    reply = await client.cas(args.key, expected, new)
+    if reply.ok:
+        text = "swapped"
+    elif reply.found:
+        text = f"not swapped: current value is {reply.value!r}"
+    else:
+        text = "not swapped: key is absent"
+    output.result(
+        {
+            "key": args.key,
+            "swapped": reply.ok,
+            "value": reply.value,
+            "found": reply.found,
+            "index": reply.index,
+        },
+        text,
+    )
+    return EXIT_OK if reply.ok else EXIT_FAILED
+
+
+async def _delete(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    reply = await client.delete(args.key)
+    output.result(
+        {"key": args.key, "deleted": reply.ok, "index": reply.index},
+        "deleted" if reply.ok else "not deleted: key is absent",
+    )
+    return EXIT_OK if reply.ok else EXIT_FAILED
+
+
+async def _status(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    members = await client.status_all()
+    answered = any(member.ok for member in members)
+    obj: dict[str, Any] = {"members": [_member_json(member) for member in members]}
+    if not answered:
+        obj["error"] = {
+            "code": "unreachable",
+            "message": "no member answered",
+            "definite": True,
+        }
+    output.result(obj, _status_table(members))
+    if not answered:
+        output.note("no member answered")
+        return EXIT_UNKNOWN
+    return EXIT_OK
+
+
+def _member_json(member: MemberStatus) -> dict[str, Any]:
+    if member.reply is None:
+        assert member.error is not None
+        error = member.error
+        return {
+            "endpoint": member.endpoint,
+            "error": {"code": error.code, "message": error.message, "definite": error.definite},
+        }
+    reply = member.reply
+    return {
+        "endpoint": member.endpoint,
+        "id": reply.node,
+        "role": reply.role,
+        "term": reply.term,
+        "leader": reply.leader,
+        "commit_index": reply.commit_index,
+        "last_applied": reply.last_applied,
+        "last_index": reply.last_index,
+        "client_addr": reply.client_addr,
+        "leader_addr": reply.leader_addr,
+    }
+
+
+def _status_table(members: list[MemberStatus]) -> str:
+    header = ["ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED"]
+    rows: list[list[str]] = []
+    reasons: list[str] = []
+    for member in members:
+        reply = member.reply
+        if reply is None:
+            assert member.error is not None
+            rows.append([member.endpoint, "-", "unreachable", "-", "-", "-", "-"])
+            reason = member.error.message
+            for prefix in (f"cannot reach {member.endpoint}: ", f"{member.endpoint}: "):
+                reason = reason.removeprefix(prefix)
+            reasons.append(f"({reason})")
+        else:
+            rows.append(
+                [
+                    member.endpoint,
+                    reply.node,
+                    reply.role,
+                    str(reply.term),
+                    reply.leader or "-",
+                    str(reply.commit_index),
+                    str(reply.last_applied),
+                ]
+            )
+            reasons.append("")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
+    for row, reason in zip(rows, reasons, strict=True):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        lines.append("  ".join([*cells, reason]).rstrip())
+    return "\n".join(lines)
+
+
+_COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[int]]] = {
+    "get": _get,
+    "set": _set,
+    "cas": _cas,
+    "delete": _delete,
+    "status": _status,
+}
+_WRITES = frozenset({"set", "cas", "delete"})
+
+
+async def _run(args: argparse.Namespace, endpoints: list[str], output: _Output) -> int:
+    async with Client(endpoints, timeout_s=args.timeout) as client:
+        try:
+            return await _COMMANDS[args.command](client, args, output)
+        except ClientError as exc:
+            return output.error(exc, write=args.command in _WRITES)
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """The whole tool; returns the exit code. Streams and environment are parameters so
+    tests and embedders can run it without touching process-wide state."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    env = environ if environ is not None else os.environ
+    parser = build_parser(out, err)
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "cas" and len(args.values) != (1 if args.absent else 2):
+            form = "KEY --absent NEW" if args.absent else "KEY EXPECTED NEW"
+            args.command_parser.error(f"expected {form}")
+    except _UsageError as exc:
+        err.write(str(exc))
+        return EXIT_USAGE
+    if args.endpoints is not None:
+        source, text = "--endpoints", args.endpoints
+    elif env.get(ENV_ENDPOINTS, "").strip():
+        source, text = ENV_ENDPOINTS, env[ENV_ENDPOINTS]
+    else:
+        source, text = "default endpoints", DEFAULT_ENDPOINTS
+    output = _Output(out, err, json=args.output == "json")
+    try:
+        endpoints = parse_endpoints(text, source=source)
+    except ValueError as exc:
+        if output.json:
+            body = {"code": "usage", "message": str(exc), "definite": True}
+            out.write(json.dumps({"error": body}) + "\n")
+        else:
+            err.write(f"{PROG}: {exc}\n")
+        return EXIT_USAGE
+    try:
+        return trio.run(_run, args, endpoints, output)
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        # Ctrl-C may arrive inside a nursery (status asks members concurrently), and then
+        # comes wrapped in a group.
+        if isinstance(exc, BaseExceptionGroup):
+            interrupted, rest = exc.split(KeyboardInterrupt)
+            if interrupted is None or rest is not None:
+                raise
+        consequence = "; a write may or may not have happened" if args.command in _WRITES else ""
+        err.write(f"{PROG}: interrupted{consequence}\n")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
