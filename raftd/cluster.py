@@ -62,10 +62,11 @@ def run_cluster(args: argparse.Namespace) -> int:
         print("raftd cluster: --port-offset must be between 0 and 50000", file=sys.stderr)
         return 2
     members = member_table(args.nodes, Path(args.data_dir), args.port_offset)
-    try:
-        return trio.run(_run, members, args)
-    except KeyboardInterrupt:
-        return 0
+    # Signals are handled inside _run; outside it (and when trio re-delivers signals still
+    # queued as the receiver closes) they must not turn into a KeyboardInterrupt traceback.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    return trio.run(_run, members, args)
 
 
 async def _run(members: list[dict[str, str]], args: argparse.Namespace) -> int:
@@ -88,14 +89,16 @@ async def _run(members: list[dict[str, str]], args: argparse.Namespace) -> int:
             nursery.start_soon(_relay_output, m["id"], process)
         if args.demo:
             nursery.start_soon(_demo, endpoints)
-        try:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # The receiver stays open while the members stop, so a second Ctrl-C (terminals send
+        # it to the whole process group) cannot interrupt the shutdown half-way.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            try:
                 async for _ in signals:
                     break
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop_all(processes)
-            nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _stop_all(processes)
+                nursery.cancel_scope.cancel()
     return 0
 
 

@@ -182,6 +182,10 @@ def run_member(args: argparse.Namespace) -> int:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
     status = EXIT_OK
+    # serve() handles SIGINT/SIGTERM while it runs; once it has returned, a second signal
+    # (Ctrl-C reaches a whole process group) must not interrupt closing the log.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     try:
         trio.run(serve, config, storage)
     except* StorageError as group:
