@@ -230,16 +230,17 @@ class RaftNode:
         if self.role is not Role.LEADER:
             self._start_election("campaign")
 
-    def propose(self, data: bytes) -> tuple[int, int]:
+    def propose(self, data: bytes, context: str = "") -> tuple[int, int]:
         """Append a client command; returns its (index, term).
 
         The command is committed only if the entry at that index is later applied with the
         same term; if another term shows up there, the proposal was lost with the leadership.
+        ``context`` travels with the entry, untouched (see ``Entry``).
         """
         self._require_no_pending_ready()
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
-        entry = Entry(self.log.last_index + 1, self.current_term, data)
+        entry = Entry(self.log.last_index + 1, self.current_term, data, EntryKind.NORMAL, context)
         self.log.append(entry)
         self._append_pending = True
         return entry.index, entry.term

@@ -22,12 +22,19 @@ class EntryKind(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log entry. ``data`` is opaque to the core: the state machine gives it meaning."""
+    """One log entry. ``data`` is opaque to the core: the state machine gives it meaning.
+
+    ``context`` is just as opaque: the runtime stores there the W3C traceparent of the
+    request that proposed the entry (empty when that trace is not sampled), so that every
+    member's append and apply of the entry join the request's trace, even when one
+    AppendEntries carries entries of many traces.
+    """
 
     index: int
     term: int
     data: bytes = b""
     kind: EntryKind = EntryKind.NORMAL
+    context: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ Layout::
     record  length u32 | crc32(type + payload) u32 | type u8 | payload      (big-endian)
     HARD_STATE payload: current_term u64 | voted_for i64 (-1 for None)
     ENTRY      payload: index u64 | term u64 | kind u8 | data
+    TRACED_ENTRY payload: index u64 | term u64 | kind u8 | context length u8 | context | data
+               (an entry proposed inside a sampled trace: context is its ASCII traceparent)
 
 Recovery tells a torn tail (a crash in the middle of the last write, which the protocol
 tolerates because those writes were never acknowledged) from corruption before the tail
@@ -44,6 +46,7 @@ LOCK_NAME = "LOCK"
 
 RECORD_HARD_STATE = 1
 RECORD_ENTRY = 2
+RECORD_TRACED_ENTRY = 3
 
 # A cap on one record, so a damaged length field cannot make recovery allocate or skip an
 # absurd amount; an append bigger than this is refused up front instead of written.
@@ -85,17 +88,21 @@ def _encode_hard_state(hard_state: HardState) -> bytes:
 
 
 def _encode_entry(entry: Entry, out: bytearray) -> None:
-    size = _ENTRY_HEAD.size + len(entry.data)
+    try:
+        head = _ENTRY_HEAD.pack(entry.index, entry.term, int(entry.kind))
+        if entry.context:
+            context = entry.context.encode("ascii")
+            head += bytes((len(context),)) + context
+    except (struct.error, UnicodeEncodeError, ValueError) as exc:
+        raise StorageError(f"entry {entry.index} out of range for the log format") from exc
+    size = len(head) + len(entry.data)
     if size > MAX_RECORD_PAYLOAD:
         raise StorageError(
             f"entry {entry.index} holds {len(entry.data)} bytes, over the "
             f"{MAX_RECORD_PAYLOAD}-byte record limit"
         )
-    try:
-        head = _ENTRY_HEAD.pack(entry.index, entry.term, int(entry.kind))
-    except struct.error as exc:
-        raise StorageError(f"entry {entry.index} out of range for the log format") from exc
-    out += _RECORD_HEADER.pack(size, _crc(RECORD_ENTRY, head, entry.data), RECORD_ENTRY)
+    record_type = RECORD_TRACED_ENTRY if entry.context else RECORD_ENTRY
+    out += _RECORD_HEADER.pack(size, _crc(record_type, head, entry.data), record_type)
     out += head
     out += entry.data
 
@@ -178,10 +185,20 @@ def _replay(path: Path, data: bytes) -> _Replay:
             if voted_for < -1:
                 raise corrupt(pos, f"hard state votes for node {voted_for}")
             result.hard_state = HardState(term, None if voted_for == -1 else voted_for)
-        elif record_type == RECORD_ENTRY:
+        elif record_type in (RECORD_ENTRY, RECORD_TRACED_ENTRY):
             if length < _ENTRY_HEAD.size:
                 raise corrupt(pos, f"entry record of {length} bytes")
             index, term, kind = _ENTRY_HEAD.unpack_from(payload)
+            data_start, context = _ENTRY_HEAD.size, ""
+            if record_type == RECORD_TRACED_ENTRY:
+                context_end = data_start + 1 + (payload[data_start] if length > data_start else 0)
+                if length < context_end:
+                    raise corrupt(pos, f"entry {index} has a truncated trace context")
+                try:
+                    context = payload[data_start + 1 : context_end].decode("ascii")
+                except UnicodeDecodeError:
+                    raise corrupt(pos, f"entry {index} has a non-ASCII trace context") from None
+                data_start = context_end
             try:
                 entry_kind = EntryKind(kind)
             except ValueError:
@@ -190,7 +207,7 @@ def _replay(path: Path, data: bytes) -> _Replay:
             if index < 1 or index > last + 1:
                 raise corrupt(pos, f"entry {index} does not follow the log, which ends at {last}")
             del result.entries[index - 1 :]
-            result.entries.append(Entry(index, term, payload[_ENTRY_HEAD.size :], entry_kind))
+            result.entries.append(Entry(index, term, payload[data_start:], entry_kind, context))
         else:
             raise corrupt(pos, f"unknown record type {record_type}")
         pos = end

@@ -553,3 +553,15 @@ def test_it_behaves_like_memory_storage(
             assert reopened.load() == memory.load()
     finally:
         wal.close()
+
+
+def test_trace_contexts_survive_a_restart(tmp_path: Path) -> None:
+    """Entries proposed in a sampled trace keep their traceparent on disk, so a member that
+    restarts still joins the right trace when it applies them."""
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    entries = [Entry(1, 1, b"a"), Entry(2, 1, b"b", EntryKind.NORMAL, parent), Entry(3, 1)]
+    with WalStorage.open(tmp_path) as storage:
+        storage.append(entries)
+        storage.sync()
+    with WalStorage.open(tmp_path) as storage:
+        assert storage.load().entries == tuple(entries)

@@ -518,7 +518,7 @@ def test_a_bare_entry_is_not_a_message() -> None:
         decode_fully(PEER_REGISTRY, payload(head("Entry"), [1, 2, b"", 0]))
 
 
-GOOD_ENTRY = [1, 1, b"x", 0]
+GOOD_ENTRY = [1, 1, b"x", 0, ""]
 GOOD_APPEND = [1, 1, 2, 0, 0, [GOOD_ENTRY], 0]
 
 
