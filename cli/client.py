@@ -27,14 +27,17 @@ from __future__ import annotations
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import trio
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
+from observability.propagation import traceparent_of
 from wire.api import (
     CLIENT_REGISTRY,
     CasRequest,
@@ -358,6 +361,21 @@ _RETRY_SAME_ENDPOINT: Final = frozenset({ErrorCode.TIMEOUT, ErrorCode.LEADERSHIP
 # --------------------------------------------------------------------- client
 
 
+@contextmanager
+def _operation_span(tracer: trace.Tracer, operation: str, stats: CallStats) -> Iterator[Span]:
+    """One span per call; its children are the attempts, so redirects and retries show up
+    as siblings in the waterfall, each with its endpoint and outcome."""
+    with tracer.start_as_current_span(f"client.{operation}") as span:
+        try:
+            yield span
+        finally:
+            if span.is_recording():
+                span.set_attribute("raftd.attempts", stats.attempts)
+                span.set_attribute("raftd.redirects", stats.redirects)
+                if stats.client_id:
+                    span.set_attribute("raftd.session_seq", stats.seq)
+
+
 class Client:
     """A session with a raftd cluster; use as ``async with Client([...]) as client:``.
 
@@ -385,6 +403,7 @@ class Client:
         backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S,
         backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         write_sessions: int = DEFAULT_WRITE_SESSIONS,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a list of HOST:PORT strings, not one string")
@@ -409,6 +428,9 @@ class Client:
             raise ValueError("client_id must not be empty (the empty id means no session)")
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
+        # Spans of each call and attempt; the request's trace context goes in the frame
+        # header, so the member's server span joins the caller's trace.
+        self._tracer = tracer or trace.get_tracer("raftd.client")
         self.client_id = client_id if client_id is not None else uuid.uuid4().hex
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._leader: str | None = None
@@ -549,8 +571,17 @@ class Client:
         self._check_open()
         stats = stats if stats is not None else CallStats()
         stats.operation = operation
-        op: _Operation | None = None
         start = trio.current_time()
+        with _operation_span(self._tracer, operation, stats):
+            return await self._write_attempts(build, stats, start)
+
+    async def _write_attempts(
+        self,
+        build: Callable[[str, int], SetRequest | CasRequest | DeleteRequest],
+        stats: CallStats,
+        start: float,
+    ) -> WriteReply:
+        op: _Operation | None = None
         try:
             with trio.fail_after(self.timeout_s):
                 # Waiting for a free session counts against the deadline too: the caller's
@@ -590,14 +621,15 @@ class Client:
         stats.operation = operation
         op = _Operation(request, expect, leader_only=leader_only, stats=stats)
         start = trio.current_time()
-        try:
-            with trio.fail_after(self.timeout_s):
-                reply: Reply = await self._attempts(op)
-                return reply
-        except trio.TooSlowError:
-            raise self._deadline_error(op) from None
-        finally:
-            stats.elapsed_s = trio.current_time() - start
+        with _operation_span(self._tracer, operation, stats):
+            try:
+                with trio.fail_after(self.timeout_s):
+                    reply: Reply = await self._attempts(op)
+                    return reply
+            except trio.TooSlowError:
+                raise self._deadline_error(op) from None
+            finally:
+                stats.elapsed_s = trio.current_time() - start
 
     async def _attempts(self, op: _Operation) -> Any:
         stats = op.stats
@@ -620,77 +652,87 @@ class Client:
 
         while True:
             attempt = Attempt(target)
-            stats.history.append(attempt)
-            reply: Any = None
-            with trio.move_on_after(self.attempt_timeout_s) as attempt_scope:
-                try:
-                    reply = await self._exchange(target, op.request, op.expect, attempt, op)
-                except _ConnectFailed as exc:
-                    attempt.outcome = f"connect failed: {exc.reason}"
-                    op.failed(target, exc.reason)
-                except _ConnectionLost as exc:
-                    attempt.outcome = f"connection lost: {exc.reason}"
-                    op.failed(target, f"connection lost ({exc.reason})")
-                    if exc.sent:
-                        op.ambiguous(CODE_CONNECTION_LOST)
-            if attempt_scope.cancelled_caught:
-                what = "no reply" if attempt.request_id is not None else "connect timed out"
-                attempt.outcome = f"{what} within {self.attempt_timeout_s:g} s"
-                op.failed(target, what)
-                if attempt.request_id is not None:
-                    op.ambiguous(ErrorCode.TIMEOUT)
+            span = self._tracer.start_span(
+                f"{type(op.request).__name__} {target}",
+                kind=SpanKind.CLIENT,
+                attributes={"raftd.endpoint": target, "raftd.attempt": len(stats.history) + 1},
+            )
+            try:
+                with trace.use_span(span, end_on_exit=False):
+                    stats.history.append(attempt)
+                    reply: Any = None
+                    with trio.move_on_after(self.attempt_timeout_s) as attempt_scope:
+                        try:
+                            reply = await self._exchange(target, op.request, op.expect, attempt, op)
+                        except _ConnectFailed as exc:
+                            attempt.outcome = f"connect failed: {exc.reason}"
+                            op.failed(target, exc.reason)
+                        except _ConnectionLost as exc:
+                            attempt.outcome = f"connection lost: {exc.reason}"
+                            op.failed(target, f"connection lost ({exc.reason})")
+                            if exc.sent:
+                                op.ambiguous(CODE_CONNECTION_LOST)
+                    if attempt_scope.cancelled_caught:
+                        what = "no reply" if attempt.request_id is not None else "connect timed out"
+                        attempt.outcome = f"{what} within {self.attempt_timeout_s:g} s"
+                        op.failed(target, what)
+                        if attempt.request_id is not None:
+                            op.ambiguous(ErrorCode.TIMEOUT)
 
-            if reply is None:  # connection trouble or a silent member: try someone else
-                self._forget_leader(target)
-                target = advance()
-                await backoff.sleep()
-                continue
+                    if reply is None:  # connection trouble or a silent member: try someone else
+                        self._forget_leader(target)
+                        target = advance()
+                        await backoff.sleep()
+                        continue
 
-            if not isinstance(reply, ErrorReply):
-                attempt.outcome = "ok"
-                stats.endpoint = target
-                if op.leader_only:
-                    self._leader = target
-                return reply
+                    if not isinstance(reply, ErrorReply):
+                        attempt.outcome = "ok"
+                        stats.endpoint = target
+                        if op.leader_only:
+                            self._leader = target
+                        return reply
 
-            attempt.outcome = reply.code
-            if reply.code == ErrorCode.NOT_LEADER and reply.leader_addr:
-                stats.redirects += 1
-                bounced.add(target)
-                leader_addr = reply.leader_addr
-                try:
-                    parse_endpoint(leader_addr)
-                except ValueError:
-                    op.failed(target, f"named an unusable leader address {leader_addr!r}")
-                    target = advance()
+                    attempt.outcome = reply.code
+                    if reply.code == ErrorCode.NOT_LEADER and reply.leader_addr:
+                        stats.redirects += 1
+                        bounced.add(target)
+                        leader_addr = reply.leader_addr
+                        try:
+                            parse_endpoint(leader_addr)
+                        except ValueError:
+                            op.failed(target, f"named an unusable leader address {leader_addr!r}")
+                            target = advance()
+                            await backoff.sleep()
+                            continue
+                        self._leader = leader_addr
+                        if leader_addr in bounced:
+                            bounced.clear()
+                            await backoff.sleep()
+                        target = leader_addr
+                        continue
+                    if reply.code in (ErrorCode.NOT_LEADER, ErrorCode.NO_LEADER):
+                        op.saw_no_leader = True
+                        op.failed(target, _NO_LEADER)
+                        self._forget_leader(target)
+                        target = advance()
+                        await backoff.sleep()
+                        continue
+                    if reply.definite and reply.code != ErrorCode.UNAVAILABLE:
+                        raise DefiniteError(
+                            reply.code, reply.message, endpoint=target, stats=stats
+                        ) from None
+                    # Unavailable (this member cannot serve it, someone else may) or indefinite (it
+                    # may still take effect): retry, with the same seq.
+                    if not reply.definite:
+                        op.ambiguous(reply.code)
+                    op.failed(target, f"{reply.code}: {reply.message}")
+                    if reply.code not in _RETRY_SAME_ENDPOINT:
+                        self._forget_leader(target)
+                        target = advance()
                     await backoff.sleep()
-                    continue
-                self._leader = leader_addr
-                if leader_addr in bounced:
-                    bounced.clear()
-                    await backoff.sleep()
-                target = leader_addr
-                continue
-            if reply.code in (ErrorCode.NOT_LEADER, ErrorCode.NO_LEADER):
-                op.saw_no_leader = True
-                op.failed(target, _NO_LEADER)
-                self._forget_leader(target)
-                target = advance()
-                await backoff.sleep()
-                continue
-            if reply.definite and reply.code != ErrorCode.UNAVAILABLE:
-                raise DefiniteError(
-                    reply.code, reply.message, endpoint=target, stats=stats
-                ) from None
-            # Unavailable (this member cannot serve it, someone else may) or indefinite (it
-            # may still take effect): retry, with the same seq.
-            if not reply.definite:
-                op.ambiguous(reply.code)
-            op.failed(target, f"{reply.code}: {reply.message}")
-            if reply.code not in _RETRY_SAME_ENDPOINT:
-                self._forget_leader(target)
-                target = advance()
-            await backoff.sleep()
+            finally:
+                span.set_attribute("raftd.attempt_outcome", attempt.outcome or "cancelled")
+                span.end()
 
     async def _status_attempts(self, endpoint: str, op: _Operation) -> StatusReply:
         """At most two attempts: the second only when a pooled connection turned out to be
@@ -786,7 +828,10 @@ class Client:
         request_id = self._next_request_id
         self._next_request_id += 1
         try:
-            frame = conn.stream.encode(Header(type(request).__name__, request_id), request)
+            header = Header(
+                type(request).__name__, request_id, traceparent_of(trace.get_current_span())
+            )
+            frame = conn.stream.encode(header, request)
         except (WireError, ValueError) as exc:  # too large, or text UTF-8 cannot encode
             raise DefiniteError(
                 ErrorCode.BAD_REQUEST, f"cannot encode the request: {exc}", stats=op.stats

@@ -13,12 +13,15 @@ import argparse
 import json
 import math
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import trio
+from opentelemetry import trace
 
 from cli.client import (
     DEFAULT_TIMEOUT_S,
@@ -30,9 +33,11 @@ from cli.client import (
     UnknownOutcome,
     parse_endpoint,
 )
+from observability.tracing import TracingHandle, setup_tracing
 
 PROG = "raftctl"
 ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
+ENV_TRACE_FILE = "RAFTCTL_TRACE_FILE"
 DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
 EXIT_OK = 0
@@ -420,12 +425,31 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[i
 _WRITES = frozenset({"set", "cas", "delete"})
 
 
-async def _run(args: argparse.Namespace, endpoints: list[str], output: _Output) -> int:
-    async with Client(endpoints, timeout_s=args.timeout) as client:
-        try:
-            return await _COMMANDS[args.command](client, args, output)
-        except ClientError as exc:
-            return output.error(exc, write=args.command in _WRITES)
+async def _run(
+    args: argparse.Namespace, endpoints: list[str], output: _Output, tracer: trace.Tracer
+) -> int:
+    # raftctl's root span: the trace of a write starts here and continues in the members.
+    with tracer.start_as_current_span(
+        f"raftctl {args.command}", attributes={"raftctl.endpoints": len(endpoints)}
+    ) as root:
+        async with Client(endpoints, timeout_s=args.timeout, tracer=tracer) as client:
+            try:
+                return await _COMMANDS[args.command](client, args, output)
+            except ClientError as exc:
+                root.set_attribute("raftctl.error_code", exc.code)
+                root.set_attribute("raftctl.definite", exc.definite)
+                return output.error(exc, write=args.command in _WRITES)
+
+
+def _setup_tracing(env: Mapping[str, str]) -> TracingHandle:
+    """Spans go where OTEL_* says, else to RAFTCTL_TRACE_FILE, else nowhere."""
+    trace_file = env.get(ENV_TRACE_FILE, "").strip()
+    return setup_tracing(
+        "raftctl",
+        f"{socket.gethostname()}-{os.getpid()}",
+        file_path=Path(trace_file) if trace_file else None,
+        environ=env,
+    )
 
 
 def main(
@@ -466,7 +490,12 @@ def main(
             err.write(f"{PROG}: {exc}\n")
         return EXIT_USAGE
     try:
-        return trio.run(_run, args, endpoints, output)
+        tracing = _setup_tracing(env)
+    except ValueError as exc:
+        err.write(f"{PROG}: tracing: {exc}\n")
+        return EXIT_USAGE
+    try:
+        return trio.run(_run, args, endpoints, output, tracing.tracer("raftctl"))
     except (KeyboardInterrupt, BaseExceptionGroup) as exc:
         # Ctrl-C may arrive inside a nursery (status asks members concurrently), and then
         # comes wrapped in a group.
@@ -477,6 +506,8 @@ def main(
         consequence = "; a write may or may not have happened" if args.command in _WRITES else ""
         err.write(f"{PROG}: interrupted{consequence}\n")
         return EXIT_INTERRUPTED
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
     from raftd.config import Address
     from raftd.runtime.driver import Driver
-    from raftd.runtime.peers import PeerTransport
 
 __all__ = [
     "CHAOS_KINDS",
@@ -98,7 +97,6 @@ SAMPLER_REASONS = (
     "parent_dropped",
     "unmarked_root",
 )
-LEGACY_KIND = "unknown"
 _SAMPLED_BY_REASON = {"sampled": "true", "parent_sampled": "true"}
 
 # Client requests span a local read (well under a millisecond) to a write stuck behind an
@@ -192,8 +190,8 @@ class _Children(dict[_Key, _M]):
 class _Folded:
     """A hook-fed counter that can also take running totals kept elsewhere.
 
-    Some components count by themselves (the transport before it had hooks, a sampler
-    that OpenTelemetry built without a callback). Their totals are turned into increments
+    Some components count by themselves (a sampler that OpenTelemetry built from the
+    environment, without a callback). Their totals are turned into increments
     of the same series at scrape time, so a dashboard need not care who counted. The
     counter is not registered: the scrape collector syncs it, then yields it."""
 
@@ -263,12 +261,11 @@ class RaftMetrics:
                 "raftd_messages_dropped",
                 "Raft messages dropped, by kind and reason (Raft retransmits what matters).",
                 ["kind", "reason"],
-                registry=None,
+                registry=reg,
             ),
             kind,
             _Bound(DROP_REASONS),
         )
-        self._dropped_totals = _Folded(self._dropped, lambda reason: (LEGACY_KIND, reason))
         self._chaos: _Children[Counter] = _Children(
             Counter(
                 "raftd_chaos_injections",
@@ -340,7 +337,7 @@ class RaftMetrics:
         self._sampler_totals = _Folded(
             self._sampler, lambda reason: (reason, _SAMPLED_BY_REASON.get(reason, "false"))
         )
-        self._folded = (self._dropped_totals, self._sampler_totals)
+        self._folded = (self._sampler_totals,)
         reg.register(_ScrapeCollector(self))
 
         # Series that exist from the start make rate() and absent() work before the first
@@ -362,14 +359,6 @@ class RaftMetrics:
         """Reports ``(exported, failed)`` span totals that the trace exporter keeps itself,
         so the exporter needs no dependency on Prometheus."""
         self._span_counts = source
-
-    def bind_drop_totals(self, source: Callable[[], Mapping[str, int]] | None) -> None:
-        """Transitional: folds totals by reason that the transport counts itself into
-        ``raftd_messages_dropped_total{kind="unknown"}`` at scrape time.
-
-        For runtimes that do not call ``message_dropped``; using both counts every drop
-        twice."""
-        self._dropped_totals.source = source
 
     def bind_sampler_totals(self, source: Callable[[], Mapping[str, int]] | None) -> None:
         """Folds a sampler's own totals by reason (``RaftdSampler.decisions``) into
@@ -522,33 +511,8 @@ class MetricsServer:
         self._thread.join()
 
 
-@overload
-def serve_metrics(address: Address, metrics: RaftMetrics, /) -> MetricsServer: ...
-
-
-@overload
-def serve_metrics(address: Address, driver: Driver, peers: PeerTransport, /) -> MetricsServer: ...
-
-
-def serve_metrics(
-    address: Address, source: RaftMetrics | Driver, peers: PeerTransport | None = None, /
-) -> MetricsServer:
-    """Serves ``/metrics`` from the member's registry on the exporter thread.
-
-    The ``(address, driver, peers)`` form is transitional: it reads the state from the
-    driver and the drop totals from the transport and the driver's inbox, as the runtime
-    counted them before it had hooks to call."""
-    if isinstance(source, RaftMetrics):
-        metrics = source
-    else:
-        if peers is None:
-            raise TypeError("serve_metrics(address, driver, peers) needs the peer transport")
-        metrics = RaftMetrics()
-        metrics.bind_state(driver_state(source))
-        driver, transport = source, peers
-        metrics.bind_drop_totals(
-            lambda: {**transport.dropped, "inbox_full": driver.dropped_inbound}
-        )
+def serve_metrics(address: Address, metrics: RaftMetrics) -> MetricsServer:
+    """Serves ``/metrics`` from the member's registry on the exporter thread."""
     server, thread = start_http_server(address.port, addr=address.host, registry=metrics.registry)
     return MetricsServer(address.host, server.server_port, server, thread)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def member_command(member: dict[str, str], cluster: str, *, forward: bool) -> li
         member["data_dir"],
         "--metrics-addr",
         member["metrics"],
+        "--log-format",
+        "console",  # merged for a person, even though the member's stderr is a pipe
     ]
     return [*command, "--forward"] if forward else command
 
@@ -88,7 +91,9 @@ async def _run(members: list[dict[str, str]], args: argparse.Namespace) -> int:
             processes.append(process)
             nursery.start_soon(_relay_output, m["id"], process)
         if args.demo:
-            nursery.start_soon(_demo, endpoints)
+            trace_file = Path(args.data_dir) / "raftctl" / "traces.jsonl"
+            trace_file.parent.mkdir(parents=True, exist_ok=True)
+            nursery.start_soon(_demo, endpoints, trace_file)
         # The receiver stays open while the members stop, so a second Ctrl-C (terminals send
         # it to the whole process group) cannot interrupt the shutdown half-way.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -127,20 +132,29 @@ async def _stop_all(processes: list[trio.Process]) -> None:
             await process.wait()
 
 
-async def _raftctl(endpoints: str, *command: str, show: bool = True) -> tuple[int, str]:
+async def _raftctl(
+    endpoints: str, trace_file: Path, *command: str, show: bool = True
+) -> tuple[int, str]:
     argv = [sys.executable, "-m", "cli", "--endpoints", endpoints, *command]
-    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    # raftctl's spans land beside the members' traces, so one trace file tree holds
+    # every span of a demo write, from the client to each member.
+    env = {**os.environ, "RAFTCTL_TRACE_FILE": str(trace_file)}
+    result = await trio.run_process(
+        argv, capture_stdout=True, capture_stderr=True, check=False, env=env
+    )
     out = (result.stdout + result.stderr).decode(errors="replace").rstrip()
     if show:
         print(f"\n$ raftctl {' '.join(command)}\n{out}\n(exit status {result.returncode})")
     return result.returncode, out
 
 
-async def _demo(endpoints: str) -> None:
+async def _demo(endpoints: str, trace_file: Path) -> None:
     """A short scripted session: the contract's commands, against the live cluster."""
     with trio.move_on_after(READY_TIMEOUT_S):
         while True:
-            status, out = await _raftctl(endpoints, "--output", "json", "status", show=False)
+            status, out = await _raftctl(
+                endpoints, trace_file, "--output", "json", "status", show=False
+            )
             members = json.loads(out).get("members", []) if status == 0 else []
             if any(m.get("role") == "leader" for m in members):
                 break
@@ -155,5 +169,5 @@ async def _demo(endpoints: str) -> None:
         ("--endpoints", follower, "get", "greeting", "--max-staleness", "1"),
         ("status",),
     ):
-        await _raftctl(endpoints, *command)
+        await _raftctl(endpoints, trace_file, *command)
     print("\n== the cluster keeps running; Ctrl-C stops it", flush=True)

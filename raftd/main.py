@@ -11,17 +11,22 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 import trio
 
-from observability.logs import configure_logging
+from observability.logs import configure_logging, node_fields
+from observability.metrics import RaftMetrics, driver_state, serve_metrics
+from observability.sampling import RaftdSampler
+from observability.tracing import TracingHandle, setup_tracing
 from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
+from raftd.runtime.chaos import Chaos, ChaosConfig
 from raftd.runtime.clients import ClientServer
 from raftd.runtime.driver import Driver
 from raftd.runtime.peers import PeerTransport
-from raftd.storage import StorageError, WalStorage
+from raftd.storage import Storage, StorageError, WalStorage
 from raftd.storage.wal import DataDirLocked
 
 log = structlog.get_logger("raftd")
@@ -82,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="length of a Raft tick; election timeout is 10-20 ticks (default 50 ms)",
     )
     run.add_argument(
-        "--log-format", choices=("console", "json"), default=_env_default("log_format", "console")
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default=_env_default("log_format", "auto"),
+        help="auto (default): console on a terminal, JSON lines elsewhere",
     )
     run.add_argument("--log-level", default=_env_default("log_level", "info"))
 
@@ -131,12 +139,34 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     )
 
 
-async def serve(config: NodeConfig, storage: WalStorage) -> None:
+@dataclass
+class Observability:
+    """What a member reports through: one tracing pipeline, one metrics registry, chaos."""
+
+    tracing: TracingHandle
+    metrics: RaftMetrics
+    chaos: Chaos | None
+
+
+async def serve(config: NodeConfig, storage: Storage, observe: Observability) -> None:
     """Run one member until SIGINT or SIGTERM."""
     client_addrs: dict[str, str] = {}
-    driver = Driver(config, storage, lambda msg: peers.send(msg), client_addrs=client_addrs)
-    peers = PeerTransport(config, driver.deliver, client_addrs)
-    clients = ClientServer(config, driver)
+    tracer = observe.tracing.tracer("raftd")
+    metrics = observe.metrics
+    driver = Driver(
+        config,
+        storage,
+        lambda msg, parent, span: peers.send(msg, parent, span),
+        client_addrs=client_addrs,
+        tracer=tracer,
+        metrics=metrics,
+    )
+    peers = PeerTransport(
+        config, driver.deliver, client_addrs, chaos=observe.chaos, metrics=metrics
+    )
+    clients = ClientServer(config, driver, tracer=tracer, metrics=metrics)
+    metrics.bind_state(driver_state(driver))
+    metrics.bind_span_counts(lambda: (observe.tracing.exported_spans, observe.tracing.failed_spans))
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
@@ -144,15 +174,14 @@ async def serve(config: NodeConfig, storage: WalStorage) -> None:
             await nursery.start(peers.run)
             await nursery.start(clients.run)
             if config.metrics_addr is not None:
-                from observability.metrics import serve_metrics
-
-                serve_metrics(config.metrics_addr, driver, peers)
+                serve_metrics(config.metrics_addr, metrics)
             log.info(
                 "raftd ready",
-                node=config.name,
                 clients=str(config.client_addr),
                 peers=str(config.peer_addr),
+                metrics=str(config.metrics_addr) if config.metrics_addr else "off",
                 data_dir=str(config.data_dir),
+                traces=observe.tracing.description,
             )
     finally:
         driver.fail_everything("the member is shutting down")
@@ -167,27 +196,40 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
 
 
 def run_member(args: argparse.Namespace) -> int:
+    metrics = RaftMetrics()
     try:
         configure_logging(fmt=args.log_format, level=args.log_level)
         config = config_from_args(args)
+        node_fields["node"] = config.name
+        chaos_config = ChaosConfig.from_env(os.environ)
+        sampler = RaftdSampler.from_env(os.environ, on_decision=metrics.sampler_decision)
+        tracing = setup_tracing(
+            "raftd", config.name, file_path=config.data_dir / "traces.jsonl", sampler=sampler
+        )
     except (ConfigError, ValueError) as exc:
         print(f"raftd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    chaos = Chaos(chaos_config) if chaos_config.enabled else None
+    if chaos is not None:
+        log.warning(chaos.config.describe(), **chaos.config.as_attributes())
     try:
-        storage = WalStorage.open(config.data_dir, logger=lambda line: log.warning(line))
+        wal = WalStorage.open(config.data_dir, logger=lambda line: log.warning(line))
     except DataDirLocked as exc:
         print(f"raftd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (StorageError, OSError) as exc:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    storage: Storage = wal
+    if chaos is not None and chaos.config.fsync_enabled:
+        storage = chaos.wrap_storage(wal)
     status = EXIT_OK
     # serve() handles SIGINT/SIGTERM while it runs; once it has returned, a second signal
     # (Ctrl-C reaches a whole process group) must not interrupt closing the log.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     try:
-        trio.run(serve, config, storage)
+        trio.run(serve, config, storage, Observability(tracing, metrics, chaos))
     except* StorageError as group:
         for error in group.exceptions:
             print(f"raftd: storage failed, stopping to protect the data: {error}", file=sys.stderr)
@@ -197,7 +239,8 @@ def run_member(args: argparse.Namespace) -> int:
             print(f"raftd: {os_error}", file=sys.stderr)
         status = EXIT_FAILED
     finally:
-        storage.close()
+        wal.close()
+        tracing.shutdown()  # flushes what the batch processor still holds
     if status == EXIT_OK:
         log.info("stopped cleanly")
     return status

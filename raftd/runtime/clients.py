@@ -13,7 +13,12 @@ import dataclasses
 
 import structlog
 import trio
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
+from observability.metrics import RaftMetrics
+from observability.propagation import context_of, traceparent_of
+from observability.sampling import EDGE_ATTRIBUTE, EDGE_CLIENT
 from raftd import kv
 from raftd.config import NodeConfig, parse_address
 from raftd.runtime.driver import Driver, Read, StaleRead, Status, Write
@@ -24,9 +29,11 @@ from wire.api import (
     DeleteRequest,
     ErrorCode,
     ErrorReply,
+    GetReply,
     GetRequest,
     SetRequest,
     StatusRequest,
+    WriteReply,
 )
 from wire.codec import Header
 from wire.frame import WireError
@@ -39,9 +46,18 @@ FORWARD_CONNECT_TIMEOUT_S = 1.0
 
 
 class ClientServer:
-    def __init__(self, config: NodeConfig, driver: Driver) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        driver: Driver,
+        *,
+        tracer: trace.Tracer | None = None,
+        metrics: RaftMetrics | None = None,
+    ) -> None:
         self.config = config
         self.driver = driver
+        self.tracer = tracer or trace.get_tracer("raftd")
+        self.metrics = metrics if metrics is not None else driver.metrics
         self.rejected_connections = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -81,15 +97,41 @@ class ClientServer:
     async def _answer(
         self, stream: FramedStream, header: Header, request: object, limit: trio.CapacityLimiter
     ) -> None:
-        try:
-            reply = await self.handle(request)
-            await stream.send(Header(type(reply).__name__, header.request_id), reply)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the client went away; its answer has nowhere to go
-        finally:
-            limit.release_on_behalf_of(header.request_id)
+        op = _operation_name(request)
+        started = trio.current_time()
+        # A client request is an edge of the cluster: the sampler decides here (within this
+        # member's budget) whether the client's trace is kept, whatever its flag says.
+        # Status polls (dashboards, scripts waiting for a leader) would eat that budget and
+        # show nothing of Raft: they get no span at all.
+        span_cm = (
+            trace.use_span(trace.INVALID_SPAN)
+            if op == "status"
+            else self.tracer.start_as_current_span(
+                f"kv.{op}",
+                context=context_of(header.traceparent),
+                kind=SpanKind.SERVER,
+                attributes={EDGE_ATTRIBUTE: EDGE_CLIENT, "rpc.method": type(request).__name__,
+                            "raftd.node": self.config.name},
+            )
+        )  # fmt: skip
+        with span_cm as span:
+            try:
+                reply = await self.handle(request, span if span.is_recording() else None)
+                outcome = _outcome(reply)
+                if span.is_recording():
+                    span.set_attribute("raftd.outcome", outcome)
+                    if isinstance(reply, ErrorReply):
+                        span.set_attribute("raftd.error_code", reply.code)
+                        span.set_attribute("raftd.definite", reply.definite)
+                self.metrics.client_request(op, outcome, trio.current_time() - started)
+                await stream.send(Header(type(reply).__name__, header.request_id), reply)
+                span.add_event("reply sent")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                span.add_event("the client went away before the reply")
+            finally:
+                limit.release_on_behalf_of(header.request_id)
 
-    async def handle(self, request: object) -> ClientReply:
+    async def handle(self, request: object, span: Span | None = None) -> ClientReply:
         """One request to one reply, never an exception."""
         match request:
             case StatusRequest():
@@ -99,20 +141,20 @@ class ClientServer:
                     return _bad_request("max_staleness_s must not be negative")
                 return await self.driver.submit(StaleRead(request.key, bound))
             case GetRequest() | SetRequest() | CasRequest() | DeleteRequest():
-                return await self._leader_operation(request)
+                return await self._leader_operation(request, span)
             case _:
                 return _bad_request(f"{type(request).__name__} is not a client request")
 
     async def _leader_operation(
-        self, request: GetRequest | SetRequest | CasRequest | DeleteRequest
+        self, request: GetRequest | SetRequest | CasRequest | DeleteRequest, span: Span | None
     ) -> ClientReply:
         if isinstance(request, GetRequest):
-            op: Read | Write = Read(request.key)
+            op: Read | Write = Read(request.key, span)
         else:
             write = _to_kv_request(request)
             if isinstance(write, ErrorReply):
                 return write
-            op = Write(write)
+            op = Write(write, span)
         with trio.move_on_after(self.config.request_timeout_s):
             reply = await self.driver.submit(op)
             if (
@@ -137,15 +179,21 @@ class ClientServer:
         address = parse_address(leader_addr)
         relayed = dataclasses.replace(request, forward=False)
         try:
-            with trio.fail_after(FORWARD_CONNECT_TIMEOUT_S):
-                tcp = await trio.open_tcp_stream(address.host, address.port)
-            stream = FramedStream(tcp, CLIENT_REGISTRY)
-            try:
-                await stream.send(Header(type(relayed).__name__, 1), relayed)
-                received = await stream.receive()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+            with self.tracer.start_as_current_span(
+                "proxy to leader",
+                kind=SpanKind.CLIENT,
+                attributes={"raftd.leader_addr": leader_addr},
+            ) as hop:
+                with trio.fail_after(FORWARD_CONNECT_TIMEOUT_S):
+                    tcp = await trio.open_tcp_stream(address.host, address.port)
+                stream = FramedStream(tcp, CLIENT_REGISTRY)
+                try:
+                    header = Header(type(relayed).__name__, 1, traceparent_of(hop))
+                    await stream.send(header, relayed)
+                    received = await stream.receive()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, WireError) as exc:
             definite = isinstance(request, GetRequest)
             return ErrorReply(
@@ -159,6 +207,43 @@ class ClientServer:
             )
         _, reply = received
         return reply  # type: ignore[no-any-return]
+
+
+def _operation_name(request: object) -> str:
+    match request:
+        case GetRequest(max_staleness_s=bound):
+            return "get" if bound is None else "stale_get"
+        case SetRequest():
+            return "set"
+        case CasRequest():
+            return "cas"
+        case DeleteRequest():
+            return "delete"
+        case StatusRequest():
+            return "status"
+        case _:
+            return "invalid"
+
+
+def _outcome(reply: ClientReply) -> str:
+    """A bounded outcome label for metrics and spans."""
+    match reply:
+        case ErrorReply(code=ErrorCode.NOT_LEADER | ErrorCode.NO_LEADER):
+            return "redirected"
+        case ErrorReply(code=ErrorCode.TIMEOUT):
+            return "timeout"
+        case ErrorReply(code=ErrorCode.LEADERSHIP_LOST):
+            return "leadership_lost"
+        case ErrorReply(code=ErrorCode.TOO_STALE | ErrorCode.BAD_REQUEST | ErrorCode.SESSION):
+            return "refused"
+        case ErrorReply():
+            return "error"
+        case GetReply(found=False):
+            return "not_found"
+        case WriteReply(ok=False):
+            return "not_swapped"
+        case _:
+            return "ok"
 
 
 def _to_kv_request(request: SetRequest | CasRequest | DeleteRequest) -> kv.Request | ErrorReply:

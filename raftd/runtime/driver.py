@@ -10,16 +10,23 @@ messages, apply committed entries, answer the clients whose requests completed.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 import trio
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
+from observability.logs import node_fields
+from observability.metrics import RaftMetrics
+from observability.propagation import entry_context
 from raftd import kv
 from raftd.config import NodeConfig
 from raftd.core import (
     AppendEntries,
+    AppendEntriesResponse,
     Config,
     EntryKind,
     Heartbeat,
@@ -27,11 +34,16 @@ from raftd.core import (
     NotLeaderError,
     RaftNode,
     Ready,
+    RequestVote,
+    RequestVoteResponse,
     Role,
 )
 from raftd.core import events as ev
-from raftd.storage import Storage, stage_ready
+from raftd.runtime.chaos import ChaosStorage
+from raftd.runtime.spans import RaftSpans
+from raftd.storage import Storage, StorageError, stage_ready
 from wire.api import ClientReply, ErrorCode, ErrorReply, GetReply, StatusReply, WriteReply
+from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.driver")
 
@@ -62,13 +74,17 @@ class ReplyBox:
 @dataclass(frozen=True, slots=True)
 class Write:
     request: kv.Request
+    span: Span | None = None  # the client request's server span, if sampled
     box: ReplyBox = field(default_factory=ReplyBox)
+    enqueued_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
 class Read:
     key: str
+    span: Span | None = None
     box: ReplyBox = field(default_factory=ReplyBox)
+    enqueued_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +102,28 @@ class Status:
 ClientOp = Write | Read | StaleRead | Status
 
 
+Send = Callable[[Message, TraceParent | None, Span | None], None]
+Inbound = tuple[Message, TraceParent | None]
+SWEEP_INTERVAL_S = 1.0
+
+
 class Driver:
     def __init__(
         self,
         config: NodeConfig,
         storage: Storage,
-        send: Callable[[Message], None],
+        send: Send,
         *,
         client_addrs: dict[str, str] | None = None,
         rng: random.Random | None = None,
+        tracer: trace.Tracer | None = None,
+        metrics: RaftMetrics | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
         self._send = send
+        self.metrics = metrics if metrics is not None else RaftMetrics()
+        self.spans = RaftSpans(tracer or trace.get_tracer("raftd"), config.names)
         self.names = config.names
         self.client_addrs = client_addrs if client_addrs is not None else {}
         self.client_addrs[config.name] = str(config.client_addr)
@@ -111,24 +136,27 @@ class Driver:
         self.node = RaftNode(core_config, rng or random.Random(), storage.load())
         self.kv = kv.KVStore()
         self.applied_index = self.node.last_applied
-        self.inbox_send, self._inbox = trio.open_memory_channel[Message | ClientOp](INBOX_CAPACITY)
+        self.inbox_send, self._inbox = trio.open_memory_channel[Inbound | ClientOp](INBOX_CAPACITY)
         self._writes: dict[int, tuple[int, ReplyBox]] = {}  # index -> (term, box)
         self._reads: dict[bytes, Read] = {}
         self._reads_ready: list[tuple[int, Read]] = []  # (index to apply first, read)
         self._next_read = 0
         self._last_leader_contact = -1.0
         self._last_heard: dict[int, float] = {}
-        self.dropped_inbound = 0
+        self._append_sent: dict[int, list[tuple[int, float]]] = {}  # peer -> (last index, t)
+        self._vote_sent: dict[tuple[int, bool], float] = {}
+        self._role = self.node.role
+        node_fields.update(node=config.name, role=self._role.value, term=self.node.current_term)
 
     # ----------------------------------------------------------- the API
 
-    def deliver(self, msg: Message) -> None:
+    def deliver(self, msg: Message, parent: TraceParent | None = None) -> None:
         """A peer message arrived. Never blocks the network reader: if the driver is
         behind, the message is dropped (Raft retransmits) and counted."""
         try:
-            self.inbox_send.send_nowait(msg)
+            self.inbox_send.send_nowait((msg, parent))
         except trio.WouldBlock:
-            self.dropped_inbound += 1
+            self.metrics.message_dropped(type(msg).__name__, "inbox_full")
 
     async def submit(self, op: ClientOp) -> ClientReply:
         """Queue a client operation and wait for its answer (callers bound the wait)."""
@@ -151,6 +179,7 @@ class Driver:
         )
         task_status.started()
         next_tick = trio.current_time() + tick
+        next_sweep = trio.current_time() + SWEEP_INTERVAL_S
         while True:
             with trio.move_on_at(next_tick):
                 self._handle(await self._inbox.receive())
@@ -164,9 +193,12 @@ class Driver:
             if now >= next_tick:
                 self.node.tick()
                 next_tick = max(next_tick + tick, now)
+            if now >= next_sweep:
+                self.spans.sweep()
+                next_sweep = now + SWEEP_INTERVAL_S
             await self._process_ready()
 
-    def _handle(self, item: Message | ClientOp) -> None:
+    def _handle(self, item: Inbound | ClientOp) -> None:
         match item:
             case Write():
                 self._propose(item)
@@ -176,12 +208,15 @@ class Driver:
                 item.box.set(self._stale_read(item))
             case Status():
                 item.box.set(self._status())
-            case _:
-                self._step(item)
+            case (msg, parent):
+                self._step(msg, parent)
 
-    def _step(self, msg: Message) -> None:
+    def _step(self, msg: Message, parent: TraceParent | None) -> None:
         now = trio.current_time()
         self._last_heard[msg.src] = now
+        self.metrics.message_received(type(msg).__name__)
+        self._rpc_round_trip(msg, now)
+        self.spans.incoming(msg, parent)
         self.node.step(msg)
         if (
             isinstance(msg, AppendEntries | Heartbeat)
@@ -206,13 +241,42 @@ class Driver:
             self.client_addrs.get(leader),
         )
 
+    def _rpc_round_trip(self, msg: Message, now: float) -> None:
+        """RPC latency for every AppendEntries and RequestVote, sampled or not."""
+        match msg:
+            case AppendEntriesResponse(success=True):
+                sent = self._append_sent.get(msg.src)
+                while sent and sent[0][0] <= msg.match_index:
+                    self.metrics.rpc_completed("AppendEntries", now - sent.pop(0)[1])
+            case RequestVoteResponse():
+                started = self._vote_sent.pop((msg.src, msg.pre_vote), None)
+                if started is not None:
+                    self.metrics.rpc_completed("RequestVote", now - started)
+            case _:
+                pass
+
     def _propose(self, write: Write) -> None:
+        context = ""
+        if write.span is not None:
+            context = entry_context(write.span)
         try:
-            index, term = self.node.propose(kv.encode_request(write.request))
+            index, term = self.node.propose(kv.encode_request(write.request), context)
         except NotLeaderError:
             write.box.set(self._not_leader())
             return
         self._writes[index] = (term, write.box)
+        if context:
+            span = self.spans.tracer.start_span(
+                "raft.propose",
+                context=trace.set_span_in_context(write.span) if write.span else None,
+                start_time=write.enqueued_ns,
+                attributes={
+                    "raft.index": index,
+                    "raft.term": term,
+                    "raftd.inbox_wait_ms": (time.time_ns() - write.enqueued_ns) / 1e6,
+                },
+            )
+            span.end()
 
     def _read_index(self, read: Read) -> None:
         self._next_read += 1
@@ -223,6 +287,11 @@ class Driver:
             read.box.set(self._not_leader())
             return
         self._reads[context] = read
+        if read.span is not None and read.span.is_recording():
+            read.span.add_event(
+                "raft.read_index",
+                {"raftd.inbox_wait_ms": (time.time_ns() - read.enqueued_ns) / 1e6},
+            )
 
     def _stale_read(self, read: StaleRead) -> ClientReply:
         age = self._state_age()
@@ -273,23 +342,65 @@ class Driver:
     async def _process_ready(self) -> None:
         while self.node.has_ready():
             ready = self.node.ready()
+            self.spans.before_send(ready.events)
             if ready.hard_state is not None or ready.entries:
-                stage_ready(self.storage, ready)
-                # Not cancellable: an fsync half-done must still finish before we go on.
-                await trio.to_thread.run_sync(self.storage.sync)
+                await self._persist(ready)
+            now = trio.current_time()
             for msg in ready.messages:
-                self._send(msg)
+                parent, span = self.spans.outgoing(msg)
+                self._send(msg, parent, span)
+                self.metrics.message_sent(type(msg).__name__)
+                if isinstance(msg, AppendEntries) and msg.entries:
+                    self.metrics.append_entries_sent(len(msg.entries))
+                    self._append_sent.setdefault(msg.dst, []).append((msg.entries[-1].index, now))
+                elif isinstance(msg, RequestVote):
+                    self._vote_sent[(msg.dst, msg.pre_vote)] = now
             self._apply(ready)
             self._serve_reads(ready)
             self._observe(ready.events)
+            self.spans.after_events(ready.events)
+            self.spans.after_ready()
             self.node.advance(ready)
 
+    async def _persist(self, ready: Ready) -> None:
+        stage_ready(self.storage, ready)
+        started_ns = time.time_ns()
+        chaos = self.storage if isinstance(self.storage, ChaosStorage) else None
+        try:
+            # Not cancellable: an fsync half-done must still finish before we go on.
+            await trio.to_thread.run_sync(self.storage.sync)
+        except StorageError as exc:
+            if chaos is not None and chaos.last_sync_failed:
+                self.metrics.chaos_injected("fsync_fail")
+            attributes = chaos.sync_attributes() if chaos is not None else None
+            self.spans.fsync(
+                ready.entries, started_ns, time.time_ns(), error=str(exc), chaos=attributes
+            )
+            log.error(
+                "storage failed: stopping this member so nothing unsafe is acknowledged",
+                error=str(exc),
+            )
+            raise
+        ended_ns = time.time_ns()
+        attributes = None
+        if chaos is not None and chaos.last_sync_delay_s > 0:
+            self.metrics.chaos_injected("fsync_delay")
+            attributes = chaos.sync_attributes()
+        self.spans.fsync(ready.entries, started_ns, ended_ns, chaos=attributes)
+        self.metrics.fsync((ended_ns - started_ns) / 1e9, len(ready.entries))
+
     def _apply(self, ready: Ready) -> None:
+        leading = self.node.role is Role.LEADER
         for entry in ready.committed:
             self.applied_index = entry.index
             if entry.kind is not EntryKind.NORMAL:
                 continue
+            if entry.context and leading:
+                self.spans.committed(entry, self.node.commit_index)
+            started_ns = time.time_ns()
             result = self.kv.apply(entry.index, entry.data)
+            if entry.context:
+                self.spans.applied(entry, started_ns, _outcome(result))
             waiting = self._writes.pop(entry.index, None)
             if waiting is None:
                 continue
@@ -314,17 +425,25 @@ class Driver:
         self._reads_ready = still_waiting
 
     def _observe(self, events: tuple[ev.Event, ...]) -> None:
+        if self.node.role is not self._role or node_fields.get("term") != self.node.current_term:
+            self._role = self.node.role
+            node_fields.update(role=self._role.value, term=self.node.current_term)
         for event in events:
             match event:
                 case ev.BecameLeader():
+                    self.metrics.leader_changed()
                     log.info("became leader", term=event.term, votes=self._names(event.votes))
                 case ev.SteppedDown():
                     log.info("stepped down", term=event.term, reason=event.reason)
                     self._fail_writes("this node stopped being the leader")
                 case ev.BecameFollower(leader_id=leader) if leader is not None:
+                    self.metrics.leader_changed()
                     log.info("following", term=event.term, leader=self._name(leader))
                 case ev.ElectionStarted():
+                    self.metrics.election_started(pre_vote=event.pre_vote)
                     log.info("election started", term=event.term, pre_vote=event.pre_vote)
+                case ev.BecameCandidate():
+                    self.metrics.election_started(pre_vote=False)
                 case ev.ReadsAborted():
                     for context in event.contexts:
                         read = self._reads.pop(context, None)
@@ -354,6 +473,12 @@ class Driver:
             read.box.set(_leadership_lost(why))
         self._reads.clear()
         self._reads_ready.clear()
+
+
+def _outcome(result: kv.Result) -> str:
+    if result.error is not None:
+        return "error"
+    return "ok" if result.ok else "unchanged"
 
 
 def _write_reply(result: kv.Result, index: int) -> ClientReply:

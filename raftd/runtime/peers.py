@@ -13,18 +13,24 @@ retransmits whatever matters.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 import trio
+from opentelemetry.trace import Span
 
+from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig
 from raftd.core import Message
+from raftd.runtime.chaos import Chaos, DelayLine
 from wire.api import PEER_REGISTRY, Hello
 from wire.codec import Header
 from wire.frame import WireError
 from wire.stream import FramedStream
+from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.peers")
 
@@ -35,38 +41,77 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message on its way out, with the trace it belongs to (if any)."""
+
+    msg: Message
+    parent: TraceParent | None
+    span: Span | None
+    queued_ns: int
+
+
 class PeerTransport:
     def __init__(
         self,
         config: NodeConfig,
-        deliver: Callable[[Message], None],
+        deliver: Callable[[Message, TraceParent | None], None],
         client_addrs: dict[str, str],
+        *,
+        chaos: Chaos | None = None,
+        metrics: RaftMetrics | None = None,
     ) -> None:
         self.config = config
         self._deliver = deliver
         self.client_addrs = client_addrs
+        self.chaos = chaos
+        self.metrics = metrics if metrics is not None else RaftMetrics()
         self._ids = config.node_ids
         self._outboxes: dict[int, tuple[Any, Any]] = {}
         for name, node_id in self._ids.items():
             if name != config.name:
-                self._outboxes[node_id] = trio.open_memory_channel[Message](OUTBOX_CAPACITY)
-        self.dropped: dict[str, int] = {"outbox_full": 0, "disconnected": 0, "send_failed": 0}
+                self._outboxes[node_id] = trio.open_memory_channel[Outgoing](OUTBOX_CAPACITY)
+        self._delay_line: DelayLine[Outgoing] = DelayLine(self._enqueue)
         self.rejected_connections = 0
 
-    def send(self, msg: Message) -> None:
-        outbox = self._outboxes.get(msg.dst)
+    def send(
+        self, msg: Message, parent: TraceParent | None = None, span: Span | None = None
+    ) -> None:
+        """Queue a message for its peer; chaos, when configured, strikes here."""
+        item = Outgoing(msg, parent, span, time.time_ns())
+        if self.chaos is not None:
+            verdict = self.chaos.decide(msg)
+            if verdict.drop:
+                self.metrics.chaos_injected("drop")
+                self.metrics.message_dropped(type(msg).__name__, "chaos")
+                if span is not None:
+                    span.set_attribute("chaos.dropped", True)
+                    span.add_event("chaos.dropped")
+                return
+            if verdict.delay_s > 0:
+                self.metrics.chaos_injected("delay")
+                if span is not None:
+                    span.set_attribute("chaos.delay_ms", verdict.delay_s * 1000)
+                    span.add_event("chaos.delayed", {"chaos.delay_ms": verdict.delay_s * 1000})
+                self._delay_line.put(item, verdict.delay_s)
+                return
+        self._enqueue(item)
+
+    def _enqueue(self, item: Outgoing) -> None:
+        outbox = self._outboxes.get(item.msg.dst)
         if outbox is None:
             return
         try:
-            outbox[0].send_nowait(msg)
+            outbox[0].send_nowait(item)
         except trio.WouldBlock:
-            self.dropped["outbox_full"] += 1
+            self.metrics.message_dropped(type(item.msg).__name__, "outbox_full")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         address = self.config.peer_addr
         async with trio.open_nursery() as nursery:
             listeners = await trio.open_tcp_listeners(address.port, host=address.host)
             nursery.start_soon(trio.serve_listeners, self._serve_inbound, listeners)
+            await nursery.start(self._delay_line.run)
             names = {node_id: name for name, node_id in self._ids.items()}
             for node_id, (_, receive) in self._outboxes.items():
                 nursery.start_soon(self._sender, names[node_id], receive)
@@ -101,7 +146,6 @@ class PeerTransport:
                 delay = RECONNECT_MIN_S
                 await self._pump(stream, outbox)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self.dropped["send_failed"] += 1
                 log.info("lost connection to peer", peer=name, error=_reason(exc))
             finally:
                 with trio.CancelScope(shield=True):
@@ -109,23 +153,39 @@ class PeerTransport:
 
     async def _pump(self, stream: FramedStream, outbox: Any) -> None:
         while True:
-            batch = [await outbox.receive()]
+            batch: list[Outgoing] = [await outbox.receive()]
             while len(batch) < MAX_MESSAGES_PER_WRITE:
                 try:
                     batch.append(outbox.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await stream.send_encoded(stream.encode(Header(type(m).__name__), m) for m in batch)
+            frames = [
+                stream.encode(Header(type(item.msg).__name__, traceparent=item.parent), item.msg)
+                for item in batch
+            ]
+            try:
+                await stream.send_encoded(frames)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                for item in batch:  # some may have arrived; none can be known to have
+                    self.metrics.message_dropped(type(item.msg).__name__, "send_failed")
+                raise
+            now = time.time_ns()
+            for item in batch:
+                if item.span is not None:
+                    wait_ms = (now - item.queued_ns) / 1e6
+                    item.span.add_event("written to the peer", {"raftd.outbox_wait_ms": wait_ms})
 
     def _discard(self, outbox: Any) -> None:
         """While a peer is unreachable its messages go stale; drop them rather than replay
         a backlog of old heartbeats when it comes back."""
         while True:
             try:
-                outbox.receive_nowait()
+                item: Outgoing = outbox.receive_nowait()
             except trio.WouldBlock:
                 return
-            self.dropped["disconnected"] += 1
+            self.metrics.message_dropped(type(item.msg).__name__, "disconnected")
+            if item.span is not None:
+                item.span.add_event("dropped: the peer is unreachable")
 
     # ---------------------------------------------------------- incoming
 
@@ -140,11 +200,11 @@ class PeerTransport:
                 received = await stream.receive()
                 if received is None:
                     return
-                _, msg = received
+                header, msg = received
                 if isinstance(msg, Hello) or msg.src != peer_id or msg.dst != self.config.node_id:
                     self._refuse(remote, f"misaddressed {type(msg).__name__}")
                     return
-                self._deliver(msg)
+                self._deliver(msg, header.traceparent)
         except WireError as exc:
             self._refuse(remote, f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

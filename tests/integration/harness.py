@@ -95,6 +95,7 @@ class Member:
     process: trio.Process | None = None
     log_file: IO[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def client_addr(self) -> str:
@@ -103,6 +104,7 @@ class Member:
 
 class Cluster:
     def __init__(self, base: Path, size: int = 3, *, tick_ms: int = 50) -> None:
+        base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.tick_ms = tick_ms
         self.members: dict[str, Member] = {}
@@ -161,7 +163,7 @@ class Cluster:
             stdout=member.log_file,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **member.env},
         )
 
     async def kill(self, name: str) -> None:

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -24,14 +23,10 @@ from observability.metrics import (
     SAMPLER_REASONS,
     NodeState,
     RaftMetrics,
-    driver_state,
     render,
     serve_metrics,
 )
-from raftd.config import Address, NodeConfig
-from raftd.runtime.driver import Driver
-from raftd.runtime.peers import PeerTransport
-from raftd.storage.memory import MemoryStorage
+from raftd.config import Address
 
 Labels = dict[str, str]
 Expected = list[tuple[str, Labels, float]]
@@ -77,7 +72,6 @@ def exercise(metrics: RaftMetrics) -> None:
     with samples in it."""
     metrics.bind_state(lambda: LEADER)
     metrics.bind_span_counts(lambda: (12, 3))
-    metrics.bind_drop_totals(lambda: {"outbox_full": 2})
     metrics.bind_sampler_totals(lambda: {"sampled": 1, "ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)
@@ -260,30 +254,22 @@ def test_span_counts_are_read_from_the_exporter_at_each_scrape() -> None:
     assert sample(metrics, "raftd_spans_failed_total") == 2
 
 
-def test_totals_counted_elsewhere_are_folded_in_once() -> None:
+def test_sampler_totals_counted_elsewhere_are_folded_in_once() -> None:
     metrics = RaftMetrics()
-    drops = {"outbox_full": 2, "disconnected": 0}
     decisions = {"sampled": 1, "parent_dropped": 4}
-    metrics.bind_drop_totals(lambda: drops)
     metrics.bind_sampler_totals(lambda: decisions)
-    metrics.message_dropped("AppendEntries", "outbox_full")
-    unknown = {"kind": "unknown", "reason": "outbox_full"}
     for _ in range(3):  # repeated scrapes must not add the same total again
-        assert sample(metrics, "raftd_messages_dropped_total", unknown) == 2
-    drops["outbox_full"] = 5
-    drops["disconnected"] = 1
-    assert sample(metrics, "raftd_messages_dropped_total", unknown) == 5
-    disconnected = {"kind": "unknown", "reason": "disconnected"}
-    assert sample(metrics, "raftd_messages_dropped_total", disconnected) == 1
-    hooked = {"kind": "AppendEntries", "reason": "outbox_full"}
-    assert sample(metrics, "raftd_messages_dropped_total", hooked) == 1
-
-    kept = {"reason": "sampled", "sampled": "true"}
-    assert sample(metrics, "raftd_sampler_decisions_total", kept) == 1
-    dropped = {"reason": "parent_dropped", "sampled": "false"}
-    assert sample(metrics, "raftd_sampler_decisions_total", dropped) == 4
+        assert (
+            sample(
+                metrics, "raftd_sampler_decisions_total", {"reason": "sampled", "sampled": "true"}
+            )
+            == 1
+        )
     decisions["sampled"] = 3
-    assert sample(metrics, "raftd_sampler_decisions_total", kept) == 3
+    assert (
+        sample(metrics, "raftd_sampler_decisions_total", {"reason": "sampled", "sampled": "true"})
+        == 3
+    )
 
 
 def test_values_outside_a_closed_label_set_are_reported_as_other() -> None:
@@ -393,31 +379,3 @@ def test_serve_metrics_serves_the_registry_over_http() -> None:
     assert "raftd_leader_changes_total 1.0" in body
     assert "raftd_term 7.0" in body
     assert 'raftd_role{role="leader"} 1.0' in body
-
-
-def test_serve_metrics_still_accepts_a_driver_and_transport(tmp_path: Path) -> None:
-    # The form raftd.main used before the runtime had hooks: state from the driver, drop
-    # totals from the transport and the driver's inbox.
-    config = NodeConfig(
-        name="n1",
-        members={"n1": Address("127.0.0.1", 1)},
-        client_addr=Address("127.0.0.1", 2),
-        data_dir=tmp_path,
-    )
-    driver = Driver(config, MemoryStorage(), lambda *_: None)
-    peers = PeerTransport(config, driver.deliver, {})
-    peers.dropped["outbox_full"] += 2
-    driver.dropped_inbound += 1
-    state = driver_state(driver)()
-    assert (state.term, state.role, state.is_leader) == (0, "follower", False)
-    server = serve_metrics(Address("127.0.0.1", 0), driver, peers)
-    try:
-        url = f"http://127.0.0.1:{server.port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = response.read().decode()
-    finally:
-        server.close()
-    assert "raftd_term 0.0" in body
-    assert 'raftd_role{role="follower"} 1.0' in body
-    assert 'raftd_messages_dropped_total{kind="unknown",reason="outbox_full"} 2.0' in body
-    assert 'raftd_messages_dropped_total{kind="unknown",reason="inbox_full"} 1.0' in body

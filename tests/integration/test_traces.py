@@ -1,0 +1,171 @@
+"""Traces of a real 3-member run, read back from the embedded default exporter's files.
+
+The members write OTLP JSON lines to <data-dir>/traces.jsonl and raftctl to the file named
+by RAFTCTL_TRACE_FILE; these tests read them the way `raftctl trace` and a person would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from observability.filexport import SpanRecord, read_spans
+from tests.integration.harness import ROOT, Cluster
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path / "members", 3)
+    await c.start(nursery)
+    try:
+        await c.wait_all_serving()
+        yield c
+    finally:
+        await c.shutdown()
+
+
+async def raftctl(cluster: Cluster, trace_file: Path, *args: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = await trio.run_process(
+        [sys.executable, "-m", "cli", "--endpoints", ",".join(cluster.endpoints), *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=ROOT,
+        env={**env, "RAFTCTL_TRACE_FILE": str(trace_file)},
+    )
+    return result.returncode
+
+
+async def wait_for_spans(
+    where: Path, found: Callable[[list[SpanRecord]], bool], timeout_s: float = 20
+) -> list[SpanRecord]:
+    """Members export in batches every half second: wait until the spans are on disk."""
+    with trio.fail_after(timeout_s):
+        while True:
+            spans = list(read_spans(where)) if where.exists() else []
+            if found(spans):
+                return spans
+            await trio.sleep(0.1)
+
+
+def by_id(spans: list[SpanRecord]) -> dict[str, SpanRecord]:
+    return {s["span_id"]: s for s in spans}
+
+
+async def test_a_client_write_is_one_trace_across_the_client_and_every_member(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    leader = await cluster.wait_for_leader()
+    followers = sorted(n for n in cluster.members if n != leader)
+    assert await raftctl(cluster, tmp_path / "raftctl" / "traces.jsonl", "set", "k", "v") == 0
+
+    def complete(spans: list[SpanRecord]) -> bool:
+        roots = [s for s in spans if s["name"] == "raftctl set"]
+        if not roots:
+            return False
+        in_trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
+        applied = {s["service_instance_id"] for s in in_trace if s["name"] == "raft.apply"}
+        return applied == set(cluster.members)
+
+    spans = await wait_for_spans(tmp_path, complete)
+    root = next(s for s in spans if s["name"] == "raftctl set")
+    trace = [s for s in spans if s["trace_id"] == root["trace_id"]]
+    ids = by_id(trace)
+    names = Counter((s["service_instance_id"], s["name"]) for s in trace)
+
+    assert root["service_name"] == "raftctl" and root["parent_span_id"] is None
+    server = next(s for s in trace if s["name"] == "kv.set" and s["service_instance_id"] == leader)
+    assert server["service_name"] == "raftd" and server["kind"] == 2  # SERVER
+    attempt = ids[server["parent_span_id"] or ""]
+    assert attempt["service_name"] == "raftctl"  # its parent came in the frame header
+    for name in ("raft.propose", "wal.fsync", "raft.commit", "raft.apply"):
+        assert names[(leader, name)] >= 1, name
+    for follower in followers:
+        send = next(
+            s for s in trace
+            if s["name"] == f"AppendEntries {follower}" and s["service_instance_id"] == leader
+        )  # fmt: skip
+        assert send["kind"] == 3 and send["attributes"]["raft.match_index"] >= 2
+        append = next(
+            s for s in trace if s["name"] == "raft.append" and s["service_instance_id"] == follower
+        )
+        assert append["parent_span_id"] == send["span_id"]  # from the AppendEntries header
+        fsync = next(
+            s for s in trace if s["name"] == "wal.fsync" and s["service_instance_id"] == follower
+        )
+        assert fsync["parent_span_id"] == append["span_id"]
+        assert names[(follower, "raft.apply")] == 1
+    assert not any("Heartbeat" in s["name"] for s in spans)  # heartbeats are not traces
+
+
+async def test_the_latest_election_is_one_trace_across_all_three_members(
+    cluster: Cluster,
+) -> None:
+    old = await cluster.wait_for_leader()
+    await cluster.kill(old)  # force a fresh election among the other two
+    new = await cluster.wait_for_leader(among=[n for n in cluster.members if n != old])
+    await cluster.start_member(old)  # it votes in no election now, but logs traces again
+    base = cluster.base
+
+    def won(spans: list[SpanRecord]) -> bool:
+        return any(
+            s["name"] == "raft.election"
+            and s["service_instance_id"] == new
+            and s["attributes"].get("raft.election.outcome") == "won"
+            for s in spans
+        )
+
+    spans = await wait_for_spans(base, won)
+    election = max(
+        (
+            s
+            for s in spans
+            if s["name"] == "raft.election" and s["attributes"].get("raft.election.outcome")
+        ),
+        key=lambda s: s["start_ns"],
+    )
+    trace = [s for s in spans if s["trace_id"] == election["trace_id"]]
+    assert election["service_instance_id"] == new and election["parent_span_id"] is None
+    assert election["attributes"]["raft.term"] >= 2
+    phases = {s["name"] for s in trace if s["parent_span_id"] == election["span_id"]}
+    assert phases == {"raft.election.pre_vote", "raft.election.vote"}
+    asks = [s for s in trace if s["name"].startswith("RequestVote ")]
+    decisions = [s for s in trace if s["name"] == "raft.vote_decision"]
+    assert asks and all(s["kind"] == 3 for s in asks)
+    survivor = next(n for n in cluster.members if n not in (old, new))
+    assert {s["service_instance_id"] for s in decisions} >= {survivor}
+    granted = [s for s in decisions if s["attributes"].get("raft.vote_granted")]
+    assert granted and all(by_id(trace)[s["parent_span_id"] or ""] for s in granted)
+
+
+async def test_the_first_election_reaches_all_three_members(cluster: Cluster) -> None:
+    await cluster.wait_for_leader()
+    base = cluster.base
+
+    def first_won(spans: list[SpanRecord]) -> bool:
+        return any(
+            s["name"] == "raft.election" and s["attributes"].get("raft.election.outcome") == "won"
+            for s in spans
+        )
+
+    spans = await wait_for_spans(base, first_won)
+    election = next(
+        s
+        for s in spans
+        if s["name"] == "raft.election" and s["attributes"].get("raft.election.outcome") == "won"
+    )
+
+    def all_decisions(spans: list[SpanRecord]) -> bool:
+        trace = [s for s in spans if s["trace_id"] == election["trace_id"]]
+        return len({s["service_instance_id"] for s in trace}) == 3
+
+    spans = await wait_for_spans(base, all_decisions)
+    trace = [s for s in spans if s["trace_id"] == election["trace_id"]]
+    assert {s["service_instance_id"] for s in trace} == set(cluster.members)
