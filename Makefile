@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ demo: $(STAMP)
 sim-demo: $(STAMP)
 	$(PY) -m tests.sim --demo
 
-test: lint typecheck sim unit
+test: lint typecheck sim tools unit
+
+# The tests run Prometheus's own validator (promtool, from Debian's prometheus package).
+tools:
+	@command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus package for promtool"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
