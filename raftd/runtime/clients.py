@@ -42,6 +42,10 @@ from wire.stream import FramedStream
 log = structlog.get_logger("raftd.clients")
 
 MAX_IN_FLIGHT_PER_CONNECTION = 128
+# tracestate list-member marking a request a member forwarded to the leader. The client
+# port is trusted like the peer port: a client could set it, and would only get its trace
+# sampled by the forwarding rules (parent-based) instead of the edge budget.
+PROXIED_TRACESTATE = "raftd=proxied"
 FORWARD_CONNECT_TIMEOUT_S = 1.0
 
 
@@ -103,6 +107,12 @@ class ClientServer:
         # member's budget) whether the client's trace is kept, whatever its flag says.
         # Status polls (dashboards, scripts waiting for a leader) would eat that budget and
         # show nothing of Raft: they get no span at all.
+        # A request a member forwards is not an edge: the forwarding member already
+        # decided, and the leader follows that decision like any other member would.
+        proxied = header.tracestate is not None and PROXIED_TRACESTATE in header.tracestate
+        attributes = {"rpc.method": type(request).__name__, "raftd.node": self.config.name}
+        if not proxied:
+            attributes[EDGE_ATTRIBUTE] = EDGE_CLIENT
         span_cm = (
             trace.use_span(trace.INVALID_SPAN)
             if op == "status"
@@ -110,10 +120,9 @@ class ClientServer:
                 f"kv.{op}",
                 context=context_of(header.traceparent),
                 kind=SpanKind.SERVER,
-                attributes={EDGE_ATTRIBUTE: EDGE_CLIENT, "rpc.method": type(request).__name__,
-                            "raftd.node": self.config.name},
+                attributes=attributes,
             )
-        )  # fmt: skip
+        )
         with span_cm as span:
             try:
                 reply = await self.handle(request, span if span.is_recording() else None)
@@ -188,7 +197,9 @@ class ClientServer:
                     tcp = await trio.open_tcp_stream(address.host, address.port)
                 stream = FramedStream(tcp, CLIENT_REGISTRY)
                 try:
-                    header = Header(type(relayed).__name__, 1, traceparent_of(hop))
+                    parent = traceparent_of(hop)
+                    state = PROXIED_TRACESTATE if parent is not None else None
+                    header = Header(type(relayed).__name__, 1, parent, state)
                     await stream.send(header, relayed)
                     received = await stream.receive()
                 finally:

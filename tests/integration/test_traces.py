@@ -169,3 +169,40 @@ async def test_the_first_election_reaches_all_three_members(cluster: Cluster) ->
     spans = await wait_for_spans(base, all_decisions)
     trace = [s for s in spans if s["trace_id"] == election["trace_id"]]
     assert {s["service_instance_id"] for s in trace} == set(cluster.members)
+
+
+async def test_a_forwarded_request_shows_the_proxy_hop_in_the_same_trace(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    leader = await cluster.wait_for_leader()
+    follower = sorted(n for n in cluster.members if n != leader)[0]
+    await cluster.stop(follower)
+    cluster.members[follower].extra_args.append("--forward")
+    await cluster.start_member(follower)
+    await cluster.wait_all_serving()
+    endpoint = cluster.members[follower].client_addr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    trace_file = tmp_path / "raftctl" / "traces.jsonl"
+    result = await trio.run_process(
+        [sys.executable, "-m", "cli", "--endpoints", endpoint, "set", "via", "proxy"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=ROOT,
+        env={**env, "RAFTCTL_TRACE_FILE": str(trace_file)},
+    )
+    assert result.returncode == 0, result.stderr
+
+    def relayed(spans: list[SpanRecord]) -> bool:
+        return any(s["name"] == "kv.set" and s["service_instance_id"] == leader for s in spans)
+
+    spans = await wait_for_spans(tmp_path, relayed)
+    root = next(s for s in spans if s["name"] == "raftctl set")
+    trace = by_id([s for s in spans if s["trace_id"] == root["trace_id"]])
+    hop = next(s for s in trace.values() if s["name"] == "proxy to leader")
+    assert hop["service_instance_id"] == follower and hop["kind"] == 3
+    at_leader = next(
+        s for s in trace.values() if s["name"] == "kv.set" and s["service_instance_id"] == leader
+    )
+    assert at_leader["parent_span_id"] == hop["span_id"]
+    assert "raftd.edge" not in at_leader["attributes"]  # the follower already decided

@@ -1,0 +1,84 @@
+"""The runtime's span bookkeeping, with an in-memory exporter: batches, links, elections."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from raftd.core import AppendEntries, AppendEntriesResponse, Entry, RequestVote
+from raftd.core import events as ev
+from raftd.runtime.spans import RaftSpans
+from wire.tracecontext import format_traceparent, parse_traceparent
+
+TRACE_A = "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-00000000000000a1-01"
+TRACE_B = "00-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-00000000000000b1-01"
+NAMES = {1: "n1", 2: "n2", 3: "n3"}
+
+
+def make() -> tuple[RaftSpans, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return RaftSpans(provider.get_tracer("test"), NAMES), exporter
+
+
+def finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+def test_a_batch_of_two_traces_gives_each_its_own_span_linked_to_the_other() -> None:
+    spans, exporter = make()
+    batch = (Entry(5, 2, b"a", context=TRACE_A), Entry(6, 2, b"b", context=TRACE_B), Entry(7, 2))
+    parent, span = spans.outgoing(AppendEntries(2, 1, 2, 4, 2, batch, 4))
+    assert parent is not None and span is not None
+    spans.incoming(AppendEntriesResponse(2, 2, 1, True, match_index=7), None)
+    sent = finished(exporter, "AppendEntries n2")
+    assert {format(s.context.trace_id, "032x")[0] for s in sent} == {"a", "b"}
+    for s in sent:
+        assert s.attributes is not None and s.attributes["raft.batch_traces"] == 2
+        assert [link.context.trace_id for link in s.links] != [s.context.trace_id]
+        assert len(s.links) == 1
+    # The frame header carries the first trace's span.
+    assert parent.trace_id == "a" * 32
+
+
+def test_a_follower_parents_on_the_header_for_its_trace_and_links_the_others() -> None:
+    spans, exporter = make()
+    header = parse_traceparent("00-" + "a" * 32 + "-00000000000000c1-01")
+    batch = (Entry(5, 2, b"a", context=TRACE_A), Entry(6, 2, b"b", context=TRACE_B))
+    spans.incoming(AppendEntries(2, 1, 2, 4, 2, batch, 4), header)
+    spans.after_ready()
+    appended = finished(exporter, "raft.append")
+    by_trace = {format(s.context.trace_id, "032x")[0]: s for s in appended}
+    assert by_trace["a"].parent is not None and by_trace["a"].parent.span_id == 0xC1
+    assert by_trace["b"].parent is not None and by_trace["b"].parent.span_id == 0xB1
+    assert [link.context.span_id for link in by_trace["b"].links] == [0xC1]
+
+
+def test_unsampled_work_makes_no_spans() -> None:
+    spans, exporter = make()
+    unsampled = "00-" + "d" * 32 + "-00000000000000d1-00"
+    spans.outgoing(AppendEntries(2, 1, 2, 4, 2, (Entry(5, 2), Entry(6, 2, context="")), 4))
+    spans.incoming(AppendEntries(2, 1, 2, 4, 2, (Entry(5, 2),), 4), None)
+    spans.incoming(RequestVote(3, 2, 1, 0, 0), parse_traceparent(unsampled))
+    spans.fsync((Entry(5, 2),), 0, 1)
+    spans.after_ready()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_an_election_ends_with_its_outcome_and_term() -> None:
+    spans, exporter = make()
+    spans.before_send((ev.ElectionStarted(4, True, "timeout"),))
+    parent, _ = spans.outgoing(RequestVote(4, 1, 2, 9, 3, pre_vote=True))
+    assert parent is not None
+    spans.before_send((ev.BecameCandidate(4),))
+    spans.outgoing(RequestVote(4, 1, 2, 9, 3))
+    spans.after_events((ev.BecameLeader(4, (1, 2)),))
+    (root,) = finished(exporter, "raft.election")
+    assert root.attributes is not None
+    assert root.attributes["raft.election.outcome"] == "won"
+    assert root.attributes["raft.term"] == 4
+    phases = {s.name for s in exporter.get_finished_spans() if s.parent == root.context}
+    assert phases == {"raft.election.pre_vote", "raft.election.vote"}
+    assert format_traceparent(parent).split("-")[1] == format(root.context.trace_id, "032x")
