@@ -66,13 +66,22 @@ async def test_a_client_write_is_one_trace_across_the_client_and_every_member(
     followers = sorted(n for n in cluster.members if n != leader)
     assert await raftctl(cluster, tmp_path / "raftctl" / "traces.jsonl", "set", "k", "v") == 0
 
+    needed = {(leader, name) for name in ("kv.set", "raft.propose", "raft.commit")}
+    for follower in followers:
+        needed.add((leader, f"AppendEntries {follower}"))
+        needed |= {(follower, name) for name in ("raft.append", "wal.fsync", "raft.apply")}
+
     def complete(spans: list[SpanRecord]) -> bool:
+        """Every member exports on its own schedule: wait until all the pieces are in."""
         roots = [s for s in spans if s["name"] == "raftctl set"]
         if not roots:
             return False
-        in_trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
-        applied = {s["service_instance_id"] for s in in_trace if s["name"] == "raft.apply"}
-        return applied == set(cluster.members)
+        in_trace = {
+            (s["service_instance_id"], s["name"])
+            for s in spans
+            if s["trace_id"] == roots[0]["trace_id"]
+        }
+        return needed <= in_trace
 
     spans = await wait_for_spans(tmp_path, complete)
     root = next(s for s in spans if s["name"] == "raftctl set")
@@ -114,11 +123,21 @@ async def test_the_latest_election_is_one_trace_across_all_three_members(
     await cluster.start_member(old)  # it votes in no election now, but logs traces again
     base = cluster.base
 
+    survivor = next(n for n in cluster.members if n not in (old, new))
+
     def won(spans: list[SpanRecord]) -> bool:
-        return any(
-            s["name"] == "raft.election"
+        """The winner's root and the survivor's vote decisions in that trace are on disk."""
+        roots = [
+            s
+            for s in spans
+            if s["name"] == "raft.election"
             and s["service_instance_id"] == new
             and s["attributes"].get("raft.election.outcome") == "won"
+        ]
+        return bool(roots) and any(
+            s["trace_id"] == roots[-1]["trace_id"]
+            and s["service_instance_id"] == survivor
+            and s["name"] == "raft.vote_decision"
             for s in spans
         )
 
@@ -139,7 +158,6 @@ async def test_the_latest_election_is_one_trace_across_all_three_members(
     asks = [s for s in trace if s["name"].startswith("RequestVote ")]
     decisions = [s for s in trace if s["name"] == "raft.vote_decision"]
     assert asks and all(s["kind"] == 3 for s in asks)
-    survivor = next(n for n in cluster.members if n not in (old, new))
     assert {s["service_instance_id"] for s in decisions} >= {survivor}
     granted = [s for s in decisions if s["attributes"].get("raft.vote_granted")]
     assert granted and all(by_id(trace)[s["parent_span_id"] or ""] for s in granted)
@@ -194,7 +212,9 @@ async def test_a_forwarded_request_shows_the_proxy_hop_in_the_same_trace(
     assert result.returncode == 0, result.stderr
 
     def relayed(spans: list[SpanRecord]) -> bool:
-        return any(s["name"] == "kv.set" and s["service_instance_id"] == leader for s in spans)
+        """Both ends are on disk (each member exports on its own schedule)."""
+        names = {(s["service_instance_id"], s["name"]) for s in spans}
+        return {(leader, "kv.set"), (follower, "proxy to leader")} <= names
 
     spans = await wait_for_spans(tmp_path, relayed)
     root = next(s for s in spans if s["name"] == "raftctl set")
