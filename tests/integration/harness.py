@@ -13,7 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -275,3 +276,14 @@ class Cluster:
 
     def log_text(self, name: str) -> str:
         return self.members[name].log_path.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def running(cluster: Cluster, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
+    """Start every member, wait until all serve and agree on a leader, stop them after."""
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_all_serving(timeout_s=30)
+        yield cluster
+    finally:
+        await cluster.shutdown()

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from observability.filexport import SpanRecord, read_spans
-from tests.integration.harness import Cluster, free_port
+from tests.integration.harness import Cluster, free_port, running
 from tests.integration.test_cluster import Writer, get
 
 CHAOS = {
@@ -28,11 +28,8 @@ async def chaotic(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluste
     for member in c.members.values():
         member.env.update(CHAOS)
         member.extra_args += ["--metrics-addr", f"127.0.0.1:{free_port()}"]
-    await c.start(nursery)
-    try:
-        yield c
-    finally:
-        await c.shutdown()
+    async with running(c, nursery) as started:
+        yield started
 
 
 def scrape(cluster: Cluster, name: str) -> str:

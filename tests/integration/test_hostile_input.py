@@ -6,11 +6,9 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cbor2
-import pytest
 import trio
 
 from tests.integration.harness import ROOT, Cluster, free_port
@@ -18,16 +16,6 @@ from wire.api import PEER_REGISTRY, Hello, SetRequest, WriteReply
 from wire.codec import Header, encode_payload
 from wire.frame import encode_frame
 from wire.stream import FramedStream
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, 3)
-    await c.start(nursery)
-    try:
-        yield c
-    finally:
-        await c.shutdown()
 
 
 async def send_raw(port: int, data: bytes) -> bytes:

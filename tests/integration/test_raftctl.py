@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from tests.integration.harness import ROOT, Cluster
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, 3)
-    await c.start(nursery)
-    try:
-        await c.wait_all_serving()
-        yield c
-    finally:
-        await c.shutdown()
 
 
 async def raftctl(

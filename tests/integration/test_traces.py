@@ -9,25 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import trio
 
 from observability.filexport import SpanRecord, read_spans
 from tests.integration.harness import ROOT, Cluster
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path / "members", 3)
-    await c.start(nursery)
-    try:
-        await c.wait_all_serving()
-        yield c
-    finally:
-        await c.shutdown()
 
 
 async def raftctl(cluster: Cluster, trace_file: Path, *args: str) -> int:

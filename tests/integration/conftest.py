@@ -1,0 +1,17 @@
+"""The cluster every integration test starts from: three real members on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.integration.harness import Cluster, running
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
+    async with running(Cluster(tmp_path / "members", 3), nursery) as started:
+        yield started
