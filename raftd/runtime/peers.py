@@ -39,6 +39,7 @@ MAX_MESSAGES_PER_WRITE = 256
 HELLO_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
+STABLE_CONNECTION_S = 1.0  # a connection that lasted this long was not a flap
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,35 +122,57 @@ class PeerTransport:
     # ---------------------------------------------------------- outgoing
 
     async def _sender(self, name: str, outbox: Any) -> None:
+        """Keep one connection to ``name`` open and pump its outbox into it.
+
+        A link that fails at once again and again (a dead peer behind a proxy or a load
+        balancer accepts, then resets) backs off like an unreachable one, and its
+        transitions are logged once at INFO and then at DEBUG, so a flapping link cannot
+        flood the log with a line every few milliseconds."""
         address = self.config.members[name]
         delay = RECONNECT_MIN_S
-        connected_before = False
+        quiet = False
         while True:
             try:
                 tcp = await trio.open_tcp_stream(address.host, address.port)
             except OSError as exc:
-                if connected_before:
+                if not quiet:
                     log.info("peer unreachable", peer=name, error=_reason(exc))
-                    connected_before = False
-                self._discard(outbox)
-                await trio.sleep(delay)
-                self._discard(outbox)
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                    quiet = True
+                delay = await self._back_off(outbox, delay)
                 continue
             stream = FramedStream(tcp, PEER_REGISTRY)
+            opened = trio.current_time()
             try:
                 config = self.config
                 hello = Hello(config.cluster_id, config.name, str(config.client_addr))
                 await stream.send(Header("Hello"), hello)
-                log.info("connected to peer", peer=name, address=str(address))
-                connected_before = True
-                delay = RECONNECT_MIN_S
+                (log.debug if quiet else log.info)(
+                    "connected to peer", peer=name, address=str(address)
+                )
                 await self._pump(stream, outbox)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                log.info("lost connection to peer", peer=name, error=_reason(exc))
+                lasted = trio.current_time() - opened
+                stable = lasted >= STABLE_CONNECTION_S
+                (log.info if stable or not quiet else log.debug)(
+                    "lost connection to peer",
+                    peer=name,
+                    error=_reason(exc),
+                    lasted_s=round(lasted, 3),
+                )
+                if stable:
+                    delay, quiet = RECONNECT_MIN_S, False
+                else:
+                    quiet = True
+                    delay = await self._back_off(outbox, delay)
             finally:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
+
+    async def _back_off(self, outbox: Any, delay: float) -> float:
+        self._discard(outbox)
+        await trio.sleep(delay)
+        self._discard(outbox)
+        return min(delay * 2, RECONNECT_MAX_S)
 
     async def _pump(self, stream: FramedStream, outbox: Any) -> None:
         while True:
