@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TextIO
 import trio
 from opentelemetry import trace
 
+from cli import trace as trace_command
 from cli.client import (
     DEFAULT_TIMEOUT_S,
     Client,
@@ -204,6 +205,18 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         "Ask every endpoint for its own view (role, term, leader, commit and applied\n"
         "indexes). Exits 0 if at least one member answered, 3 if none did.",
     )
+
+    # Not command(): trace reads local files, so the cluster options and exit codes of the
+    # other commands would only mislead in its help.
+    trace_parser: _Parser = commands.add_parser(
+        "trace",
+        help="show a trace from the local trace files",
+        description=trace_command.DESCRIPTION,
+        epilog=trace_command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **streams,
+    )
+    trace_command.add_arguments(trace_parser)
     return parser
 
 
@@ -473,6 +486,10 @@ def main(
     except _UsageError as exc:
         err.write(str(exc))
         return EXIT_USAGE
+    if args.command == "trace":
+        # Before endpoints and tracing: it contacts no member, and spans of its own would be
+        # written into the files it is reading.
+        return trace_command.run(args, out, err)
     if args.endpoints is not None:
         source, text = "--endpoints", args.endpoints
     elif env.get(ENV_ENDPOINTS, "").strip():
