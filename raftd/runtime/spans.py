@@ -76,6 +76,13 @@ class RaftSpans:
         """Election spans must exist before the RequestVotes of the same Ready go out."""
         for event in events:
             match event:
+                # A timed-out election and the next one arrive in the same Ready, in this
+                # order: end the old root before the new one starts, not after.
+                case ev.ElectionTimedOut():
+                    self._end_election(
+                        "split", **{"raft.granted": len(event.granted),
+                                    "raft.refused": len(event.refused)}
+                    )  # fmt: skip
                 case ev.ElectionStarted():
                     self._start_election(event)
                 case ev.BecameCandidate() if self._election is not None:
@@ -348,11 +355,6 @@ class RaftSpans:
                     self._end_election(
                         "lost", **{"raft.granted": len(event.granted),
                                    "raft.refused": len(event.refused)}
-                    )  # fmt: skip
-                case ev.ElectionTimedOut():
-                    self._end_election(
-                        "split", **{"raft.granted": len(event.granted),
-                                    "raft.refused": len(event.refused)}
                     )  # fmt: skip
                 case ev.BecameFollower() if self._election is not None:
                     self._end_election("superseded")

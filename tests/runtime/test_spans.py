@@ -82,3 +82,21 @@ def test_an_election_ends_with_its_outcome_and_term() -> None:
     phases = {s.name for s in exporter.get_finished_spans() if s.parent == root.context}
     assert phases == {"raft.election.pre_vote", "raft.election.vote"}
     assert format_traceparent(parent).split("-")[1] == format(root.context.trace_id, "032x")
+
+
+def test_a_timed_out_election_ends_as_split_and_the_next_one_starts_fresh() -> None:
+    """The core reports the timeout and the new election in one Ready: the old root must
+    end as a split vote, and the new one must stay open for its own outcome."""
+    spans, exporter = make()
+    spans.before_send((ev.ElectionStarted(4, True, "timeout"),))
+    spans.before_send(
+        (ev.ElectionTimedOut(4, True, (1,), ()), ev.ElectionStarted(4, True, "timeout"))
+    )
+    spans.after_events(
+        (ev.ElectionTimedOut(4, True, (1,), ()), ev.ElectionStarted(4, True, "timeout"))
+    )
+    (first,) = finished(exporter, "raft.election")
+    assert first.attributes is not None and first.attributes["raft.election.outcome"] == "split"
+    spans.after_events((ev.BecameLeader(5, (1, 2)),))
+    second = finished(exporter, "raft.election")[1]
+    assert second.attributes is not None and second.attributes["raft.election.outcome"] == "won"
