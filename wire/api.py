@@ -94,6 +94,13 @@ class StatusRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class StateHashRequest:
+    """Status plus a digest of the replicated state (data and sessions), so a checker can
+    compare members after a fault run. Apart from StatusRequest because it costs a pass
+    over the whole store."""
+
+
+@dataclass(frozen=True, slots=True)
 class GetReply:
     found: bool
     value: str | None
@@ -124,6 +131,7 @@ class StatusReply:
     last_index: int
     client_addr: str
     leader_addr: str | None
+    state_hash: str | None = None
 
 
 class ErrorCode(enum.StrEnum):
@@ -146,7 +154,9 @@ class ErrorReply:
     leader_addr: str | None = None
 
 
-ClientRequest = GetRequest | SetRequest | CasRequest | DeleteRequest | StatusRequest
+ClientRequest = (
+    GetRequest | SetRequest | CasRequest | DeleteRequest | StatusRequest | StateHashRequest
+)
 ClientReply = GetReply | WriteReply | StatusReply | ErrorReply
 
 CLIENT_REGISTRY = Registry()
@@ -156,6 +166,7 @@ CLIENT_REGISTRY.register(
     CasRequest,
     DeleteRequest,
     StatusRequest,
+    StateHashRequest,
     GetReply,
     WriteReply,
     StatusReply,

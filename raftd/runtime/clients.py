@@ -32,6 +32,7 @@ from wire.api import (
     GetReply,
     GetRequest,
     SetRequest,
+    StateHashRequest,
     StatusRequest,
     WriteReply,
 )
@@ -145,6 +146,8 @@ class ClientServer:
         match request:
             case StatusRequest():
                 return await self.driver.submit(Status())
+            case StateHashRequest():
+                return await self.driver.submit(Status(state_hash=True))
             case GetRequest(max_staleness_s=bound) if bound is not None:
                 if bound < 0:
                     return _bad_request("max_staleness_s must not be negative")
@@ -230,7 +233,7 @@ def _operation_name(request: object) -> str:
             return "cas"
         case DeleteRequest():
             return "delete"
-        case StatusRequest():
+        case StatusRequest() | StateHashRequest():
             return "status"
         case _:
             return "invalid"

@@ -96,6 +96,7 @@ class StaleRead:
 
 @dataclass(frozen=True, slots=True)
 class Status:
+    state_hash: bool = False
     box: ReplyBox = field(default_factory=ReplyBox)
 
 
@@ -207,7 +208,7 @@ class Driver:
             case StaleRead():
                 item.box.set(self._stale_read(item))
             case Status():
-                item.box.set(self._status())
+                item.box.set(self._status(item.state_hash))
             case (msg, parent):
                 self._step(msg, parent)
 
@@ -323,7 +324,7 @@ class Driver:
             return None
         return max(0.0, now - self._last_leader_contact)
 
-    def _status(self) -> StatusReply:
+    def _status(self, with_state_hash: bool = False) -> StatusReply:
         leader = self.leader_name()
         return StatusReply(
             node=self.config.name,
@@ -335,6 +336,7 @@ class Driver:
             last_index=self.node.log.last_index,
             client_addr=str(self.config.client_addr),
             leader_addr=self.client_addrs.get(leader) if leader else None,
+            state_hash=self.kv.state_hash() if with_state_hash else None,
         )
 
     # ------------------------------------------------------------ Ready
