@@ -1,0 +1,66 @@
+"""Command line: python -m tests.lincheck FILE [--timeout SECONDS]
+
+The first line of output is the contract, read by scripts:
+    linearizable                   exit 0
+    not linearizable               exit 1  (then the key and operations involved)
+    unknown (checker timed out)    exit 2  (never a pass)
+    malformed history: line N: ... exit 3  (also when FILE cannot be read)
+Usage errors exit 64 (EX_USAGE), so that argparse's usual 2 cannot pass for a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import NoReturn
+
+from tests.lincheck.checker import check_history
+from tests.lincheck.history import MalformedHistory, load_history
+
+EXIT_MALFORMED = 3
+EXIT_USAGE = 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(
+        prog="python -m tests.lincheck",
+        description="Check that a client history (JSON lines, see shared/lincheck/README.md) "
+        "is linearizable against a register per key.",
+    )
+    parser.add_argument("file", help="the history, or - for stdin")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        help="give up after this many seconds and answer unknown (default 60)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        ops = load_history(args.file)
+    except MalformedHistory as exc:
+        print(f"malformed history: {exc}", flush=True)
+        return EXIT_MALFORMED
+    except OSError as exc:
+        print(f"malformed history: cannot read {args.file}: {exc.strerror or exc}", flush=True)
+        return EXIT_MALFORMED
+    result = check_history(ops, timeout_s=args.timeout)
+    print("\n".join(result.report()), flush=True)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
