@@ -68,6 +68,7 @@ class NodeConfig:
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 2
     request_timeout_s: float = 5.0
+    test_mutations: frozenset[str] = frozenset()  # deliberate bugs, see runtime/mutations
 
     def __post_init__(self) -> None:
         if self.name not in self.members:

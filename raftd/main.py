@@ -10,7 +10,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from observability.metrics import RaftMetrics, driver_state, serve_metrics
 from observability.sampling import RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
 from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
+from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
 from raftd.runtime.clients import ClientServer
 from raftd.runtime.driver import Driver
@@ -116,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> NodeConfig:
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> NodeConfig:
     missing = [
         flag for flag in ("id", "cluster", "client_addr", "data_dir") if not getattr(args, flag)
     ]
@@ -136,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         forward=args.forward,
         cluster_id=args.cluster_id,
         tick_seconds=args.tick_ms / 1000,
+        test_mutations=mutations.from_env(environ),
     )
 
 
@@ -209,6 +213,11 @@ def run_member(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"raftd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if config.test_mutations:
+        log.critical(
+            "DELIBERATE BUGS ENABLED: this member is unsafe by design (a test run)",
+            mutations=sorted(config.test_mutations),
+        )
     chaos = Chaos(chaos_config) if chaos_config.enabled else None
     if chaos is not None:
         log.warning(chaos.config.describe(), **chaos.config.as_attributes())
@@ -221,8 +230,10 @@ def run_member(args: argparse.Namespace) -> int:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
     storage: Storage = wal
+    if "ack-before-fsync" in config.test_mutations:
+        storage = mutations.LazySyncStorage(storage)
     if chaos is not None and chaos.config.fsync_enabled:
-        storage = chaos.wrap_storage(wal)
+        storage = chaos.wrap_storage(storage)
     status = EXIT_OK
     # serve() handles SIGINT/SIGTERM while it runs; once it has returned, a second signal
     # (Ctrl-C reaches a whole process group) must not interrupt closing the log.

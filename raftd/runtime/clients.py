@@ -152,6 +152,8 @@ class ClientServer:
                 if bound < 0:
                     return _bad_request("max_staleness_s must not be negative")
                 return await self.driver.submit(StaleRead(request.key, bound))
+            case GetRequest() if "follower-local-reads" in self.config.test_mutations:
+                return await self.driver.submit(StaleRead(request.key, float("inf")))
             case GetRequest() | SetRequest() | CasRequest() | DeleteRequest():
                 return await self._leader_operation(request, span)
             case _:

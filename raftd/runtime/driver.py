@@ -135,7 +135,12 @@ class Driver:
             heartbeat_interval_ticks=config.heartbeat_interval_ticks,
         )
         self.node = RaftNode(core_config, rng or random.Random(), storage.load())
-        self.kv = kv.KVStore()
+        if "no-dedup" in config.test_mutations:
+            from raftd.runtime.mutations import NoDedupStore
+
+            self.kv: kv.KVStore = NoDedupStore()
+        else:
+            self.kv = kv.KVStore()
         self.applied_index = self.node.last_applied
         self.inbox_send, self._inbox = trio.open_memory_channel[Inbound | ClientOp](INBOX_CAPACITY)
         self._writes: dict[int, tuple[int, ReplyBox]] = {}  # index -> (term, box)

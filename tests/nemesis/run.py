@@ -1,0 +1,352 @@
+"""A Jepsen-style run: real members, real faults, every client operation recorded and checked.
+
+One seed decides which faults a run uses and when: kill -9 (of any member or of the
+leader) with a restart, SIGSTOP of the leader, partitions cut at the per-link TCP proxies
+(the leader isolated, a minority cut off, one direction of one link), message drop and
+delay, a slow disk. Six to sixteen clients run get/set/cas over ten keys meanwhile, every
+written value unique, each operation written to the history the moment it completes.
+After the faults the cluster heals, traffic runs on, every key is read through the
+linearizable path, and then:
+
+* the history must be linearizable (tests/lincheck, the format of shared/lincheck);
+* every member must reach the same applied index and the same state hash (data and
+  client sessions);
+* clients must have made progress both before the first fault and after the heal (a run
+  without traffic proves nothing and fails);
+* each injected fault must show it happened (the leader changed, the process restarted);
+* no member may exit unless the nemesis killed it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from cli.client import Client, ClientError, Unavailable, UnknownOutcome
+from tests.integration.harness import Cluster, running
+from wire.api import StateHashRequest, StatusReply
+
+KEYS = [f"k{i}" for i in range(10)]
+FAULT_KINDS = (
+    "kill",
+    "kill_leader",
+    "pause_leader",
+    "isolate_leader",
+    "partition_minority",
+    "one_way",
+    "drop_delay",
+    "slow_fsync",
+    "kill_all",
+)
+START_KINDS = {"drop_delay", "slow_fsync"}  # set up as chaos when the members start
+MIN_OPS_PER_S = 3.0
+
+
+@dataclass
+class Plan:
+    seed: int
+    nodes: int
+    clients: int
+    kinds: list[str]
+
+    @classmethod
+    def draw(cls, seed: int, nodes: int, kinds: list[str] | None = None) -> Plan:
+        rng = random.Random(seed)
+        chosen = kinds or rng.sample(FAULT_KINDS, rng.randint(2, 4))
+        return cls(seed, nodes, rng.randint(6, 16), chosen)
+
+
+@dataclass
+class Outcome:
+    ops: int = 0
+    faults: int = 0
+    problems: list[str] = field(default_factory=list)
+    linearizable: str = "unknown"
+    events: list[str] = field(default_factory=list)
+
+    def summary_line(self) -> str:
+        verdict = {"linearizable": "yes", "not linearizable": "no"}.get(
+            self.linearizable, self.linearizable
+        )
+        return f"{self.ops} ops, {self.faults} faults, linearizable: {verdict}"
+
+
+class History:
+    """Operations as they complete, in the shared history format, straight to disk."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.ops = 0
+        self.ok_times: list[float] = []
+
+    def record(self, op: dict[str, Any]) -> None:
+        self._out.write(json.dumps(op, separators=(",", ":")) + "\n")
+        self.ops += 1
+        if op.get("outcome", "ok") == "ok":
+            self.ok_times.append(time.monotonic())
+
+    def rate(self, start: float, end: float) -> float:
+        count = sum(1 for t in self.ok_times if start <= t < end)
+        return count / max(end - start, 1e-9)
+
+
+async def client_loop(
+    name: str,
+    endpoints: list[str],
+    history: History,
+    rng: random.Random,
+    stop: trio.Event,
+    *,
+    reader: bool = False,
+) -> None:
+    """One client session, one operation at a time. A ``reader`` only reads, from the one
+    member it was given: a correct member redirects it to the leader, a member that
+    answered linearizable reads from local state would be caught by its stale answers."""
+    seen: dict[str, str | None] = {}
+    counter = 0
+    async with Client(endpoints, timeout_s=2.0, attempt_timeout_s=0.5, client_id=name) as c:
+        while not stop.is_set():
+            key = rng.choice(KEYS)
+            roll = 0.0 if reader else rng.random()
+            counter += 1
+            value = f"{name}-{counter}"
+            call = time.monotonic_ns()
+            op: dict[str, Any] = {"client": name, "key": key, "call": call}
+            try:
+                if roll < 0.5:
+                    op["op"] = "get"
+                    got = await c.get(key)
+                    op["output"] = got.value if got.found else None
+                    seen[key] = op["output"]
+                elif roll < 0.83:
+                    op.update(op="set", value=value)
+                    await c.set(key, value)
+                    seen[key] = value
+                else:
+                    expected = seen.get(key)
+                    op.update(op="cas", value=value, expected=expected)
+                    reply = await c.cas(key, expected, value)
+                    op["ok"] = reply.ok
+                    seen[key] = value if reply.ok else reply.value
+                op["return"] = time.monotonic_ns()
+            except Unavailable:
+                # Provably never sent anywhere: it cannot have taken effect.
+                if op["op"] == "get":
+                    op["outcome"] = "unknown"
+                else:
+                    op.update(outcome="fail", **{"return": time.monotonic_ns()})
+            except (UnknownOutcome, ClientError):
+                op["outcome"] = "unknown"
+            history.record(op)
+
+
+class Nemesis:
+    def __init__(self, cluster: Cluster, plan: Plan, outcome: Outcome) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.outcome = outcome
+        self.rng = random.Random(plan.seed * 7 + 1)
+        self.killed_by_us: set[str] = set()
+
+    def note(self, text: str) -> None:
+        self.outcome.events.append(f"{time.monotonic():.3f} {text}")
+
+    async def leader(self) -> str:
+        return await self.cluster.wait_for_leader(timeout_s=30)
+
+    async def strike(self) -> None:
+        kinds = [k for k in self.plan.kinds if k not in START_KINDS]
+        if not kinds:
+            await trio.sleep(self.rng.uniform(1, 2))
+            return
+        kind = self.rng.choice(kinds)
+        hold = self.rng.uniform(1.0, 3.0)
+        cluster = self.cluster
+        before = await self.leader()
+        self.outcome.faults += 1
+        if kind in ("kill", "kill_leader"):
+            victim = before if kind == "kill_leader" else self.rng.choice(list(cluster.members))
+            self.note(f"kill -9 {victim}")
+            self.killed_by_us.add(victim)
+            await cluster.kill(victim)
+            await trio.sleep(hold)
+            await cluster.start_member(victim)
+            self.killed_by_us.discard(victim)
+            self.note(f"restarted {victim}")
+        elif kind == "kill_all":
+            self.note(f"kill -9 every member, restart after {hold:.1f} s")
+            for name in cluster.members:
+                self.killed_by_us.add(name)
+                await cluster.kill(name)
+            await trio.sleep(hold)
+            for name in cluster.members:
+                await cluster.start_member(name)
+                self.killed_by_us.discard(name)
+        elif kind == "pause_leader":
+            self.note(f"SIGSTOP {before} for {hold:.1f} s")
+            cluster.pause(before)
+            await trio.sleep(hold)
+            cluster.resume(before)
+        elif kind == "isolate_leader":
+            self.note(f"isolate {before} for {hold:.1f} s")
+            await cluster.isolate(before)
+            await trio.sleep(hold)
+            cluster.heal()
+        elif kind == "partition_minority":
+            minority = self.rng.choice(list(cluster.members))
+            self.note(f"cut off {minority} for {hold:.1f} s")
+            await cluster.isolate(minority)
+            await trio.sleep(hold)
+            cluster.heal()
+        elif kind == "one_way":
+            other = self.rng.choice([n for n in cluster.members if n != before])
+            src, dst = (before, other) if self.rng.random() < 0.5 else (other, before)
+            self.note(f"cut {src} -> {dst} for {hold:.1f} s")
+            await cluster.cut_one_way(src, dst)
+            await trio.sleep(hold)
+            cluster.heal()
+        after = await self.leader()
+        self.note(f"leader {before} -> {after}")
+        # Evidence the fault struck: a killed leader cannot lead again this soon (it came
+        # back as a follower). A short pause or cut may leave the leader in place.
+        if kind == "kill_leader" and after == before:
+            self.outcome.problems.append(f"{kind}: the leader {before} was still leading")
+
+
+async def converge(cluster: Cluster, outcome: Outcome) -> None:
+    """Every member at the same applied index with the same state hash."""
+    deadline = trio.current_time() + 30
+    while True:
+        replies: dict[str, StatusReply] = {}
+        for name in cluster.members:
+            try:
+                reply = await cluster.request(name, StateHashRequest(), timeout_s=2)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, AssertionError):
+                continue
+            if isinstance(reply, StatusReply):
+                replies[name] = reply
+        applied = {r.last_applied for r in replies.values()}
+        hashes = {r.state_hash for r in replies.values()}
+        if len(replies) == len(cluster.members) and len(applied) == 1 and len(hashes) == 1:
+            return
+        if trio.current_time() > deadline:
+            outcome.problems.append(
+                "no convergence: "
+                + ", ".join(
+                    f"{n} applied {r.last_applied} hash {(r.state_hash or '')[:12]}"
+                    for n, r in sorted(replies.items())
+                )
+            )
+            return
+        await trio.sleep(0.2)
+
+
+async def run(
+    plan: Plan, duration_s: float, out: Path, *, member_env: dict[str, str] | None = None
+) -> Outcome:
+    outcome = Outcome()
+    out.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(out / "members", plan.nodes)
+    for member in cluster.members.values():
+        if "drop_delay" in plan.kinds:
+            member.env.update(
+                RAFTD_CHAOS_DROP_PERCENT="5",
+                RAFTD_CHAOS_DELAY_PERCENT="20",
+                RAFTD_CHAOS_DELAY_MS="5-50",
+                RAFTD_CHAOS_SEED=str(plan.seed),
+            )
+        if "slow_fsync" in plan.kinds:
+            member.env["RAFTD_CHAOS_FSYNC_DELAY_MS"] = "2-20"
+        member.env.update(member_env or {})
+    history_path = out / "history.jsonl"
+    with history_path.open("w") as history_file:
+        history = History(history_file)
+        async with trio.open_nursery() as nursery, running(cluster, nursery):
+            stop = trio.Event()
+            nemesis = Nemesis(cluster, plan, outcome)
+            rng = random.Random(plan.seed)
+            async with trio.open_nursery() as clients:
+                for i in range(plan.clients):
+                    endpoints = cluster.endpoints
+                    shift = i % len(endpoints)  # clients start at different members
+                    reader = i % 3 == 2  # a third of the clients: reads from one member
+                    clients.start_soon(
+                        partial(
+                            client_loop,
+                            f"c{i}",
+                            [endpoints[shift]] if reader else endpoints[shift:] + endpoints[:shift],
+                            history,
+                            random.Random(rng.getrandbits(64)),
+                            stop,
+                            reader=reader,
+                        )
+                    )
+                began = time.monotonic()
+                await trio.sleep(2.0)
+                first_fault = time.monotonic()
+                if history.rate(began, first_fault) < MIN_OPS_PER_S:
+                    outcome.problems.append("too little traffic before the first fault")
+                while time.monotonic() - began < duration_s:
+                    await nemesis.strike()
+                    await trio.sleep(nemesis.rng.uniform(0.5, 1.5))
+                cluster.heal()
+                for name, member in cluster.members.items():
+                    if member.process is None:
+                        await cluster.start_member(name)
+                healed = time.monotonic()
+                await cluster.wait_for_leader(timeout_s=30)
+                await trio.sleep(3.0)
+                if history.rate(healed, time.monotonic()) < MIN_OPS_PER_S:
+                    outcome.problems.append("too little traffic after the heal")
+                stop.set()
+            async with Client(cluster.endpoints, timeout_s=10, client_id="final") as final:
+                for key in KEYS:
+                    call = time.monotonic_ns()
+                    got = await final.get(key)
+                    history.record(
+                        {"client": "final", "op": "get", "key": key, "call": call,
+                         "output": got.value if got.found else None,
+                         "return": time.monotonic_ns()}
+                    )  # fmt: skip
+            await converge(cluster, outcome)
+            for name, member in cluster.members.items():
+                if member.process is not None and member.process.returncode is not None:
+                    outcome.problems.append(f"{name} exited on its own")
+            nursery.cancel_scope.cancel()
+    outcome.ops = history.ops
+    checked = subprocess.run(
+        [sys.executable, "-m", "tests.lincheck", str(history_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = checked.stdout.splitlines()
+    outcome.linearizable = lines[0] if lines else f"checker failed: {checked.stderr[-200:]}"
+    if outcome.linearizable != "linearizable":
+        outcome.problems.append("history: " + " | ".join(lines[:6]))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "seed": plan.seed,
+                "nodes": plan.nodes,
+                "clients": plan.clients,
+                "kinds": plan.kinds,
+                "ops": outcome.ops,
+                "faults": outcome.faults,
+                "linearizable": outcome.linearizable,
+                "problems": outcome.problems,
+                "events": outcome.events,
+            },
+            indent=1,
+        )
+    )
+    return outcome
