@@ -184,7 +184,9 @@ class _Plan:
 
 
 def _plan(key_ops: Sequence[Operation]) -> _Plan:
-    definite = sorted((op for op in key_ops if op.outcome == "ok"), key=lambda op: (op.call, op.ret))
+    definite = sorted(
+        (op for op in key_ops if op.outcome == "ok"), key=lambda op: (op.call, op.ret)
+    )
     unknown_writes = [op for op in key_ops if op.outcome == "unknown" and op.op != "get"]
     observed: set[State] = {encode(op.output) for op in definite if op.op == "get"}
     observed.update(encode(op.expected) for op in key_ops if op.op == "cas")

@@ -13,7 +13,7 @@ import heapq
 import random
 from dataclasses import dataclass
 
-from tests.lincheck.history import Json, OpKind, Operation, Outcome
+from tests.lincheck.history import Json, Operation, OpKind, Outcome
 
 
 @dataclass(slots=True)
