@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import NoReturn
 
@@ -35,6 +36,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _emit(lines: list[str]) -> None:
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # The reader took what it wanted (`| head -1`) and left; the exit code still counts.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(
         prog="python -m tests.lincheck",
@@ -52,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ops = load_history(args.file)
     except MalformedHistory as exc:
-        print(f"malformed history: {exc}", flush=True)
+        _emit([f"malformed history: {exc}"])
         return EXIT_MALFORMED
     except OSError as exc:
-        print(f"malformed history: cannot read {args.file}: {exc.strerror or exc}", flush=True)
+        _emit([f"malformed history: cannot read {args.file}: {exc.strerror or exc}"])
         return EXIT_MALFORMED
     result = check_history(ops, timeout_s=args.timeout)
-    print("\n".join(result.report()), flush=True)
+    _emit(result.report())
     return result.exit_code
 
 

@@ -5,11 +5,14 @@ linearizable iff each key's sub-history is, and the search, exponential in the w
 ever faces one key's concurrency at a time.
 
 Why this search (porcupine's `checkSingle`): events sit in a doubly linked list in time order;
-the search walks it, linearizes ("lifts") the first pending call the model accepts, restarts
-from the head, and backtracks when it meets the return of an operation it could not place.
-Lowe's cache of (set of placed operations, register value) prunes every configuration already
-explored, which is what makes 50,000-operation histories tractable. Written as a loop, not
-recursion, because the stack is as deep as the history.
+the search walks it, linearizes ("lifts") a pending call the model accepts, restarts from the
+head, and backtracks when it meets the return of an operation it could not place. Lowe's cache
+of configurations (set of placed operations, register value) keeps it from exploring any
+twice. Written as a loop, not recursion: the stack is as deep as the history. Plain, that
+search takes minutes to reject a 50,000-operation history with one bad read (it must exhaust
+every order of everything before it); `_search` adds the reductions that make it seconds,
+each argued where it is made, and the randomized comparison with a brute-force checker in
+test_lincheck.py is what keeps them honest.
 
 Equal timestamps: intervals are closed. At an equal time, calls sort before returns, as in
 porcupine, so an operation returning at t and one called at t count as concurrent and may be
@@ -19,11 +22,8 @@ checker must never report a violation the clock does not prove.
 Outcomes: `fail` operations and `unknown` gets are dropped. An `unknown` write has no return
 event (its return is +infinity) and is never required: the search succeeds once every
 definite (`ok`) operation is placed, so an unknown write may take effect late or not at all.
-An unknown cas placed at all is placed as a successful swap; a failed comparison changes
-nothing and so is the same as never happening.
-
-Unknown writes whose value nobody observes are dropped before the search (see
-`_unobserved`): each one left in doubles the configurations the cache has to tell apart.
+An unknown cas placed at all is placed as a successful swap: a failed comparison changes
+nothing, the same as never happening.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tests.lincheck.history import Json, Operation, compact
+from tests.lincheck.history import Json, Operation, compact, show
 
 Verdict = Literal["linearizable", "not linearizable", "unknown"]
-State = str | None  # the register: compact JSON text of its value, None when absent
+State = str | None  # a register value as compared: compact JSON text, None when absent
 
 FIRST_LINES: dict[Verdict, str] = {
     "linearizable": "linearizable",
@@ -49,10 +49,11 @@ FIRST_LINES: dict[Verdict, str] = {
 EXIT_CODES: dict[Verdict, int] = {"linearizable": 0, "not linearizable": 1, "unknown": 2}
 
 # How the model steps each searched operation. An unknown cas steps like a successful one.
-_GET, _SET, _CAS, _CAS_FALSE, _BLIND = range(5)
-# The state of the register holding any value no operation reads or compares against.
-# Not JSON (compact JSON escapes control characters), so it equals no encoded value.
-_UNSEEN = "\x00unseen"
+_GET, _SET, _CAS, _CAS_FALSE = range(4)
+# The search numbers register values; these two are fixed. UNSEEN stands for every value no
+# operation reads or compares against: they all behave alike, so they are one state.
+_ABSENT, _UNSEEN = 0, 1
+UNSEEN_TEXT = "a value nobody reads (see the last write placed)"
 _PREFIX_SHOWN = 4  # placed operations shown before the one that could not be placed
 _OVERLAP_SHOWN = 8
 _HINTS_SHOWN = 3
@@ -64,27 +65,22 @@ def encode(value: Json) -> State:
     return None if value is None else compact(value)
 
 
-def show_state(state: State) -> str:
-    if state == _UNSEEN:
-        return "a value no operation reads (see the last write placed)"
-    return "absent" if state is None else state
-
-
 @dataclass(frozen=True, slots=True)
 class KeyFailure:
-    """Where the search for one key got furthest before every ordering failed. The longest
-    valid prefix is the best explanation available: beyond it, no order of the pending
-    operations is consistent with the register."""
+    """Where the search for one key got furthest before every order failed: the longest
+    valid prefix found, and the operation no continuation of it could place in time."""
 
     key: str
     searched: int  # operations of this key that entered the search
     placed: int  # definite operations in the longest valid prefix
     definite: int  # definite (ok) operations of this key
     stuck: Operation  # its return came before any valid order could place it
-    state: State  # the register after the longest valid prefix
+    state: str  # the register after the longest valid prefix, as shown
+    blocker: Operation | None  # still needs that value, which `stuck` would overwrite for good
     prefix: tuple[Operation, ...]  # the last operations of that prefix, in order
-    overlapping: tuple[Operation, ...]  # searched operations concurrent with `stuck`
+    overlapping: tuple[Operation, ...]  # definite operations concurrent with `stuck`
     more_overlapping: int
+    pending_unknown: int  # unknown writes called before `stuck` returned
     hints: tuple[str, ...]
 
     def report(self) -> list[str]:
@@ -92,8 +88,13 @@ class KeyFailure:
             f"key {json.dumps(self.key)}: no valid order of its {self.searched} operations; "
             f"the longest valid prefix places {self.placed} of {self.definite} definite ones",
             f"  cannot place: {self.stuck.describe()}",
-            f"  register after the prefix: {show_state(self.state)}",
+            f"  register after the prefix: {self.state}",
         ]
+        if self.blocker is not None:
+            lines.append(
+                f"  placing it would overwrite {self.state} for good, yet "
+                f"{self.blocker.describe()} still needs it"
+            )
         if self.prefix:
             lines.append("  end of the prefix:")
             lines.extend(f"    {op.describe()}" for op in self.prefix)
@@ -102,6 +103,8 @@ class KeyFailure:
             lines.extend(f"    {op.describe()}" for op in self.overlapping)
             if self.more_overlapping:
                 lines.append(f"    ... and {self.more_overlapping} more")
+        if self.pending_unknown:
+            lines.append(f"  unknown writes that could have taken effect: {self.pending_unknown}")
         lines.extend(f"  hint: {hint}" for hint in self.hints)
         return lines
 
@@ -110,10 +113,10 @@ class KeyFailure:
 class CheckResult:
     verdict: Verdict
     operations: int  # in the history
-    searched: int  # after dropping fail, unknown get, and unobserved unknown writes
+    searched: int  # in the keys checked, after dropping what cannot matter
     dropped_fail: int
     dropped_unknown_get: int
-    dropped_unobserved: int
+    dropped_unobserved: int  # unknown writes proven irrelevant (`_irrelevant`)
     keys: int
     keys_checked: int
     elapsed_s: float
@@ -159,8 +162,9 @@ class _Found:
 
     placed: int
     stuck: int
-    state: State
+    state: str
     prefix: tuple[int, ...]
+    blocker: int  # -1 when none
 
 
 class _TimedOut(Exception):
@@ -169,18 +173,32 @@ class _TimedOut(Exception):
 
 @dataclass(slots=True)
 class _Plan:
-    """One key's operations as the search sees them, in id order: the definite ones by call
-    time (so the placed set stays a narrow window above the lowest unplaced id), then the
-    unknown writes each tracked on its own, then the blind ones: unknown sets nobody observes,
-    by call time."""
+    """One key's operations as the search sees them, numbered in this order, each group by
+    call time: the definite ones (so the placed set stays a narrow window above the lowest
+    unplaced id), the revealing unknown writes (someone reads or compares against their
+    value), the hidden unknown cas (nobody does), the blind unknown sets (nobody does)."""
 
     ops: list[Operation]
     definite: int
-    individual: int
+    revealing: int
+    hidden: int
     observed: set[State]
     dropped_fail: int
     dropped_get: int
     dropped_unobserved: int
+
+
+def _irrelevant(op: Operation, observed: set[State], refusals: Sequence[Operation]) -> bool:
+    """Whether an unknown write can be dropped without changing the verdict.
+
+    Take any valid order that places it. The operation right after it sees its value: a get
+    would read it and a cas would compare against it, both excluded by `observed`, and a
+    refused cas could owe its refusal to it, excluded by `refusals`. So the next operation is a
+    write, or there is none, and the order without it is just as valid. Conversely an unknown
+    write is never required."""
+    return encode(op.value) not in observed and all(
+        refusal.ret is not None and refusal.ret < op.call for refusal in refusals
+    )
 
 
 def _plan(key_ops: Sequence[Operation]) -> _Plan:
@@ -191,16 +209,18 @@ def _plan(key_ops: Sequence[Operation]) -> _Plan:
     observed: set[State] = {encode(op.output) for op in definite if op.op == "get"}
     observed.update(encode(op.expected) for op in key_ops if op.op == "cas")
     refusals = [op for op in definite if op.op == "cas" and not op.ok]
-    kept = [op for op in unknown_writes if not _unobserved(op, observed, refusals)]
-    individual = [op for op in kept if op.op == "cas" or encode(op.value) in observed]
-    blind = sorted(
-        (op for op in kept if op.op == "set" and encode(op.value) not in observed),
+    kept = sorted(
+        (op for op in unknown_writes if not _irrelevant(op, observed, refusals)),
         key=lambda op: op.call,
     )
+    revealing = [op for op in kept if encode(op.value) in observed]
+    hidden = [op for op in kept if op.op == "cas" and encode(op.value) not in observed]
+    blind = [op for op in kept if op.op == "set" and encode(op.value) not in observed]
     return _Plan(
-        ops=definite + individual + blind,
+        ops=definite + revealing + hidden + blind,
         definite=len(definite),
-        individual=len(individual),
+        revealing=len(revealing),
+        hidden=len(hidden),
         observed=observed,
         dropped_fail=sum(1 for op in key_ops if op.outcome == "fail"),
         dropped_get=sum(1 for op in key_ops if op.outcome == "unknown" and op.op == "get"),
@@ -208,44 +228,85 @@ def _plan(key_ops: Sequence[Operation]) -> _Plan:
     )
 
 
-def _step_kinds(plan: _Plan) -> list[int]:
-    kinds = []
-    for index, op in enumerate(plan.ops):
-        if index >= plan.definite + plan.individual:
-            kinds.append(_BLIND)
-        elif op.op == "get":
-            kinds.append(_GET)
-        elif op.op == "set":
-            kinds.append(_SET)
-        else:
-            kinds.append(_CAS if op.outcome == "unknown" or op.ok else _CAS_FALSE)
-    return kinds
+def _step_kind(op: Operation) -> int:
+    if op.op == "get":
+        return _GET
+    if op.op == "set":
+        return _SET
+    return _CAS if op.outcome == "unknown" or op.ok else _CAS_FALSE
 
 
 def _search(plan: _Plan, deadline: float | None) -> _Found | None:
     """None when every definite operation can be placed. Raises _TimedOut past the deadline.
 
-    Two reductions keep the configurations few, both by dominance (a configuration with a
-    solution whenever another has one may replace it):
-    - a definite get or refused cas that the register accepts is placed at once and nothing
-      else is tried from that configuration: it changes nothing wherever it goes, so any valid
-      order from there can have it moved to the front;
-    - an unknown write is never placed where it changes nothing, and blind writes (unknown
-      sets nobody observes) are interchangeable once called, so only the earliest unplaced one
-      is tried, and only when nothing else could be placed before the next return.
+    On top of porcupine's search, these reductions keep the configurations few. Most hold by
+    dominance: a configuration may stand for another when it has a valid continuation
+    whenever the other has one.
+    - A definite get or refused cas the register accepts is placed at once, and nothing else
+      is tried from that configuration: it changes nothing wherever it goes, so any valid order
+      from there can have it moved to the front.
+    - A write is not placed over a value some unplaced definite operation still needs (a get
+      of it, a cas expecting it) when no unplaced operation writes that value again: that
+      operation could never be placed.
+    - Configurations known to fail are kept, and prune any configuration that differs only by
+      more unknown writes placed (anything it could do, the failed one could have done).
+    - The operation whose return comes first is tried first: it is the likeliest to have
+      taken effect first, where porcupine's walk starts with the earliest call.
+    - Unknown writes are only tried once no definite operation can be placed before the next
+      return, and never where they change nothing: they are what a stuck search needs, and
+      walking past hundreds of them at every step would cost more than the search.
+    - Of the unknown writes of values nobody observes, only one is tried per configuration:
+      the earliest callable hidden cas whose expected value is in place (all such are
+      interchangeable from then on), or else the earliest callable blind set (interchangeable
+      too, and more useful kept than a cas).
     """
     definite = plan.definite
     if definite == 0:
         return None
     ops = plan.ops
-    blind_base = definite + plan.individual
-    blind_total = len(ops) - blind_base
-    kinds = _step_kinds(plan)
-    first = [encode(op.output if op.op == "get" else op.expected) for op in ops]
-    # A written value nobody reads or compares against behaves exactly like any other such
-    # value, so they all become one state and the cache merges what only they told apart.
-    second = [encode(op.value) for op in ops]
-    second = [_UNSEEN if value not in plan.observed else value for value in second]
+    count = len(ops)
+    hidden_base = definite + plan.revealing
+    blind_base = hidden_base + plan.hidden
+    blind_total = count - blind_base
+
+    # Register values as small integers: cheaper to compare, hash and count than JSON text.
+    numbers: dict[State, int] = {None: _ABSENT}
+    texts: list[str] = ["absent", UNSEEN_TEXT]
+
+    def number(text: State) -> int:
+        found = numbers.get(text)
+        if found is None:
+            found = numbers[text] = len(texts)
+            texts.append(str(text))
+        return found
+
+    kinds = [_step_kind(op) for op in ops]
+    first = [  # what a get must read, what a cas compares against
+        number(encode(op.output if op.op == "get" else op.expected)) if op.op != "set" else 0
+        for op in ops
+    ]
+    second = []  # what a set or cas writes
+    for op in ops:
+        written = encode(op.value)
+        second.append(number(written) if written in plan.observed else _UNSEEN)
+    need = [
+        first[index] if index < definite and kinds[index] in (_GET, _CAS) else -1
+        for index in range(count)
+    ]
+    writes = [second[index] if kinds[index] in (_SET, _CAS) else -1 for index in range(count)]
+    needs = [0] * len(texts)  # per value: unplaced definite operations that need it in place
+    writers = [0] * len(texts)  # per value: unplaced operations that write it
+    for index in range(count):
+        if need[index] >= 0:
+            needs[need[index]] += 1
+        if writes[index] >= 0:
+            writers[writes[index]] += 1
+    # Hidden cas by expected value, each group in call order, with the mask of their bits.
+    groups: dict[int, tuple[list[int], int]] = {}
+    for index in range(hidden_base, blind_base):
+        members, mask = groups.get(first[index], ([], 0))
+        members.append(index)
+        groups[first[index]] = (members, mask | 1 << (index - definite))
 
     events: list[tuple[int, int, int]] = []  # (time, 0 call / 1 return, op)
     for index, op in enumerate(ops):
@@ -258,8 +319,8 @@ def _search(plan: _Plan, deadline: float | None) -> _Found | None:
     head, tail = 0, size + 1
     event_op = [0] * (size + 2)
     is_call = [False] * (size + 2)
-    partner = [0] * (size + 2)  # a call's return event; 0 for unknown writes
-    call_event = [0] * len(ops)
+    partner = [0] * (size + 2)  # a call's return event
+    call_event = [0] * count
     for position, (_, kind, index) in enumerate(events, start=1):
         event_op[position] = index
         if kind == 0:
@@ -267,14 +328,13 @@ def _search(plan: _Plan, deadline: float | None) -> _Found | None:
             call_event[index] = position
         else:
             partner[call_event[index]] = position
-    # Blind writes stay out of the list: walking past hundreds of them at every step would
-    # cost more than the search itself. Their call positions say when each becomes callable.
-    blind_call = [call_event[index] for index in range(blind_base, len(ops))]
+    # Only definite operations are linked: an unknown write is callable at a return event
+    # when its call event comes earlier.
     nxt = [tail] * (size + 2)
     prv = [head] * (size + 2)
     last = head
     for position in range(1, size + 1):
-        if not (is_call[position] and event_op[position] >= blind_base):
+        if event_op[position] < definite:
             nxt[last] = position
             prv[position] = last
             last = position
@@ -282,76 +342,94 @@ def _search(plan: _Plan, deadline: float | None) -> _Found | None:
     prv[tail] = last
 
     # Placed definite ops are (low, window): every id below `low` is placed, bit i of `window`
-    # says whether id low + i is. Placed unknown writes are the bits of `maybe`, except blind
-    # ones, placed in call order and so counted by `blind`. All stay small integers, so cache
-    # keys hash in constant time whatever the history's length.
+    # says whether id low + i is. Placed unknown writes are the bits of `maybe` (id - definite),
+    # except blind ones, placed in call order and so counted by `blind`. All stay small
+    # integers, so cache keys hash in constant time whatever the history's length.
     low = window = maybe = blind = 0
-    state: State = None
+    state = _ABSENT
     remaining = definite
-    cache: set[tuple[int, int, int, int, State]] = set()
-    # (call event or 0 for a blind write, the configuration before, exhausted)
-    stack: list[tuple[int, int, int, int, int, State, bool]] = []
-    best = _Found(-1, 0, None, ())
+    # Lowe's cache, of configurations known to fail: their search finished without placing
+    # every definite operation. Only finished ones may prune, which is what allows pruning
+    # by dominance: (maybe, blind) pairs are compared, not just looked up.
+    failed: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+    # A frame saves a configuration and how to resume it: the walk's entry (cursor -1), the
+    # walk from the head (cursor -2), or the next unknown write to try at a return event.
+    # `chosen` is what was placed from it; `exhausted`, that nothing else is left to try.
+    stack: list[tuple[int, int, int, int, int, int, int, int, bool]] = []
+    best = (-1, 0, 0, 0, 0, 0, 0)  # (placed, stuck op, configuration) at the deepest dead end
+    best_prefix: tuple[int, ...] = ()
     steps = 0
     fresh = True  # a configuration just entered: look for an operation to place at once
-    entry = head
+    entry, cursor = head, -1
     while True:
         steps += 1
         if steps & _CLOCK_EVERY == 0 and deadline is not None and time.monotonic() > deadline:
             raise _TimedOut
         chosen = -1
-        exhausted = False  # once `chosen` is tried, this configuration has no other choice
+        exhausted = False
         after = state
         if fresh:
             fresh = False
-            scan = nxt[head]
+            entry, cursor = nxt[head], -1
+            scan = entry
             while is_call[scan]:
                 index = event_op[scan]
-                if index < definite:
-                    kind = kinds[index]
-                    if kind == _GET:
-                        hit = state == first[index]
-                    elif kind == _CAS_FALSE:
-                        hit = state != first[index]
-                    else:
-                        # A write of the value in place is no no-op: moved later, it would
-                        # overwrite whatever came in between.
-                        hit = False
-                    if hit:
-                        chosen, entry, exhausted = index, scan, True
-                        break
+                kind = kinds[index]
+                if (kind == _GET and state == first[index]) or (
+                    kind == _CAS_FALSE and state != first[index]
+                ):
+                    chosen, entry, exhausted = index, scan, True
+                    break
                 scan = nxt[scan]
+            if chosen < 0 and scan != tail:
+                index = event_op[scan]
+                kind = kinds[index]
+                if kind == _SET or (kind == _CAS and state == first[index]):
+                    chosen, after, entry, cursor = index, second[index], call_event[index], -2
             if chosen < 0:
-                entry = nxt[head]
                 continue
-        elif is_call[entry]:
+        elif cursor < 0 and is_call[entry]:
             index = event_op[entry]
             kind = kinds[index]
-            if kind == _GET:
-                accepted = state == first[index]
-            elif kind == _SET:
-                accepted = True
-                after = second[index]
-            elif kind == _CAS:
-                accepted = state == first[index]
-                after = second[index]
+            if kind == _SET or (kind == _CAS and state == first[index]):
+                chosen, after = index, second[index]
             else:
-                accepted = state != first[index]
-            if not accepted or (after == state and index >= definite):
+                # Gets and refusals the register accepts were placed on entering it.
                 entry = nxt[entry]
                 continue
-            chosen = index
-        elif entry == tail:
+        elif cursor < 0 and entry == tail:
             return None  # unreachable while definite operations remain; kept for safety
         else:
-            placed = definite - remaining
-            if placed > best.placed:
-                prefix = tuple(event_op[frame[0]] for frame in stack[-_PREFIX_SHOWN:] if frame[0])
-                best = _Found(placed, event_op[entry], state, prefix)
-            if blind < blind_total and blind_call[blind] < entry and state != _UNSEEN:
-                chosen, entry, exhausted, after = blind_base + blind, 0, True, _UNSEEN
+            if cursor < 0:
+                placed = definite - remaining
+                if placed > best[0]:
+                    best = (placed, event_op[entry], state, low, window, maybe, blind)
+                    best_prefix = tuple(frame[2] for frame in stack[-_PREFIX_SHOWN:])
+                cursor = definite
+            while cursor < hidden_base and call_event[cursor] < entry:
+                index = cursor
+                cursor += 1
+                if maybe >> (index - definite) & 1:
+                    continue
+                if kinds[index] == _SET or state == first[index]:
+                    after = second[index]
+                    if after != state:
+                        chosen = index
+                        break
+            if chosen < 0 and state != _UNSEEN:
+                exhausted, after = True, _UNSEEN
+                group = groups.get(state)
+                if group is not None:
+                    members, mask = group
+                    rank = (maybe & mask).bit_count()
+                    if rank < len(members) and call_event[members[rank]] < entry:
+                        chosen = members[rank]
+                if chosen < 0 and blind < blind_total and call_event[blind_base + blind] < entry:
+                    chosen = blind_base + blind
 
-        if chosen >= 0:
+        if chosen >= 0 and (
+            after == state or needs[state] - (need[chosen] == state) <= 0 or writers[state] > 0
+        ):
             new_low, new_window, new_maybe, new_blind = low, window, maybe, blind
             if chosen < definite:
                 new_window = window | (1 << (chosen - low))
@@ -363,47 +441,97 @@ def _search(plan: _Plan, deadline: float | None) -> _Found | None:
                 new_maybe = maybe | (1 << (chosen - definite))
             else:
                 new_blind = blind + 1
-            configuration = (new_low, new_window, new_maybe, new_blind, after)
-            if configuration not in cache:
-                cache.add(configuration)
-                stack.append((entry, low, window, maybe, blind, state, exhausted))
-                low, window, maybe, blind, state = configuration
-                if entry:
-                    if chosen < definite:
-                        remaining -= 1
-                        if remaining == 0:
-                            return None
+            known = failed.get((new_low, new_window, after))
+            if known is None or not any(
+                not (placed_maybe & ~new_maybe) and placed_blind <= new_blind
+                for placed_maybe, placed_blind in known
+            ):
+                stack.append((entry, cursor, chosen, low, window, maybe, blind, state, exhausted))
+                low, window, maybe, blind, state = new_low, new_window, new_maybe, new_blind, after
+                if need[chosen] >= 0:
+                    needs[need[chosen]] -= 1
+                if writes[chosen] >= 0:
+                    writers[writes[chosen]] -= 1
+                if chosen < definite:
+                    remaining -= 1
+                    if remaining == 0:
+                        return None
                     before, behind = prv[entry], nxt[entry]
                     nxt[before] = behind
                     prv[behind] = before
                     answer = partner[entry]
-                    if answer:
-                        before, behind = prv[answer], nxt[answer]
-                        nxt[before] = behind
-                        prv[behind] = before
+                    before, behind = prv[answer], nxt[answer]
+                    nxt[before] = behind
+                    prv[behind] = before
                 fresh = True
                 continue
-            if not exhausted:
+        if chosen >= 0 and not exhausted:
+            if cursor == -2:
+                entry, cursor = nxt[head], -1
+            elif cursor < 0:
                 entry = nxt[entry]
-                continue
+            continue
 
         # This configuration has nothing left to try: back to the last one that has.
         while True:
+            failed.setdefault((low, window, state), []).append((maybe, blind))
             if not stack:
-                return best
-            entry, low, window, maybe, blind, state, exhausted = stack.pop()
-            if entry:
-                if event_op[entry] < definite:
-                    remaining += 1
+                placed, stuck, at, low, window, maybe, blind = best
+                blocker = _blocker(
+                    plan, stuck, at, (low, window, maybe, blind), first, need, writes
+                )
+                return _Found(placed, stuck, texts[at], best_prefix, blocker)
+            entry, cursor, chosen, low, window, maybe, blind, state, exhausted = stack.pop()
+            if need[chosen] >= 0:
+                needs[need[chosen]] += 1
+            if writes[chosen] >= 0:
+                writers[writes[chosen]] += 1
+            if chosen < definite:
+                remaining += 1
                 answer = partner[entry]
-                if answer:
-                    nxt[prv[answer]] = answer
-                    prv[nxt[answer]] = answer
+                nxt[prv[answer]] = answer
+                prv[nxt[answer]] = answer
                 nxt[prv[entry]] = entry
                 prv[nxt[entry]] = entry
             if not exhausted:
-                entry = nxt[entry]
+                if cursor == -2:
+                    entry, cursor = nxt[head], -1
+                elif cursor < 0:
+                    entry = nxt[entry]
                 break
+
+
+def _blocker(
+    plan: _Plan,
+    stuck: int,
+    state: int,
+    configuration: tuple[int, int, int, int],
+    first: list[int],
+    need: list[int],
+    writes: list[int],
+) -> int:
+    """The unplaced definite operation that kept `stuck`, a write, from being placed at the
+    deepest dead end, because it needs the value there and nothing left writes it; or -1."""
+    low, window, maybe, blind = configuration
+    definite = plan.definite
+    blind_base = definite + plan.revealing + plan.hidden
+    op = plan.ops[stuck]
+    if op.op == "get" or (op.op == "cas" and (not op.ok or first[stuck] != state)):
+        return -1  # not a write the register would accept there
+    if writes[stuck] == state:
+        return -1  # it would not change the value
+
+    def unplaced(index: int) -> bool:
+        if index < definite:
+            return index >= low and not window >> (index - low) & 1
+        if index < blind_base:
+            return not maybe >> (index - definite) & 1
+        return index - blind_base >= blind
+
+    others = [index for index in range(len(plan.ops)) if index != stuck and unplaced(index)]
+    if any(writes[index] == state for index in others):
+        return -1
+    return next((index for index in others if need[index] == state), -1)
 
 
 _WRITES_NOTHING = ""  # no compact JSON text is empty, so this never equals a value
@@ -415,21 +543,7 @@ def _writes(op: Operation) -> State:
     return _WRITES_NOTHING
 
 
-def _unobserved(op: Operation, observed: set[State], refusals: Sequence[Operation]) -> bool:
-    """Whether an unknown write can be dropped without changing the verdict.
-
-    Take any valid order that places it. The operation right after it sees its value: a get
-    would read it and a cas would compare against it, both excluded by `observed`, and a
-    refused cas could owe its refusal to it, excluded by `refusals`. So the next operation is a
-    write, or there is none, and the order without it is just as valid. Conversely an unknown
-    write is never required. Writers of a value nobody looks at are typical of a partition:
-    every timed-out write lands here."""
-    return encode(op.value) not in observed and all(
-        refusal.ret is not None and refusal.ret < op.call for refusal in refusals
-    )
-
-
-def _hints(ops: Sequence[Operation], searched: Sequence[Operation]) -> tuple[str, ...]:
+def _hints(key_ops: Sequence[Operation], searched: Sequence[Operation]) -> tuple[str, ...]:
     """Reads of a value no searched operation writes: the commonest bug, named directly."""
     writers = {_writes(op) for op in searched}
     hints: list[str] = []
@@ -446,8 +560,8 @@ def _hints(ops: Sequence[Operation], searched: Sequence[Operation]) -> tuple[str
             continue
         culprits = [
             other
-            for other in ops
-            if other.op != "get" and encode(other.value) == needed and other is not op
+            for other in key_ops
+            if other.op != "get" and other is not op and encode(other.value) == needed
         ]
         text = f"{op.describe()} sees {needed}, which no operation that may have happened writes"
         if culprits:
@@ -462,23 +576,30 @@ def _failure(key: str, key_ops: Sequence[Operation], plan: _Plan, found: _Found)
     searched = plan.ops
     stuck = searched[found.stuck]
     end = stuck.ret if stuck.ret is not None else stuck.call
-    # Definite operations first: unknown writes overlap everything after their call.
     overlapping = [
         op
-        for op in searched
-        if op is not stuck and op.call <= end and (op.ret is None or op.ret >= stuck.call)
+        for op in searched[: plan.definite]
+        if op is not stuck and op.call <= end and op.ret is not None and op.ret >= stuck.call
     ]
-    overlapping.sort(key=lambda op: (op.outcome != "ok", op.call))
+    state = found.state
+    prefix = tuple(searched[index] for index in found.prefix)
+    if state == UNSEEN_TEXT:
+        # The search let every value nobody reads be one; the path it took says which one.
+        written = [op for op in prefix if op.op == "set" or (op.op == "cas" and op.ok is not False)]
+        if written:
+            state = f"{show(written[-1].value)} (nobody reads it)"
     return KeyFailure(
         key=key,
         searched=len(searched),
         placed=found.placed,
         definite=plan.definite,
         stuck=stuck,
-        state=found.state,
-        prefix=tuple(searched[index] for index in found.prefix),
+        state=state,
+        blocker=None if found.blocker < 0 else searched[found.blocker],
+        prefix=prefix,
         overlapping=tuple(overlapping[:_OVERLAP_SHOWN]),
         more_overlapping=max(0, len(overlapping) - _OVERLAP_SHOWN),
+        pending_unknown=sum(1 for op in searched[plan.definite :] if op.call <= end),
         hints=_hints(key_ops, searched),
     )
 

@@ -21,9 +21,9 @@ Outcome = Literal["ok", "unknown", "fail"]
 
 OP_KINDS: tuple[OpKind, ...] = ("get", "set", "cas")
 OUTCOMES: tuple[Outcome, ...] = ("ok", "unknown", "fail")
+REQUIRED = ("client", "op", "key", "call")
 FIELDS = frozenset(
-    {"client", "op", "key", "value", "expected", "output", "ok", "call", "return", "outcome"}
-    | {"meta"}
+    (*REQUIRED, "value", "expected", "output", "ok", "return", "outcome", "meta"),
 )
 
 
@@ -138,7 +138,8 @@ def _unique_keys(pairs: list[tuple[str, Json]]) -> dict[str, Json]:
 
 
 def parse_line(text: str, line: int) -> Operation | None:
-    """None for comments and blank lines."""
+    """None for comments and blank lines, so that the caller keeps counting lines as the file
+    does: the line number is what a person looks up when a history is refused."""
     stripped = text.strip()
     if not stripped or stripped.startswith("#"):
         return None
@@ -156,7 +157,7 @@ def parse_line(text: str, line: int) -> Operation | None:
     unknown = sorted(set(raw) - FIELDS)
     if unknown:
         raise MalformedHistory(line, f"unknown field {unknown[0]!r} (free data goes in meta)")
-    for name in ("client", "op", "key", "call"):
+    for name in REQUIRED:
         if name not in raw:
             raise MalformedHistory(line, f"missing required field {name!r}")
     op, outcome = raw["op"], raw.get("outcome", "ok")
@@ -219,7 +220,8 @@ def parse_history(lines: Iterable[str | bytes]) -> list[Operation]:
 
 
 def load_history(path: str | Path) -> list[Operation]:
-    """Reads a history file ("-" is stdin). Raises MalformedHistory, or OSError if unreadable."""
+    """Stdin for "-", so that a recorder can pipe straight in. An unreadable file raises
+    OSError, not MalformedHistory: there is no line to blame."""
     if str(path) == "-":
         return parse_history(sys.stdin.buffer)
     with open(path, "rb") as handle:
@@ -227,7 +229,8 @@ def load_history(path: str | Path) -> list[Operation]:
 
 
 def to_json(op: Operation) -> dict[str, Json]:
-    """The file form of an operation; fields that do not apply are left out."""
+    """Fields that do not apply are left out, not written as null: in this format a null
+    `output` or `expected` means "absent", so a stray one would say something."""
     raw: dict[str, Json] = {"client": op.client, "op": op.op, "key": op.key}
     if op.op in ("set", "cas"):
         if op.op == "cas":
