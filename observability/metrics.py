@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
@@ -48,10 +49,12 @@ __all__ = [
     "CHAOS_KINDS",
     "CLIENT_OPS",
     "CLIENT_OUTCOMES",
+    "CONNECTION_CLOSE_REASONS",
     "DROP_REASONS",
     "MAX_LABEL_VALUES",
     "MESSAGE_KINDS",
     "OTHER",
+    "PORTS",
     "ROLES",
     "SAMPLER_REASONS",
     "MetricsServer",
@@ -78,6 +81,9 @@ RPC_KINDS = ("AppendEntries", "RequestVote")
 DROP_REASONS = ("outbox_full", "disconnected", "send_failed", "inbox_full", "chaos")
 CHAOS_KINDS = ("drop", "delay", "fsync_delay", "fsync_fail")
 CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status")
+PORTS = ("client", "peer")
+# Why a member closed or refused a connection on one of its ports (hostile or broken input).
+CONNECTION_CLOSE_REASONS = ("limit", "bad_frame", "frame_timeout", "handshake", "misaddressed")
 CLIENT_OUTCOMES = (
     "ok",
     "not_found",
@@ -275,6 +281,34 @@ class RaftMetrics:
             ),
             _Bound(CHAOS_KINDS),
         )
+        port = _Bound(PORTS)
+        self._connections_closed: _Children[Counter] = _Children(
+            Counter(
+                "raftd_connections_closed_by_member",
+                "Connections this member closed or refused because of what (or how much) came "
+                "in, by port and reason; each first occurrence is also a log line.",
+                ["port", "reason"],
+                registry=reg,
+            ),
+            port,
+            _Bound(CONNECTION_CLOSE_REASONS),
+        )
+        self._bad_traceparents: _Children[Counter] = _Children(
+            Counter(
+                "raftd_bad_traceparents",
+                "Requests and messages whose traceparent was invalid and dropped (the request "
+                "itself was still served), by port.",
+                ["port"],
+                registry=reg,
+            ),
+            port,
+        )
+        self._open_connections = Gauge(
+            "raftd_open_connections",
+            "Connections open on each port right now (the client port's are limited).",
+            ["port"],
+            registry=reg,
+        )
         ops, outcomes = _Bound(CLIENT_OPS), _Bound(CLIENT_OUTCOMES)
         self._requests: _Children[Counter] = _Children(
             Counter(
@@ -344,6 +378,11 @@ class RaftMetrics:
         # event; the closed sets are small enough to create them all.
         for chaos_kind in CHAOS_KINDS:
             self._chaos.child(chaos_kind)
+        for port_name in PORTS:
+            self._bad_traceparents.child(port_name)
+            self._open_connections.labels(port_name)
+            for reason in CONNECTION_CLOSE_REASONS:
+                self._connections_closed.child((port_name, reason))
         for op in CLIENT_OPS:
             self._request_seconds.child(op)
             for outcome in CLIENT_OUTCOMES:
@@ -394,6 +433,20 @@ class RaftMetrics:
         """``kind`` is one of ``CHAOS_KINDS``."""
         child = self._chaos.get(kind)
         (child or self._chaos.child(kind)).inc()
+
+    def connection_closed(self, port: str, reason: str) -> None:
+        """``port`` from ``PORTS``, ``reason`` from ``CONNECTION_CLOSE_REASONS``."""
+        key = (port, reason)
+        child = self._connections_closed.get(key)
+        (child or self._connections_closed.child(key)).inc()
+
+    def bad_traceparent(self, port: str) -> None:
+        child = self._bad_traceparents.get(port)
+        (child or self._bad_traceparents.child(port)).inc()
+
+    def connection_opened(self, port: str, delta: int = 1) -> None:
+        """+1 when a connection is accepted, -1 (``delta``) when it ends."""
+        self._open_connections.labels(port).inc(delta)
 
     def client_request(self, op: str, outcome: str, seconds: float) -> None:
         """``op`` from ``CLIENT_OPS``, ``outcome`` from ``CLIENT_OUTCOMES``."""

@@ -68,6 +68,10 @@ class NodeConfig:
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 2
     request_timeout_s: float = 5.0
+    # Hostile-input bounds (see runtime/gate.py): a frame begun must finish in this long,
+    # and the client port takes at most this many connections at once.
+    frame_timeout_s: float = 5.0
+    max_client_connections: int = 1024
     test_mutations: frozenset[str] = frozenset()  # deliberate bugs, see runtime/mutations
 
     def __post_init__(self) -> None:
@@ -76,6 +80,10 @@ class NodeConfig:
             raise ConfigError(f"--id {self.name!r} is not in --cluster (members: {listed})")
         if self.tick_seconds <= 0:
             raise ConfigError("the tick length must be positive")
+        if self.frame_timeout_s <= 0:
+            raise ConfigError("the frame timeout must be positive")
+        if self.max_client_connections < 1:
+            raise ConfigError("the client connection limit must be at least 1")
 
     @property
     def node_ids(self) -> dict[str, NodeId]:

@@ -10,7 +10,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,20 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _env_default(flag: str, default: str | None = None) -> str | None:
     return os.environ.get("RAFTD_" + flag.upper().replace("-", "_"), default)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,9 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--tick-ms",
-        type=float,
-        default=float(_env_default("tick_ms", "50") or 50),
+        type=_positive(float),
+        # A string default goes through ``type`` too: a bad RAFTD_TICK_MS is a usage error.
+        default=_env_default("tick_ms", "50"),
         help="length of a Raft tick; election timeout is 10-20 ticks (default 50 ms)",
+    )
+    run.add_argument(
+        "--frame-timeout",
+        type=_positive(float),
+        default=_env_default("frame_timeout", "5"),
+        metavar="SECONDS",
+        help="close a connection that begins a frame and does not finish it within this "
+        "long (default 5); idle connections between frames are kept",
+    )
+    run.add_argument(
+        "--max-client-connections",
+        type=_positive(int),
+        default=_env_default("max_client_connections", "1024"),
+        metavar="N",
+        help="refuse client connections beyond this many at once, with a reply that says "
+        "so (default 1024)",
     )
     run.add_argument(
         "--log-format",
@@ -126,8 +157,6 @@ def config_from_args(
     if missing:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
         raise ConfigError(f"missing {flags} (or the RAFTD_ environment variables)")
-    if args.tick_ms <= 0:
-        raise ConfigError("--tick-ms must be positive")
     return NodeConfig(
         name=args.id,
         members=parse_cluster(args.cluster),
@@ -139,6 +168,8 @@ def config_from_args(
         forward=args.forward,
         cluster_id=args.cluster_id,
         tick_seconds=args.tick_ms / 1000,
+        frame_timeout_s=args.frame_timeout,
+        max_client_connections=int(args.max_client_connections),
         test_mutations=mutations.from_env(environ),
     )
 

@@ -50,6 +50,9 @@ class Header:
     traceparent: TraceParent | None = None
     tracestate: str | None = None
     version: int = PROTOCOL_VERSION
+    # Set on decode when the sender put a trace context here that we had to drop (not a
+    # valid traceparent): the request is still served, the receiver counts and logs it.
+    dropped_traceparent: bool = dataclasses.field(default=False, compare=False)
 
 
 Checker = Callable[[Any], Any]
@@ -232,9 +235,10 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
     raw_parent = head.get("tp")
     if isinstance(raw_parent, str):
         traceparent = parse_traceparent(raw_parent)  # invalid context: dropped, per the spec
+    dropped = raw_parent is not None and traceparent is None
     raw_state = head.get("ts")
     tracestate = None
     if traceparent is not None and isinstance(raw_state, str):
         # Kept as text for relaying, but only if it is a valid list-member list.
         tracestate = raw_state if parse_tracestate(raw_state) is not None else None
-    return Header(kind, request_id, traceparent, tracestate), body
+    return Header(kind, request_id, traceparent, tracestate, dropped_traceparent=dropped), body

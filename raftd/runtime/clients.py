@@ -9,6 +9,7 @@ Bad bytes close only the connection that sent them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import structlog
@@ -22,6 +23,7 @@ from observability.sampling import EDGE_ATTRIBUTE, EDGE_CLIENT
 from raftd import kv
 from raftd.config import NodeConfig, parse_address
 from raftd.runtime.driver import Driver, Read, StaleRead, Status, Write
+from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from wire.api import (
     CLIENT_REGISTRY,
     CasRequest,
@@ -38,7 +40,7 @@ from wire.api import (
 )
 from wire.codec import Header
 from wire.frame import WireError
-from wire.stream import FramedStream
+from wire.stream import FramedStream, FrameTimeout
 
 log = structlog.get_logger("raftd.clients")
 
@@ -48,6 +50,7 @@ MAX_IN_FLIGHT_PER_CONNECTION = 128
 # sampled by the forwarding rules (parent-based) instead of the edge budget.
 PROXIED_TRACESTATE = "raftd=proxied"
 FORWARD_CONNECT_TIMEOUT_S = 1.0
+REFUSAL_SEND_TIMEOUT_S = 1.0
 
 
 class ClientServer:
@@ -64,6 +67,10 @@ class ClientServer:
         self.tracer = tracer or trace.get_tracer("raftd")
         self.metrics = metrics if metrics is not None else driver.metrics
         self.rejected_connections = 0
+        self._quiet = QuietLog(log)
+        self.gate = ConnectionGate(
+            "client", config.max_client_connections, self.metrics, self._quiet
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         address = self.config.client_addr
@@ -73,15 +80,39 @@ class ClientServer:
         await trio.serve_listeners(self._serve, listeners)
 
     async def _serve(self, tcp: trio.SocketStream) -> None:
-        stream = FramedStream(tcp, CLIENT_REGISTRY)
+        remote = remote_of(tcp)
+        stream = FramedStream(tcp, CLIENT_REGISTRY, frame_timeout_s=self.config.frame_timeout_s)
         try:
-            async with trio.open_nursery() as nursery:
-                await self._read_requests(stream, nursery)
+            if not self.gate.try_enter(remote):
+                await self._refuse(stream)
+                return
+            try:
+                async with trio.open_nursery() as nursery:
+                    await self._read_requests(stream, nursery, remote)
+            finally:
+                self.gate.leave()
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _read_requests(self, stream: FramedStream, nursery: trio.Nursery) -> None:
+    async def _refuse(self, stream: FramedStream) -> None:
+        """Say why before closing, so a client shows a reason rather than a reset. Request
+        id 0 is never a request's: the reply is about the connection, and no request on
+        it was read, so none was carried out."""
+        refusal = ErrorReply(
+            ErrorCode.UNAVAILABLE,
+            f"too many client connections (limit {self.gate.limit}); try again later",
+            True,
+        )
+        with (
+            trio.move_on_after(REFUSAL_SEND_TIMEOUT_S),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+        ):
+            await stream.send(Header("ErrorReply", 0), refusal)
+
+    async def _read_requests(
+        self, stream: FramedStream, nursery: trio.Nursery, remote: str
+    ) -> None:
         """Start an answering task per request; stop at EOF or at the first bad frame (the
         answers already under way still go out)."""
         limit = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
@@ -91,13 +122,25 @@ class ClientServer:
                 if received is None:
                     return
                 header, request = received
+                if header.dropped_traceparent:
+                    self.metrics.bad_traceparent("client")
+                    self._quiet.warning(
+                        "client sent an invalid traceparent: dropped it, served the request",
+                        remote=remote,
+                    )
                 await limit.acquire_on_behalf_of(header.request_id)
                 nursery.start_soon(self._answer, stream, header, request, limit)
+        except FrameTimeout as exc:
+            self._closed(remote, "frame_timeout", f"frame not completed in time: {exc}")
         except WireError as exc:
-            self.rejected_connections += 1
-            log.warning("client connection closed", reason=f"bad frame: {exc}")
+            self._closed(remote, "bad_frame", f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+    def _closed(self, remote: str, reason: str, why: str) -> None:
+        self.rejected_connections += 1
+        self.metrics.connection_closed("client", reason)
+        self._quiet.warning(f"client connection closed: {reason}", remote=remote, reason=why)
 
     async def _answer(
         self, stream: FramedStream, header: Header, request: object, limit: trio.CapacityLimiter

@@ -26,10 +26,11 @@ from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig
 from raftd.core import Message
 from raftd.runtime.chaos import Chaos, DelayLine
+from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from wire.api import PEER_REGISTRY, Hello
 from wire.codec import Header
 from wire.frame import WireError
-from wire.stream import FramedStream
+from wire.stream import FramedStream, FrameTimeout
 from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.peers")
@@ -37,6 +38,9 @@ log = structlog.get_logger("raftd.peers")
 OUTBOX_CAPACITY = 4096
 MAX_MESSAGES_PER_WRITE = 256
 HELLO_TIMEOUT_S = 5.0
+# Inbound peer connections: each peer keeps one, a restarting peer briefly two; the rest
+# of the headroom is for strangers, who are refused at their Hello anyway.
+PEER_CONNECTIONS_PER_MEMBER = 4
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
 STABLE_CONNECTION_S = 1.0  # a connection that lasted this long was not a flap
@@ -74,6 +78,10 @@ class PeerTransport:
                 self._outboxes[node_id] = trio.open_memory_channel[Outgoing](OUTBOX_CAPACITY)
         self._delay_line: DelayLine[Outgoing] = DelayLine(self._enqueue)
         self.rejected_connections = 0
+        self._quiet = QuietLog(log)
+        self.gate = ConnectionGate(
+            "peer", PEER_CONNECTIONS_PER_MEMBER * len(self._ids), self.metrics, self._quiet
+        )
 
     def send(
         self, msg: Message, parent: TraceParent | None = None, span: Span | None = None
@@ -213,8 +221,20 @@ class PeerTransport:
     # ---------------------------------------------------------- incoming
 
     async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
-        stream = FramedStream(tcp, PEER_REGISTRY)
-        remote = _remote(tcp)
+        remote = remote_of(tcp)
+        stream = FramedStream(tcp, PEER_REGISTRY, frame_timeout_s=self.config.frame_timeout_s)
+        try:
+            if not self.gate.try_enter(remote):
+                return
+            try:
+                await self._receive_from_peer(stream, remote)
+            finally:
+                self.gate.leave()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _receive_from_peer(self, stream: FramedStream, remote: str) -> None:
         try:
             peer_id = await self._accept_hello(stream, remote)
             if peer_id is None:
@@ -225,16 +245,21 @@ class PeerTransport:
                     return
                 header, msg = received
                 if isinstance(msg, Hello) or msg.src != peer_id or msg.dst != self.config.node_id:
-                    self._refuse(remote, f"misaddressed {type(msg).__name__}")
+                    self._refuse(remote, "misaddressed", f"misaddressed {type(msg).__name__}")
                     return
+                if header.dropped_traceparent:
+                    self.metrics.bad_traceparent("peer")
+                    self._quiet.warning(
+                        "peer sent an invalid traceparent: dropped it, delivered the message",
+                        remote=remote,
+                    )
                 self._deliver(msg, header.traceparent)
+        except FrameTimeout as exc:
+            self._refuse(remote, "frame_timeout", f"frame not completed in time: {exc}")
         except WireError as exc:
-            self._refuse(remote, f"bad frame: {exc}")
+            self._refuse(remote, "bad_frame", f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-        finally:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
 
     async def _accept_hello(self, stream: FramedStream, remote: str) -> int | None:
         with trio.move_on_after(HELLO_TIMEOUT_S):
@@ -243,31 +268,35 @@ class PeerTransport:
                 return None
             _, hello = received
             if not isinstance(hello, Hello):
-                self._refuse(remote, f"expected Hello, got {type(hello).__name__}")
+                self._refuse(remote, "handshake", f"expected Hello, got {type(hello).__name__}")
                 return None
             if hello.cluster_id != self.config.cluster_id:
-                self._refuse(remote, f"cluster id {hello.cluster_id!r} is not ours")
+                self._refuse(
+                    remote, "handshake", f"cluster id {hello.cluster_id!r} is not ours", "cluster"
+                )
                 return None
             peer_id = self._ids.get(hello.node_name)
             if peer_id is None or hello.node_name == self.config.name:
-                self._refuse(remote, f"{hello.node_name!r} is not a peer of {self.config.name}")
+                self._refuse(
+                    remote,
+                    "handshake",
+                    f"{hello.node_name!r} is not a peer of {self.config.name}",
+                    "stranger",
+                )
                 return None
             self.client_addrs[hello.node_name] = hello.client_addr
             return peer_id
-        self._refuse(remote, "no Hello in time")
+        self._refuse(remote, "handshake", "no Hello in time", "silent")
         return None
 
-    def _refuse(self, remote: str, why: str) -> None:
+    def _refuse(self, remote: str, reason: str, why: str, detail: str = "") -> None:
+        """``reason`` is the metric label; ``detail`` separates kinds of handshake trouble
+        in the log, so a stranger does not hide the member of another cluster."""
         self.rejected_connections += 1
-        log.warning("peer connection refused", remote=remote, reason=why)
-
-
-def _remote(tcp: trio.SocketStream) -> str:
-    try:
-        host, port = tcp.socket.getpeername()[:2]
-    except OSError:
-        return "?"
-    return f"{host}:{port}"
+        self.metrics.connection_closed("peer", reason)
+        self._quiet.warning(
+            "peer connection refused", key=f"{reason}:{detail}", remote=remote, reason=why
+        )
 
 
 def _reason(exc: BaseException) -> str:

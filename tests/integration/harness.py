@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -276,6 +277,30 @@ class Cluster:
 
     def log_text(self, name: str) -> str:
         return self.members[name].log_path.read_text(errors="replace")
+
+    def serve_metrics(self) -> None:
+        """Give every member a /metrics port (before ``start``); ``scrape`` reads it."""
+        for member in self.members.values():
+            member.extra_args += ["--metrics-addr", f"127.0.0.1:{free_port()}"]
+
+    async def scrape(self, name: str) -> str:
+        args = self.members[name].extra_args
+        address = args[args.index("--metrics-addr") + 1]
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+                text: str = response.read().decode()
+            return text
+
+        return await trio.to_thread.run_sync(get)
+
+
+def metric(text: str, line_start: str) -> float:
+    """The value of the first sample in a Prometheus exposition whose line starts so."""
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {line_start}")
 
 
 @asynccontextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import trio
 
 from observability.filexport import SpanRecord, read_spans
-from tests.integration.harness import Cluster, free_port, running
+from tests.integration.harness import Cluster, metric, running
 from tests.integration.test_cluster import Writer, get
 
 CHAOS = {
@@ -27,23 +26,9 @@ async def chaotic(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluste
     c = Cluster(tmp_path, 3)
     for member in c.members.values():
         member.env.update(CHAOS)
-        member.extra_args += ["--metrics-addr", f"127.0.0.1:{free_port()}"]
+    c.serve_metrics()
     async with running(c, nursery) as started:
         yield started
-
-
-def scrape(cluster: Cluster, name: str) -> str:
-    port = cluster.members[name].extra_args[-1].rsplit(":", 1)[1]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-    return text
-
-
-def metric(text: str, line_start: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no sample {line_start}")
 
 
 async def test_dropped_and_delayed_messages_are_logged_counted_and_traced(
@@ -58,7 +43,7 @@ async def test_dropped_and_delayed_messages_are_logged_counted_and_traced(
 
     log = chaotic.log_text(leader)
     assert "chaos: drop 10% of Raft messages" in log
-    text = await trio.to_thread.run_sync(scrape, chaotic, leader)
+    text = await chaotic.scrape(leader)
     assert metric(text, 'raftd_chaos_injections_total{kind="drop"}') > 0
     assert metric(text, 'raftd_chaos_injections_total{kind="delay"}') > 0
     assert metric(text, 'raftd_chaos_injections_total{kind="fsync_delay"}') > 0

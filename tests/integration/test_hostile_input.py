@@ -143,6 +143,9 @@ def test_configuration_mistakes_exit_2_with_a_message(tmp_path: Path) -> None:
          "--data-dir", str(tmp_path)): "must look like HOST:PORT",
         ("run", "--id", "n1", "--cluster", "n1=127.0.0.1:1", "--client-addr", "127.0.0.1:x",
          "--data-dir", str(tmp_path)): "the port must be a number",
+        ("run", "--frame-timeout", "0"): "argument --frame-timeout: must be positive",
+        ("run", "--max-client-connections", "many"): "--max-client-connections: not a number",
+        ("run", "--tick-ms", "-5"): "argument --tick-ms: must be positive",
     }  # fmt: skip
     for args, message in cases.items():
         result = run_raftd(*args)

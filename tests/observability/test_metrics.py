@@ -31,7 +31,17 @@ from raftd.config import Address
 Labels = dict[str, str]
 Expected = list[tuple[str, Labels, float]]
 
-ALLOWED_LABEL_NAMES = {"phase", "kind", "reason", "op", "outcome", "sampled", "role", "le"}
+ALLOWED_LABEL_NAMES = {
+    "phase",
+    "kind",
+    "reason",
+    "op",
+    "outcome",
+    "sampled",
+    "role",
+    "le",
+    "port",
+}
 
 FAMILIES = {
     "raftd_term",
@@ -55,6 +65,9 @@ FAMILIES = {
     "raftd_spans_exported",
     "raftd_spans_failed",
     "raftd_sampler_decisions",
+    "raftd_connections_closed_by_member",
+    "raftd_bad_traceparents",
+    "raftd_open_connections",
 }
 
 LEADER = NodeState(
@@ -90,6 +103,9 @@ def exercise(metrics: RaftMetrics) -> None:
     metrics.fsync(0.004, 9)
     metrics.append_entries_sent(3)
     metrics.sampler_decision("rate_limited", False)
+    metrics.connection_closed("client", "limit")
+    metrics.bad_traceparent("peer")
+    metrics.connection_opened("client")
 
 
 HOOKS: list[tuple[str, Callable[[RaftMetrics], None], Expected]] = [
@@ -110,6 +126,38 @@ HOOKS: list[tuple[str, Callable[[RaftMetrics], None], Expected]] = [
         ],
     ),
     ("leader-changed", lambda m: m.leader_changed(), [("raftd_leader_changes_total", {}, 1)]),
+    (
+        "connection-closed",
+        lambda m: m.connection_closed("peer", "frame_timeout"),
+        [
+            (
+                "raftd_connections_closed_by_member_total",
+                {"port": "peer", "reason": "frame_timeout"},
+                1,
+            ),
+            ("raftd_connections_closed_by_member_total", {"port": "client", "reason": "limit"}, 0),
+        ],
+    ),
+    (
+        "bad-traceparent",
+        lambda m: m.bad_traceparent("client"),
+        [
+            ("raftd_bad_traceparents_total", {"port": "client"}, 1),
+            ("raftd_bad_traceparents_total", {"port": "peer"}, 0),
+        ],
+    ),
+    (
+        "connections-open",
+        lambda m: (
+            m.connection_opened("client"),
+            m.connection_opened("client"),
+            m.connection_opened("client", -1),
+        ),
+        [
+            ("raftd_open_connections", {"port": "client"}, 1),
+            ("raftd_open_connections", {"port": "peer"}, 0),
+        ],
+    ),
     (
         "sent",
         lambda m: m.message_sent("AppendEntries"),

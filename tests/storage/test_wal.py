@@ -8,6 +8,7 @@ on-disk layout shows up as a failing test instead of passing silently on both si
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import subprocess
@@ -470,6 +471,47 @@ def test_a_failed_fsync_poisons_the_store(data_dir: Path, monkeypatch: pytest.Mo
     wal.close()
     with pytest.raises(StorageError, match="closed"):
         wal.load()
+
+
+# The batch is a 25-byte hard state record, then entry records: 0 and 25 fall between records.
+@pytest.mark.parametrize("fits", [0, 1, 7, 25, 45])
+def test_a_full_disk_stops_the_store_and_a_restart_keeps_every_synced_entry(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, fits: int
+) -> None:
+    """ENOSPC part-way through a batch: whatever prefix made it is a torn tail to the next
+    start, and everything synced before is still there."""
+    wal = WalStorage.open(data_dir)
+    wal.set_hard_state(HardState(1, 1))
+    wal.append(run(1, 1, 1, 1))
+    wal.sync()
+    real_write = os.write
+    room = [fits]  # bytes the disk still has
+
+    def disk_fills_up(fd: int, data: bytes | memoryview) -> int:
+        if not room[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data)[: room[0]])  # what still fits
+        room[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "write", disk_fills_up)
+    wal.set_hard_state(HardState(2, 1))
+    wal.append(run(4, 2, 2, tag="unsynced"))
+    with pytest.raises(StorageError, match="No space left on device"):
+        wal.sync()
+    monkeypatch.undo()
+    with pytest.raises(StorageError, match="restart"):
+        wal.append(run(6, 2))
+    wal.close()
+    logs = Logs()
+    with WalStorage.open(data_dir, logger=logs) as reopened:
+        state = reopened.load()
+    assert state.entries[:3] == run(1, 1, 1, 1)
+    assert state.hard_state.current_term in (1, 2)
+    if fits not in (0, 25):  # inside a record: a torn tail, cut off with a warning
+        assert logs and "torn" in logs[0]
+    else:
+        assert not logs
 
 
 # ----------------------------------------------------------------- against the reference

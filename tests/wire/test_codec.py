@@ -349,6 +349,14 @@ def test_an_invalid_traceparent_is_dropped_with_its_tracestate(bad: object) -> N
     header, body = decode_payload(payload(head("StatusRequest", id=5, tp=bad, ts="a=b"), []))
     assert header == Header("StatusRequest", 5, None, None)
     assert CLIENT_REGISTRY.from_body(header.kind, body) == StatusRequest()
+    # Flagged, so the receiver can count it; a null is as good as no context at all.
+    assert header.dropped_traceparent is (bad is not None)
+
+
+def test_a_valid_or_absent_traceparent_is_not_flagged_as_dropped() -> None:
+    for extra in ({"tp": VALID_TP}, {}):
+        header, _ = decode_payload(payload(head("StatusRequest", **extra), []))
+        assert header.dropped_traceparent is False
 
 
 def test_tracestate_without_traceparent_is_dropped() -> None:

@@ -41,7 +41,7 @@ from wire.codec import (
     encode_payload,
 )
 from wire.frame import FrameTooLarge, TruncatedFrame, WireError, encode_frame
-from wire.stream import FramedStream
+from wire.stream import FramedStream, FrameTimeout
 from wire.tracecontext import TraceParent
 
 # The same examples on every run (seeded from the test itself), and no example database.
@@ -574,3 +574,54 @@ async def test_send_encoded_takes_any_iterable() -> None:
     assert await receive_all(right) == [
         (Header("GetRequest", i), GetRequest(f"k{i}")) for i in range(5)
     ]
+
+
+# ------------------------------------------------------------------ stalled senders
+
+
+async def test_half_a_frame_then_silence_times_out(autojump_clock: trio.abc.Clock) -> None:
+    sender, receiver = trio.testing.memory_stream_pair()
+    stream = FramedStream(receiver, CLIENT_REGISTRY, frame_timeout_s=5.0)
+    await sender.send_all(struct.pack(">I", 100) + b"only part")
+    started = trio.current_time()
+    with pytest.raises(FrameTimeout, match="13 bytes in"):
+        await stream.receive()
+    assert trio.current_time() - started == pytest.approx(5.0)
+
+
+async def test_a_trickle_does_not_extend_the_frame_deadline(autojump_clock: trio.abc.Clock) -> None:
+    sender, receiver = trio.testing.memory_stream_pair()
+    stream = FramedStream(receiver, CLIENT_REGISTRY, frame_timeout_s=1.0)
+
+    async def trickle() -> None:
+        await sender.send_all(struct.pack(">I", 50))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for _ in range(50):
+                await trio.sleep(0.4)
+                await sender.send_all(b"x")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trickle)
+        with pytest.raises(FrameTimeout):
+            await stream.receive()
+        assert trio.current_time() == pytest.approx(1.0, abs=0.5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_idling_between_frames_is_never_timed_out(autojump_clock: trio.abc.Clock) -> None:
+    sender, receiver = trio.testing.memory_stream_pair()
+    stream = FramedStream(receiver, CLIENT_REGISTRY, frame_timeout_s=1.0)
+    writer = FramedStream(sender, CLIENT_REGISTRY)
+    for i in range(3):
+        await trio.sleep(1000)
+        await writer.send(Header("StatusRequest", i), StatusRequest())
+        assert await stream.receive() == (Header("StatusRequest", i), StatusRequest())
+
+
+async def test_without_a_frame_timeout_half_a_frame_waits(autojump_clock: trio.abc.Clock) -> None:
+    sender, receiver = trio.testing.memory_stream_pair()
+    stream = FramedStream(receiver, CLIENT_REGISTRY)
+    await sender.send_all(struct.pack(">I", 100) + b"only part")
+    with trio.move_on_after(10_000) as waited:
+        await stream.receive()
+    assert waited.cancelled_caught
