@@ -108,6 +108,11 @@ def exercise(metrics: RaftMetrics) -> None:
     metrics.connection_opened("client")
 
 
+def open_two_close_one(metrics: RaftMetrics) -> None:
+    for delta in (1, 1, -1):
+        metrics.connection_opened("client", delta)
+
+
 HOOKS: list[tuple[str, Callable[[RaftMetrics], None], Expected]] = [
     (
         "pre-vote",
@@ -148,11 +153,7 @@ HOOKS: list[tuple[str, Callable[[RaftMetrics], None], Expected]] = [
     ),
     (
         "connections-open",
-        lambda m: (
-            m.connection_opened("client"),
-            m.connection_opened("client"),
-            m.connection_opened("client", -1),
-        ),
+        lambda m: open_two_close_one(m),
         [
             ("raftd_open_connections", {"port": "client"}, 1),
             ("raftd_open_connections", {"port": "peer"}, 0),
