@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -131,11 +132,16 @@ class Registry:
     def __init__(self) -> None:
         self._by_kind: dict[str, tuple[type, list[Checker]]] = {}
         self._kind_of: dict[type, str] = {}
+        # Encoders compiled once per class from its type hints: encoding is on the path of
+        # every message, and asking ``dataclasses`` about each value was a tenth of a busy
+        # leader's time.
+        self._encoders: dict[type, Callable[[Any], list[Any]]] = {}
 
     def register(self, *classes: type) -> None:
         for cls in classes:
             self._by_kind[cls.__name__] = (cls, self._field_checkers(cls))
             self._kind_of[cls] = cls.__name__
+            self._encoder(cls)
 
     def _field_checkers(self, cls: type) -> list[Checker]:
         hints = typing.get_type_hints(cls)
@@ -151,22 +157,59 @@ class Registry:
         return self._by_kind.keys()
 
     def to_body(self, value: Any) -> list[Any]:
-        return [self._plain(getattr(value, f.name)) for f in dataclasses.fields(value)]
+        encode = self._encoders.get(type(value))
+        if encode is None:
+            encode = self._encoder(type(value))
+        return encode(value)
+
+    def _encoder(self, cls: type) -> Callable[[Any], list[Any]]:
+        """The positional body of a ``cls`` value, as CBOR takes it."""
+        known = self._encoders.get(cls)
+        if known is not None:
+            return known
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        converters = [self._converter(hints[name]) for name in names]
+        if len(names) > 1 and all(c is None for c in converters):
+            together = operator.attrgetter(*names)
+
+            def encode(value: Any) -> list[Any]:
+                return list(together(value))
+
+        else:
+            plan = [(operator.attrgetter(n), c) for n, c in zip(names, converters, strict=True)]
+
+            def encode(value: Any) -> list[Any]:
+                return [get(value) if c is None else c(get(value)) for get, c in plan]
+
+        self._encoders[cls] = encode
+        return encode
+
+    def _converter(self, hint: Any) -> Callable[[Any], Any] | None:
+        """How a field of type ``hint`` becomes plain CBOR data (None: it already is)."""
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            (inner_hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+            inner = self._converter(inner_hint)
+            if inner is None:
+                return None
+            return lambda value: None if value is None else inner(value)
+        if origin is tuple:
+            item = self._converter(typing.get_args(hint)[0])
+            if item is None:
+                return list
+            return lambda value: [item(v) for v in value]
+        if isinstance(hint, type) and issubclass(hint, enum.IntEnum):
+            return int
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            return self._encoder(hint)
+        return None
 
     def from_body(self, kind: str, body: Any) -> Any:
         entry = self._by_kind.get(kind)
         if entry is None:
             raise CodecError(f"unknown message kind {_describe(kind)}")
         return _build(kind, *entry, body)
-
-    def _plain(self, value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return self.to_body(value)
-        if isinstance(value, tuple):
-            return [self._plain(item) for item in value]
-        if isinstance(value, enum.IntEnum):
-            return int(value)
-        return value
 
     def _checker(self, hint: Any) -> Checker:
         origin = typing.get_origin(hint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -93,3 +93,56 @@ class FramedStream:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class BatchedSender:
+    """Frames queued by many tasks leave in one write per wake-up of the sending task.
+
+    A member answering 64 pipelined requests on one connection would otherwise make 64
+    ``send`` system calls, and on loopback each one also runs the receiver's half of TCP:
+    it was the largest single cost of a busy leader. Whatever queued up while the previous
+    write was under way goes out together in the next.
+
+    ``queue`` never blocks; the caller bounds what is queued (the client port holds a slot
+    per request until its reply has been written, see ``on_sent``). After a failed write the
+    sender is broken: it drops what it holds and whatever is queued later, still calling
+    ``on_sent`` for each so no slot leaks.
+    """
+
+    def __init__(self, stream: FramedStream, on_sent: Callable[[int], None]) -> None:
+        self._stream = stream
+        self._on_sent = on_sent
+        self._frames: list[bytes] = []
+        self._wakeup = trio.Event()
+        self._closing = False
+        self.broken = False
+
+    def queue(self, frame: bytes) -> None:
+        if self.broken:
+            self._on_sent(1)
+            return
+        self._frames.append(frame)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Send what is queued, then let ``run`` return."""
+        self._closing = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            frames, self._frames = self._frames, []
+            if frames:
+                try:
+                    await self._stream.send_encoded(frames)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self.broken = True
+                    dropped = len(frames) + len(self._frames)
+                    self._frames = []
+                    self._on_sent(dropped)
+                    return
+                self._on_sent(len(frames))
+            if self._closing and not self._frames:
+                return

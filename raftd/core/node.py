@@ -95,12 +95,22 @@ class Ready:
     """One bundle of work for the runtime. Handle the fields in this order:
 
     1. ``hard_state`` (None when unchanged) and ``entries`` must be durable before any
-       message of this bundle is sent. ``entries[0].index`` may be at or below entries
-       already stored: storage must drop everything from that index on, then append.
+       message of this bundle is sent, unless ``send_before_persist`` says otherwise.
+       ``entries[0].index`` may be at or below entries already stored: storage must drop
+       everything from that index on, then append.
     2. ``messages``: send them; losing some is fine, Raft retransmits.
-    3. ``committed``: apply to the state machine, in index order.
+    3. ``committed``: apply to the state machine, in index order. These entries are
+       already durable on a majority, so they may be applied (and their clients answered)
+       before or while this bundle's own ``entries`` are persisted.
     4. ``read_states``: ReadIndex requests now safe to serve once ``index`` is applied.
     5. ``events``: what happened, for logs, metrics, spans and tests; no action needed.
+
+    ``send_before_persist`` is True when no message depends on this bundle's writes: a
+    leader whose term and vote are already on disk. Its messages carry log entries and a
+    commit index, and the leader counts its own copy of new entries towards a majority only
+    at ``advance``, after they are durable; so it may send first and persist while the
+    messages travel (Raft thesis, section 10.2.1), which takes its fsync out of the
+    latency of every write.
     """
 
     hard_state: HardState | None
@@ -109,6 +119,7 @@ class Ready:
     committed: tuple[Entry, ...]
     events: tuple[Event, ...]
     read_states: tuple[ReadState, ...] = ()
+    send_before_persist: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +343,9 @@ class RaftNode:
             else (),
             events=tuple(self._events),
             read_states=tuple(self._read_states),
+            send_before_persist=(
+                self.role is Role.LEADER and hard_state == self._persisted_hard_state
+            ),
         )
         self._messages.clear()
         self._events.clear()

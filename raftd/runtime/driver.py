@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,6 +148,9 @@ class Driver:
         self._reads: dict[bytes, Read] = {}
         self._reads_ready: list[tuple[int, Read]] = []  # (index to apply first, read)
         self._next_read = 0
+        # (deadline, box) of every write and read waiting on Raft, oldest first; a box that
+        # is answered by then ignores the timeout.
+        self._deadlines: deque[tuple[float, ReplyBox]] = deque()
         self._last_leader_contact = -1.0
         self._last_heard: dict[int, float] = {}
         self._append_sent: dict[int, list[tuple[int, float]]] = {}  # peer -> (last index, t)
@@ -198,6 +202,7 @@ class Driver:
             now = trio.current_time()
             if now >= next_tick:
                 self.node.tick()
+                self._expire(now)
                 next_tick = max(next_tick + tick, now)
             if now >= next_sweep:
                 self.spans.sweep()
@@ -271,6 +276,7 @@ class Driver:
             write.box.set(self._not_leader())
             return
         self._writes[index] = (term, write.box)
+        self._deadlines.append((trio.current_time() + self.config.request_timeout_s, write.box))
         if context:
             span = self.spans.tracer.start_span(
                 "raft.propose",
@@ -293,6 +299,7 @@ class Driver:
             read.box.set(self._not_leader())
             return
         self._reads[context] = read
+        self._deadlines.append((trio.current_time() + self.config.request_timeout_s, read.box))
         if read.span is not None and read.span.is_recording():
             read.span.add_event(
                 "raft.read_index",
@@ -350,24 +357,36 @@ class Driver:
         while self.node.has_ready():
             ready = self.node.ready()
             self.spans.before_send(ready.events)
-            if ready.hard_state is not None or ready.entries:
-                await self._persist(ready)
-            now = trio.current_time()
-            for msg in ready.messages:
-                parent, span = self.spans.outgoing(msg)
-                self._send(msg, parent, span)
-                self.metrics.message_sent(type(msg).__name__)
-                if isinstance(msg, AppendEntries) and msg.entries:
-                    self.metrics.append_entries_sent(len(msg.entries))
-                    self._append_sent.setdefault(msg.dst, []).append((msg.entries[-1].index, now))
-                elif isinstance(msg, RequestVote):
-                    self._vote_sent[(msg.dst, msg.pre_vote)] = now
+            durable = ready.hard_state is not None or bool(ready.entries)
+            sent = False
+            if ready.send_before_persist or not durable:
+                # A leader's fsync overlaps the round trip to its followers.
+                self._send_messages(ready)
+                sent = True
+            # Committed entries are durable on a majority already: clients need not wait
+            # for this bundle's own fsync to hear about them.
             self._apply(ready)
             self._serve_reads(ready)
+            if durable:
+                await self._persist(ready)
+            if not sent:
+                self._send_messages(ready)
             self._observe(ready.events)
             self.spans.after_events(ready.events)
             self.spans.after_ready()
             self.node.advance(ready)
+
+    def _send_messages(self, ready: Ready) -> None:
+        now = trio.current_time()
+        for msg in ready.messages:
+            parent, span = self.spans.outgoing(msg)
+            self._send(msg, parent, span)
+            self.metrics.message_sent(type(msg).__name__)
+            if isinstance(msg, AppendEntries) and msg.entries:
+                self.metrics.append_entries_sent(len(msg.entries))
+                self._append_sent.setdefault(msg.dst, []).append((msg.entries[-1].index, now))
+            elif isinstance(msg, RequestVote):
+                self._vote_sent[(msg.dst, msg.pre_vote)] = now
 
     async def _persist(self, ready: Ready) -> None:
         stage_ready(self.storage, ready)
@@ -461,6 +480,11 @@ class Driver:
                 case _:
                     pass
 
+    def _expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadlines.popleft()[1].set(timed_out(self.config.request_timeout_s))
+
     def _fail_writes(self, why: str) -> None:
         for _, box in self._writes.values():
             box.set(_leadership_lost(why))
@@ -492,6 +516,14 @@ def _write_reply(result: kv.Result, index: int) -> ClientReply:
     if result.error is not None:
         return ErrorReply(ErrorCode.SESSION, result.error, True)
     return WriteReply(result.ok, result.value, result.found, index)
+
+
+def timed_out(timeout_s: float) -> ErrorReply:
+    return ErrorReply(
+        ErrorCode.TIMEOUT,
+        f"no answer within {timeout_s} s; the write may or may not have happened",
+        False,
+    )
 
 
 def _leadership_lost(why: str) -> ErrorReply:

@@ -156,6 +156,14 @@ class Simulation:
         storage = self.storages[node_id]
         while node.has_ready():
             ready = node.ready()
+            # The same order as the runtime's driver: a leader may send before its fsync,
+            # and committed entries are applied before this bundle's own are durable. A
+            # crash "before fsync" then strikes after both, where that order is risky.
+            sent = ready.send_before_persist
+            if sent:
+                self._send(ready)
+            self._apply(node_id, ready)
+            self._check_reads(node_id, ready)
             stage_ready(storage, ready)
             self.checker.appended(node, ready.entries)
             crash_before_sync = self._crash_in_ready.pop(node_id, None)
@@ -170,9 +178,8 @@ class Simulation:
             if moment is not None:
                 self._crash(node_id, f"after fsync, before send: {moment}")
                 return
-            self._send(ready)
-            self._apply(node_id, ready)
-            self._check_reads(node_id, ready)
+            if not sent:
+                self._send(ready)
             self._record_events(node, ready.events)
             node.advance(ready)
         self.checker.node_state(node)
