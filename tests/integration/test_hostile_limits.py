@@ -204,3 +204,21 @@ async def test_a_barrage_leaves_memory_bounded_and_acknowledged_writes_intact(
     for key, value in acknowledged.items():
         reply = await guarded.request(leader, GetRequest(key))
         assert isinstance(reply, GetReply) and reply.value == value, key
+
+
+async def test_pipelined_requests_reusing_one_id_are_all_answered(guarded: Cluster) -> None:
+    """Request ids are the client's business: reusing one must not upset the member."""
+    leader = await guarded.wait_for_leader()
+    tcp = await trio.open_tcp_stream("127.0.0.1", guarded.members[leader].client_port)
+    stream = FramedStream(tcp, CLIENT_REGISTRY)
+    frames = [
+        stream.encode(Header("SetRequest", 5), SetRequest(f"same-id{i}", "v", f"dup{i}", 1))
+        for i in range(20)
+    ]
+    await stream.send_encoded(frames)
+    with trio.fail_after(15):
+        replies = [await stream.receive() for _ in frames]
+    await stream.aclose()
+    assert all(r is not None and r[0].request_id == 5 for r in replies)
+    assert all(r is not None and isinstance(r[1], WriteReply) and r[1].ok for r in replies)
+    assert await guarded.wait_for_leader() == leader
