@@ -448,10 +448,19 @@ class RaftNode:
             self._events.append(ReadsAborted(contexts))
 
     def _in_leader_lease(self) -> bool:
+        """Heard from a live leader recently enough to refuse votes (thesis 4.2.3).
+
+        The lease is a heartbeat interval shorter than the election timeout: members'
+        ticks are not in phase, so when the first follower's (randomized, at least
+        election-timeout) timer fires after the leader died, another follower may be a
+        tick short of the full timeout. Refusing that pre-vote made the cluster wait a
+        whole second timeout. Refusing votes only ever protects liveness, so a shorter
+        lease costs no safety."""
         return (
             self.config.check_quorum
             and self.leader_id is not None
-            and self._election_elapsed < self.config.election_timeout_ticks
+            and self._election_elapsed
+            < self.config.election_timeout_ticks - self.config.heartbeat_interval_ticks
         )
 
     # --------------------------------------------------------------- elections

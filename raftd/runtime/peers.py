@@ -41,6 +41,7 @@ HELLO_TIMEOUT_S = 5.0
 # Inbound peer connections: each peer keeps one, a restarting peer briefly two; the rest
 # of the headroom is for strangers, who are refused at their Hello anyway.
 PEER_CONNECTIONS_PER_MEMBER = 4
+RECEIVE_PROBE_BYTES = 4096
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
 STABLE_CONNECTION_S = 1.0  # a connection that lasted this long was not a flap
@@ -157,7 +158,7 @@ class PeerTransport:
                 (log.debug if quiet else log.info)(
                     "connected to peer", peer=name, address=str(address)
                 )
-                await self._pump(stream, outbox)
+                await self._pump_while_open(stream, outbox)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 lasted = trio.current_time() - opened
                 stable = lasted >= STABLE_CONNECTION_S
@@ -182,6 +183,34 @@ class PeerTransport:
         self._discard(outbox)
         return min(delay * 2, RECONNECT_MAX_S)
 
+    async def _pump_while_open(self, stream: FramedStream, outbox: Any) -> None:
+        """Pump until the link breaks; raises the reason.
+
+        A peer never writes on a connection we dialled, so a read on it returns only when
+        the other side went away. Watching for that matters after a peer restarts: its old
+        connection looks open until we write, and that first write (often the answer to
+        its pre-vote, right after a leader died) would be lost, costing a whole election
+        timeout. Reconnecting at the first sign of EOF sends it on a live connection."""
+        failure: list[BaseException] = []
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                try:
+                    data = await stream.stream.receive_some(RECEIVE_PROBE_BYTES)
+                    why = "unexpected bytes on a one-way link" if data else "closed by the peer"
+                    failure.append(trio.BrokenResourceError(why))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            try:
+                await self._pump(stream, outbox)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                failure.append(exc)
+                nursery.cancel_scope.cancel()
+        raise failure[0]
+
     async def _pump(self, stream: FramedStream, outbox: Any) -> None:
         while True:
             batch: list[Outgoing] = [await outbox.receive()]
@@ -202,7 +231,9 @@ class PeerTransport:
                 raise
             now = time.time_ns()
             for item in batch:
-                if item.span is not None:
+                # The span may have ended meanwhile (a voter's vote span ends with its Ready,
+                # before the outbox is written): an ended span takes no more events.
+                if item.span is not None and item.span.is_recording():
                     wait_ms = (now - item.queued_ns) / 1e6
                     item.span.add_event("written to the peer", {"raftd.outbox_wait_ms": wait_ms})
 
@@ -215,7 +246,7 @@ class PeerTransport:
             except trio.WouldBlock:
                 return
             self.metrics.message_dropped(type(item.msg).__name__, "disconnected")
-            if item.span is not None:
+            if item.span is not None and item.span.is_recording():
                 item.span.add_event("dropped: the peer is unreachable")
 
     # ---------------------------------------------------------- incoming
