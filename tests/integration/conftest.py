@@ -15,3 +15,7 @@ from tests.integration.harness import Cluster, running
 async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
     async with running(Cluster(tmp_path / "members", 3), nursery) as started:
         yield started
+    # Whatever the test did, the members' own instrumentation must not have misused a span
+    # (OpenTelemetry only warns, on stderr, which lands in the member's log).
+    for name in started.members:
+        assert "ended span" not in started.log_text(name), f"{name} touched an ended span"

@@ -200,10 +200,22 @@ class Cluster:
         process.send_signal(signal.SIGCONT)
 
     async def shutdown(self) -> None:
-        for name, member in self.members.items():
-            if member.process is not None:
-                self.resume(name)
-                await self.kill(name)
+        """Kill every member, even from a cancelled scope (a test that failed or timed out):
+        the signals go out first, without awaiting anything, and the waits are shielded,
+        so no member is left running as an orphan."""
+        running = [(name, m) for name, m in self.members.items() if m.process is not None]
+        for name, _ in running:
+            self.resume(name)
+        for _, member in running:
+            assert member.process is not None
+            member.process.kill()
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            for _, member in running:
+                assert member.process is not None
+                await member.process.wait()
+                member.process = None
+                if member.log_file is not None:
+                    member.log_file.close()
 
     # ----------------------------------------------------------- partitions
 
