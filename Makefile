@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover tools clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -45,6 +45,11 @@ sim-long: $(STAMP)
 
 failover: $(STAMP)
 	$(PY) -m tests.integration.failover --kills 20
+
+# raftd beside etcd and PySyncObj (../shared/anchors); writes bench-results/report.md.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m tests.perf --out bench-results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -17,13 +17,28 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import trio
 from opentelemetry import trace
 
+from cli import benchplot
 from cli import trace as trace_command
+from cli.bench import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_MIX,
+    MAX_KEYS,
+    MAX_VALUE_BYTES,
+    OPS,
+    SERVER_IN_FLIGHT_PER_CONNECTION,
+    BenchConfig,
+    PrefillError,
+    Progress,
+    parse_mix,
+    run_bench,
+)
 from cli.client import (
     DEFAULT_TIMEOUT_S,
     Client,
@@ -102,6 +117,165 @@ def _seconds(what: str, *, allow_zero: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _count(what: str, *, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a whole number, not {text!r}"
+            ) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bound}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _mix(text: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--mix: {exc}") from None
+
+
+_DEFAULT_MIX_TEXT = ",".join(f"{name}={weight}" for name, weight in DEFAULT_MIX)
+
+BENCH_DESCRIPTION = """\
+A closed-loop load generator: --clients workers each send one request, wait for
+the whole reply, record its latency and send the next. After an untimed prefill
+(for get, cas and mixed: every key is written once) and --warmup seconds, the
+operations started in the next --duration seconds are measured. Prints ops/s,
+latency percentiles (exact, nearest-rank, from every measured request), errors
+by kind, and with --output json one object with a per-second timeline.
+
+ops:
+  set    write a fresh value of --value-size bytes to a random key
+  get    read a random key: linearizable from the leader, or with
+         --max-staleness from any member within that bound
+  cas    one compare-and-swap round trip: expect the bench's last-known value
+         of the key (from the prefill, its own writes, or the current value a
+         failed cas returned), swap in a fresh value. A cas that does not swap
+         is an answer, counted as not_swapped, not as an error
+  mixed  each request picks get, set or cas by --mix weights
+
+Keys are k000000000000000 ... (16 bytes each). Latency is measured around the
+client library call, so redirects and retries count; --timeout bounds each
+request, and one that runs out counts as an error. Requests create no trace
+spans (the bench measures the server, not span export) unless --trace-requests.
+"""
+
+BENCH_EPILOG = f"""\
+exit codes:
+  0  the bench ran and at least one operation succeeded (errors during the run
+     are counted and reported, not fatal)
+  1  the cluster refused the first request (e.g. the value is too large)
+  2  usage or configuration error (bad arguments, --plot without matplotlib)
+  3  the cluster could not be reached, or no operation succeeded in the window
+130  interrupted (nothing is printed)
+
+Progress (elapsed, ops/s, errors) goes to stderr while it is a terminal;
+stdout holds only the result.
+
+environment:
+  {ENV_ENDPOINTS}  default for --endpoints (the flag wins)
+  {ENV_TRACE_FILE}, OTEL_*  where spans go, with --trace-requests only
+"""
+
+
+def _add_bench_arguments(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument(
+        "--op",
+        choices=OPS,
+        default="set",
+        help="what each request does (default: set; see ops above)",
+    )
+    bench.add_argument(
+        "--clients",
+        metavar="N",
+        type=_count("--clients", minimum=1),
+        default=16,
+        help="concurrent closed-loop workers (default: 16)",
+    )
+    bench.add_argument(
+        "--connections",
+        metavar="K",
+        type=_count("--connections", minimum=1),
+        default=None,
+        help=f"spread the workers over K client connections (default: {DEFAULT_CONNECTIONS}, or"
+        f" one per client if fewer, and at least one per {SERVER_IN_FLIGHT_PER_CONNECTION}"
+        " clients: on 2 cores 4 connections made up to twice the ops/s of 1, more made no"
+        " difference)",
+    )
+    bench.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=_seconds("--duration", allow_zero=False),
+        default=10.0,
+        help="length of the measured window (default: 10)",
+    )
+    bench.add_argument(
+        "--warmup",
+        metavar="SECONDS",
+        type=_seconds("--warmup", allow_zero=True),
+        default=2.0,
+        help="run this long unmeasured first (default: 2)",
+    )
+    bench.add_argument(
+        "--mix",
+        metavar="OP=WEIGHT,...",
+        type=_mix,
+        default=None,
+        help=f"relative weights of get, set and cas for --op mixed (default: {_DEFAULT_MIX_TEXT})",
+    )
+    bench.add_argument(
+        "--value-size",
+        metavar="BYTES",
+        type=_count("--value-size", minimum=0, maximum=MAX_VALUE_BYTES),
+        default=16,
+        help="size of every written value (default: 16)",
+    )
+    bench.add_argument(
+        "--keys",
+        metavar="N",
+        type=_count("--keys", minimum=1, maximum=MAX_KEYS),
+        default=10_000,
+        help="size of the key space, chosen uniformly at random (default: 10000)",
+    )
+    bench.add_argument(
+        "--max-staleness",
+        metavar="SECONDS",
+        type=_seconds("--max-staleness", allow_zero=True),
+        default=None,
+        help="make gets stale reads with this bound, served by any member (get and mixed)",
+    )
+    bench.add_argument(
+        "--seed",
+        metavar="N",
+        type=_count("--seed", minimum=0),
+        default=0,
+        help="seed of the key and op choices, for repeatable runs (default: 0)",
+    )
+    bench.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="also draw the latency distribution and the throughput over time to this PNG"
+        " (needs matplotlib: pip install 'raftd[bench]')",
+    )
+    bench.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress line on stderr, even on a terminal",
+    )
+    bench.add_argument(
+        "--trace-requests",
+        action="store_true",
+        help="create client spans for every request (off by default: it slows the client)",
+    )
 
 
 def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argparse.ArgumentParser:
@@ -205,6 +379,15 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         "Ask every endpoint for its own view (role, term, leader, commit and applied\n"
         "indexes). Exits 0 if at least one member answered, 3 if none did.",
     )
+
+    bench = command(
+        "bench",
+        "measure throughput and latency under load",
+        BENCH_DESCRIPTION,
+    )
+    bench.epilog = BENCH_EPILOG
+    _add_bench_arguments(bench)
+    bench.set_defaults(command_parser=bench)
 
     # Not command(): trace reads local files, so the cluster options and exit codes of the
     # other commands would only mislead in its help.
@@ -454,6 +637,120 @@ async def _run(
                 return output.error(exc, write=args.command in _WRITES)
 
 
+# -------------------------------------------------------------------- bench
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """Ctrl-C, possibly wrapped in a group by a nursery it interrupted."""
+    if isinstance(exc, BaseExceptionGroup):
+        interrupted, rest = exc.split(KeyboardInterrupt)
+        return interrupted is not None and rest is None
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _bench_config(args: argparse.Namespace, endpoints: list[str]) -> BenchConfig:
+    return BenchConfig(
+        endpoints=tuple(endpoints),
+        op=args.op,
+        clients=args.clients,
+        connections=args.connections,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        mix=args.mix if args.mix is not None else DEFAULT_MIX,
+        value_size=args.value_size,
+        keys=args.keys,
+        max_staleness_s=args.max_staleness,
+        timeout_s=args.timeout,
+        seed=args.seed,
+        trace_requests=args.trace_requests,
+    )
+
+
+def _check_bench(args: argparse.Namespace) -> None:
+    """What argparse cannot see option by option; reported with the bench usage line."""
+    parser = args.command_parser
+    if args.mix is not None and args.op != "mixed":
+        parser.error("--mix applies only to --op mixed")
+    problems = _bench_config(args, []).problems()
+    if problems:
+        parser.error(problems[0])
+
+
+class _ProgressLine:
+    """One self-overwriting line on a terminal's stderr; nothing at all elsewhere, so logs
+    and pipes never fill with carriage returns."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self.shown = False
+
+    def __call__(self, progress: Progress) -> None:
+        self._err.write(f"\r{PROG} bench: {progress.line()}\x1b[K")
+        self._err.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self._err.write("\r\x1b[K")
+            self._err.flush()
+            self.shown = False
+
+
+def _bench_main(
+    args: argparse.Namespace, endpoints: list[str], output: _Output, env: Mapping[str, str]
+) -> int:
+    config = _bench_config(args, endpoints)
+    if args.plot is not None:
+        # Before the run, not after it: a missing library should not cost a whole bench.
+        problem = benchplot.check_target(Path(args.plot))
+        if problem is not None:
+            output.failure(f"--plot: {problem}")
+            return EXIT_USAGE
+    tracing: TracingHandle | None = None
+    if args.trace_requests:
+        try:
+            tracing = _setup_tracing(env)
+        except ValueError as exc:
+            output.failure(f"tracing: {exc}")
+            return EXIT_USAGE
+    progress = _ProgressLine(output.err)
+    show_progress = not args.no_progress and output.err.isatty()
+    try:
+        result = trio.run(
+            partial(
+                run_bench,
+                config,
+                tracer=tracing.tracer("raftctl") if tracing is not None else None,
+                progress=progress if show_progress else None,
+            )
+        )
+    except PrefillError as exc:
+        progress.clear()
+        return output.error(exc.error, write=True)
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        if not _only_interrupts(exc):
+            raise
+        progress.clear()
+        output.failure("interrupted")
+        return EXIT_INTERRUPTED
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+    progress.clear()
+    code = EXIT_OK
+    plot_error: str | None = None
+    if args.plot is not None:
+        plot_error = benchplot.plot(result, Path(args.plot))
+    output.result(result.to_json(), result.to_text())
+    if plot_error is not None:
+        output.failure(f"--plot: {plot_error}")
+        code = EXIT_USAGE
+    if result.ops == 0:
+        output.failure("no operation succeeded in the measured window")
+        code = EXIT_UNKNOWN
+    return code
+
+
 def _setup_tracing(env: Mapping[str, str]) -> TracingHandle:
     """Spans go where OTEL_* says, else to RAFTCTL_TRACE_FILE, else nowhere."""
     trace_file = env.get(ENV_TRACE_FILE, "").strip()
@@ -483,6 +780,8 @@ def main(
         if args.command == "cas" and len(args.values) != (1 if args.absent else 2):
             form = "KEY --absent NEW" if args.absent else "KEY EXPECTED NEW"
             args.command_parser.error(f"expected {form}")
+        if args.command == "bench":
+            _check_bench(args)
     except _UsageError as exc:
         err.write(str(exc))
         return EXIT_USAGE
@@ -506,6 +805,8 @@ def main(
         else:
             err.write(f"{PROG}: {exc}\n")
         return EXIT_USAGE
+    if args.command == "bench":
+        return _bench_main(args, endpoints, output, env)
     try:
         tracing = _setup_tracing(env)
     except ValueError as exc:
@@ -516,10 +817,8 @@ def main(
     except (KeyboardInterrupt, BaseExceptionGroup) as exc:
         # Ctrl-C may arrive inside a nursery (status asks members concurrently), and then
         # comes wrapped in a group.
-        if isinstance(exc, BaseExceptionGroup):
-            interrupted, rest = exc.split(KeyboardInterrupt)
-            if interrupted is None or rest is not None:
-                raise
+        if not _only_interrupts(exc):
+            raise
         consequence = "; a write may or may not have happened" if args.command in _WRITES else ""
         err.write(f"{PROG}: interrupted{consequence}\n")
         return EXIT_INTERRUPTED

@@ -1,0 +1,64 @@
+"""``python -m tests.perf``: raftd beside etcd and PySyncObj, written up under bench-results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from tests.perf.compare import DEFAULT_ANCHORS, compare
+from tests.perf.report import draw, render_markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.perf",
+        description="Run raftd, etcd and PySyncObj on the same work, interleaved, and write "
+        "bench-results/report.md (ratios against issue 7's targets) and throughput.png.",
+    )
+    parser.add_argument("--reps", type=int, default=1, help="repetitions (default 1)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured s (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up s (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--anchors", type=Path, default=DEFAULT_ANCHORS, help="the anchors' scripts"
+    )
+    parser.add_argument(
+        "--systems",
+        default="raftd,etcd,PySyncObj",
+        help="comma-separated subset of raftd,etcd,PySyncObj",
+    )
+    args = parser.parse_args(argv)
+    if args.reps < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--reps must be at least 1, --duration positive, --warmup not negative")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - {"raftd", "etcd", "PySyncObj"}
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = compare(
+        reps=args.reps,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        anchors_dir=args.anchors,
+        systems=systems,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    plot = args.out / "throughput.png"
+    drawn = draw(results, plot)
+    command = "python -m tests.perf " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = render_markdown(
+        results, command=command.strip(), plot_name=plot.name if drawn else None
+    )
+    (args.out / "report.md").write_text(report)
+    (args.out / "results.json").write_text(
+        json.dumps([asdict(m) for m in results.measurements], indent=1) + "\n"
+    )
+    print(report)
+    return 0 if results.measurements else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
