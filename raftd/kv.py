@@ -243,8 +243,12 @@ class KVStore:
     def get(self, key: str) -> str | None:
         return self._data.get(key)
 
-    def apply(self, index: int, data: bytes) -> Result:
+    def apply(self, index: int, data: bytes, decoded: Request | None = None) -> Result:
         """Apply one committed entry; raise ``ValueError`` only for a non-increasing index.
+
+        ``decoded`` is the request ``data`` was encoded from, when the caller has it (the
+        leader that proposed it): decoding and re-encoding to check the canonical form
+        was the largest part of applying a command.
 
         An out-of-order index means the caller broke the apply-in-log-order invariant, which
         no result can paper over, so it raises without touching state. Undecodable bytes are
@@ -256,10 +260,13 @@ class KVStore:
                 f"apply index {index} is not after last applied index {self._last_applied_index}"
             )
         self._last_applied_index = index
-        try:
-            request = decode_request(data)
-        except CommandDecodeError:
-            return _UNDECODABLE
+        if decoded is not None:
+            request = decoded
+        else:
+            try:
+                request = decode_request(data)
+            except CommandDecodeError:
+                return _UNDECODABLE
         client_id = request.client_id
         if not client_id:
             return self._execute(request.command)

@@ -103,29 +103,43 @@ class BatchedSender:
     it was the largest single cost of a busy leader. Whatever queued up while the previous
     write was under way goes out together in the next.
 
-    ``queue`` never blocks; the caller bounds what is queued (the client port holds a slot
-    per request until its reply has been written, see ``on_sent``). After a failed write the
-    sender is broken: it drops what it holds and whatever is queued later, still calling
-    ``on_sent`` for each so no slot leaks.
+    Each request announces its reply with ``expect`` and then delivers it with ``queue``
+    (or gives up with ``queue_nothing``); after ``close``, ``run`` returns once every
+    expected reply has been written, so a client that half-closes after its last request
+    still gets every answer. ``queue`` never blocks; the caller bounds what is in flight
+    (``on_sent`` reports the frames written, or dropped, so it can hand back its slots).
+    After a failed write the sender is broken: it drops what it holds and whatever comes
+    later, still reporting each through ``on_sent``.
     """
 
     def __init__(self, stream: FramedStream, on_sent: Callable[[int], None]) -> None:
         self._stream = stream
         self._on_sent = on_sent
         self._frames: list[bytes] = []
+        self._expected = 0
         self._wakeup = trio.Event()
         self._closing = False
         self.broken = False
 
+    def expect(self) -> None:
+        self._expected += 1
+
     def queue(self, frame: bytes) -> None:
+        self._expected -= 1
         if self.broken:
             self._on_sent(1)
             return
         self._frames.append(frame)
         self._wakeup.set()
 
+    def queue_nothing(self) -> None:
+        """The expected reply could not be made: give its slot back."""
+        self._expected -= 1
+        self._on_sent(1)
+        self._wakeup.set()
+
     def close(self) -> None:
-        """Send what is queued, then let ``run`` return."""
+        """Let ``run`` return once every expected reply is written."""
         self._closing = True
         self._wakeup.set()
 
@@ -144,5 +158,5 @@ class BatchedSender:
                     self._on_sent(dropped)
                     return
                 self._on_sent(len(frames))
-            if self._closing and not self._frames:
+            if self._closing and not self._frames and self._expected <= 0:
                 return

@@ -22,7 +22,15 @@ from observability.propagation import context_of, traceparent_of
 from observability.sampling import EDGE_ATTRIBUTE, EDGE_CLIENT
 from raftd import kv
 from raftd.config import NodeConfig, parse_address
-from raftd.runtime.driver import Driver, Read, StaleRead, Status, Write, timed_out
+from raftd.runtime.driver import (
+    Driver,
+    Read,
+    ReplyBox,
+    StaleRead,
+    Status,
+    Write,
+    timed_out,
+)
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from wire.api import (
     CLIENT_REGISTRY,
@@ -125,7 +133,7 @@ class ClientServer:
             nursery.start_soon(sender.run)
             async with trio.open_nursery() as answers:
                 await self._read_requests(stream, answers, remote, sender, slots)
-            sender.close()  # every answer is queued: send them, then stop
+            sender.close()  # the answers still to come are sent, then it stops
 
     async def _read_requests(
         self,
@@ -150,7 +158,9 @@ class ClientServer:
                         remote=remote,
                     )
                 await slots.acquire()
-                nursery.start_soon(self._answer, stream, header, request, sender)
+                sender.expect()
+                if not self._submit_directly(stream, header, request, sender, nursery):
+                    nursery.start_soon(self._answer, stream, header, request, sender)
         except FrameTimeout as exc:
             self._closed(remote, "frame_timeout", f"frame not completed in time: {exc}")
         except WireError as exc:
@@ -163,35 +173,97 @@ class ClientServer:
         self.metrics.connection_closed("client", reason)
         self._quiet.warning(f"client connection closed: {reason}", remote=remote, reason=why)
 
+    def _submit_directly(
+        self,
+        stream: FramedStream,
+        header: Header,
+        request: object,
+        sender: BatchedSender,
+        nursery: trio.Nursery,
+    ) -> bool:
+        """The common path, with no task per request: hand a leader operation to the driver
+        with a box that writes the reply itself. False for anything else (status, stale
+        reads, requests that may be forwarded), which ``_answer`` serves in a task."""
+        if not isinstance(request, SetRequest | CasRequest | DeleteRequest | GetRequest):
+            return False
+        if request.forward or self.config.forward:
+            return False
+        if isinstance(request, GetRequest) and (
+            request.max_staleness_s is not None
+            or "follower-local-reads" in self.config.test_mutations
+        ):
+            return False
+        op_name = _operation_name(request)
+        started = trio.current_time()
+        span = self._request_span(header, request, op_name)
+        recorded = span if span.is_recording() else None
+
+        def on_reply(reply: ClientReply) -> None:
+            self._finish(stream, header, op_name, span, started, reply, sender)
+
+        op: Read | Write
+        if isinstance(request, GetRequest):
+            op = Read(request.key, recorded, ReplyBox(on_reply))
+        else:
+            write = _to_kv_request(request)
+            if isinstance(write, ErrorReply):
+                on_reply(write)
+                return True
+            op = Write(write, recorded, ReplyBox(on_reply))
+        try:
+            self.driver.inbox_send.send_nowait(op)
+        except trio.WouldBlock:  # the driver is behind: wait for room in a task
+            nursery.start_soon(self.driver.inbox_send.send, op)
+        return True
+
     async def _answer(
         self, stream: FramedStream, header: Header, request: object, sender: BatchedSender
     ) -> None:
         op = _operation_name(request)
         started = trio.current_time()
-        # A client request is an edge of the cluster: the sampler decides here (within this
-        # member's budget) whether the client's trace is kept, whatever its flag says.
-        # Status polls (dashboards, scripts waiting for a leader) would eat that budget and
-        # show nothing of Raft: they get no span at all.
-        # A request a member forwards is not an edge: the forwarding member already
-        # decided, and the leader follows that decision like any other member would.
+        span = self._request_span(header, request, op)
+        reply: ClientReply = ErrorReply(ErrorCode.UNAVAILABLE, "the member is stopping", False)
+        try:
+            reply = await self.handle(request, span)
+        finally:
+            self._finish(stream, header, op, span, started, reply, sender)
+
+    def _request_span(self, header: Header, request: object, op: str) -> Span:
+        """The request's server span (INVALID_SPAN for status polls).
+
+        A client request is an edge of the cluster: the sampler decides here (within this
+        member's budget) whether the client's trace is kept, whatever its flag says. Status
+        polls (dashboards, scripts waiting for a leader) would eat that budget and show
+        nothing of Raft: they get no span at all. A request a member forwards is not an
+        edge: the forwarding member already decided, and the leader follows that decision
+        like any other member would. The span is not made the current one: attaching a
+        context per request costs more than passing the span where it is needed."""
+        if op == "status":
+            return trace.INVALID_SPAN
         proxied = header.tracestate is not None and PROXIED_TRACESTATE in header.tracestate
         attributes = {"rpc.method": type(request).__name__, "raftd.node": self.config.name}
         if not proxied:
             attributes[EDGE_ATTRIBUTE] = EDGE_CLIENT
-        # Not made the current span: attaching and detaching a context for every request
-        # costs more than passing the span where it is needed (the driver, a forward).
-        span = (
-            trace.INVALID_SPAN
-            if op == "status"
-            else self.tracer.start_span(
-                f"kv.{op}",
-                context=context_of(header.traceparent),
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-            )
+        return self.tracer.start_span(
+            f"kv.{op}",
+            context=context_of(header.traceparent),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
         )
+
+    def _finish(
+        self,
+        stream: FramedStream,
+        header: Header,
+        op: str,
+        span: Span,
+        started: float,
+        reply: ClientReply,
+        sender: BatchedSender,
+    ) -> None:
+        """Count, annotate and queue the reply; may run inside the driver's turn, so a
+        failure here is logged, never raised into the driver."""
         try:
-            reply = await self.handle(request, span)
             outcome = _outcome(reply)
             if span.is_recording():
                 span.set_attribute("raftd.outcome", outcome)
@@ -201,7 +273,12 @@ class ClientServer:
                 if sender.broken:
                     span.add_event("the client went away before the reply")
             self.metrics.client_request(op, outcome, trio.current_time() - started)
-            sender.queue(stream.encode(Header(type(reply).__name__, header.request_id), reply))
+            frame = stream.encode(Header(type(reply).__name__, header.request_id), reply)
+        except Exception:
+            log.exception("could not answer a client request", op=op)
+            sender.queue_nothing()
+        else:
+            sender.queue(frame)
         finally:
             span.end()
 

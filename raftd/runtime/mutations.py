@@ -36,12 +36,12 @@ def from_env(environ: Mapping[str, str]) -> frozenset[str]:
 class NoDedupStore(kv.KVStore):
     """Applies every command, retries included: the session table is never consulted."""
 
-    def apply(self, index: int, data: bytes) -> kv.Result:
+    def apply(self, index: int, data: bytes, decoded: kv.Request | None = None) -> kv.Result:
         if index <= self._last_applied_index:
             raise ValueError(f"apply index {index} is not after {self._last_applied_index}")
         self._last_applied_index = index
         try:
-            request = kv.decode_request(data)
+            request = decoded if decoded is not None else kv.decode_request(data)
         except kv.CommandDecodeError:
             return kv.Result(False, None, False, kv.ERROR_UNDECODABLE)
         return self._execute(request.command)

@@ -605,3 +605,19 @@ def test_store_matches_model_and_survives_snapshot_midway(
     }
     assert (len(store), store.sessions) == (len(model.data), len(model.sessions))
     assert_same_store(twin, store)
+
+
+def test_a_request_applied_from_its_decoded_form_gives_the_same_results() -> None:
+    """The leader passes the request it proposed instead of decoding its own bytes."""
+    requests = [
+        Request("c", 1, Set("k", "v")),
+        Request("c", 1, Set("k", "v")),  # a retry: the session answers
+        Request("c", 2, Cas("k", "v", "w")),
+        Request("d", 1, Delete("k")),
+        Request("c", 1, Set("k", "late")),  # stale
+    ]
+    by_bytes, by_request = KVStore(), KVStore()
+    for index, request in enumerate(requests, start=1):
+        data = encode_request(request)
+        assert by_bytes.apply(index, data) == by_request.apply(index, data, request)
+    assert by_bytes.state_hash() == by_request.state_hash()
