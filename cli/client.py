@@ -241,23 +241,37 @@ class _ConnectionLost(Exception):
 
 
 class _Waiter:
-    __slots__ = ("event", "expect", "lost", "reply")
+    __slots__ = ("event", "expect", "lost", "reply", "written")
 
     def __init__(self, expect: tuple[type, ...]) -> None:
         self.event = trio.Event()
         self.expect = expect
         self.reply: Any = None
         self.lost: str | None = None
+        # Handed to the kernel (or being): from then on the server may have it.
+        self.written = False
 
 
 class _Connection:
-    """One TCP connection and the requests waiting on it, by request id."""
+    """One TCP connection, the requests waiting on it by request id, and the frames queued
+    for its writer task.
+
+    Requests from every task go out through one writer, which sends whatever queued up
+    during its previous write in one system call: with many tasks sharing a connection, a
+    send per request (and a lock handed from task to task) was the largest cost on both
+    ends of the connection."""
 
     def __init__(self, endpoint: str, stream: FramedStream) -> None:
         self.endpoint = endpoint
         self.stream = stream
         self.pending: dict[int, _Waiter] = {}
         self.lost: str | None = None
+        self.outgoing: list[tuple[_Waiter, bytes]] = []
+        self.wakeup = trio.Event()
+
+    def queue(self, waiter: _Waiter, frame: bytes) -> None:
+        self.outgoing.append((waiter, frame))
+        self.wakeup.set()
 
     def fail(self, reason: str) -> None:
         """Wakes every waiter with the reason, once; later callers keep the first reason."""
@@ -268,6 +282,8 @@ class _Connection:
             waiter.lost = reason
             waiter.event.set()
         self.pending.clear()
+        self.outgoing.clear()
+        self.wakeup.set()
 
 
 @dataclass(slots=True)
@@ -855,22 +871,13 @@ class Client:
         conn.pending[request_id] = waiter
         attempt.request_id = request_id
         try:
-            try:
-                await conn.stream.send_encoded((frame,))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                # The frame's last byte never left, so the server cannot have decoded it.
-                self._discard(conn, f"send failed: {_describe(exc)}")
-                raise _ConnectionLost(conn.lost or "send failed", sent=False) from None
-            except BaseException:
-                # Cancelled part-way through a frame: the stream now holds half a frame, and
-                # the next request on it would be garbage to the server.
-                self._discard(conn, "a request was interrupted while being sent")
-                raise
+            conn.queue(waiter, frame)
             await waiter.event.wait()
         finally:
             conn.pending.pop(request_id, None)
         if waiter.lost is not None:
-            raise _ConnectionLost(waiter.lost, sent=True)
+            # A frame the writer never took cannot have reached the server.
+            raise _ConnectionLost(waiter.lost, sent=waiter.written)
         return waiter.reply
 
     async def _connection(self, endpoint: str) -> _Connection:
@@ -893,7 +900,23 @@ class Client:
             self._connections[endpoint] = conn
             assert self._nursery is not None
             self._nursery.start_soon(self._read_replies, conn)
+            self._nursery.start_soon(self._write_requests, conn)
             return conn
+
+    async def _write_requests(self, conn: _Connection) -> None:
+        while conn.lost is None:
+            await conn.wakeup.wait()
+            conn.wakeup = trio.Event()
+            batch, conn.outgoing = conn.outgoing, []
+            if not batch or conn.lost is not None:
+                continue
+            for waiter, _ in batch:
+                waiter.written = True
+            try:
+                await conn.stream.send_encoded([frame for _, frame in batch])
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._discard(conn, f"send failed: {_describe(exc)}")
+                return
 
     async def _read_replies(self, conn: _Connection) -> None:
         reason = "the server closed the connection"
