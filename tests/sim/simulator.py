@@ -156,17 +156,23 @@ class Simulation:
         storage = self.storages[node_id]
         while node.has_ready():
             ready = node.ready()
+            crash_before_sync = self._crash_in_ready.pop(node_id, None)
+            moment = self._buggify_moment(node, ready)
             # The same order as the runtime's driver: a leader may send before its fsync,
             # and committed entries are applied before this bundle's own are durable. A
-            # crash "before fsync" then strikes after both, where that order is risky.
-            sent = ready.send_before_persist
-            if sent:
+            # crash planned for this bundle strikes either after that early send (where
+            # sending first is risky) or before the messages left the outbox (a leader
+            # that won, committed or appended and told no one: Figure 8's material).
+            sent = False
+            if ready.send_before_persist and (
+                (crash_before_sync is None and moment is None) or self.rng.random() < 0.5
+            ):
                 self._send(ready)
+                sent = True
             self._apply(node_id, ready)
             self._check_reads(node_id, ready)
             stage_ready(storage, ready)
             self.checker.appended(node, ready.entries)
-            crash_before_sync = self._crash_in_ready.pop(node_id, None)
             if crash_before_sync:
                 self._crash(node_id, "before fsync, mid-Ready")
                 return
@@ -174,7 +180,6 @@ class Simulation:
             if crash_before_sync is False:
                 self._crash(node_id, "after fsync, before send")
                 return
-            moment = self._buggify_moment(node, ready)
             if moment is not None:
                 self._crash(node_id, f"after fsync, before send: {moment}")
                 return
