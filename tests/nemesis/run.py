@@ -149,6 +149,11 @@ async def client_loop(
             history.record(op)
 
 
+# Faults that take the leader away long enough that the others must elect a new one.
+LEADER_LOSING_KINDS = ("kill_leader", "pause_leader", "isolate_leader")
+MIN_HOLD_FOR_NEW_TERM_S = 1.6
+
+
 class Nemesis:
     def __init__(self, cluster: Cluster, plan: Plan, outcome: Outcome) -> None:
         self.cluster = cluster
@@ -172,6 +177,7 @@ class Nemesis:
         hold = self.rng.uniform(1.0, 3.0)
         cluster = self.cluster
         before = await self.leader()
+        term_before = await self.term_of(before)
         self.outcome.faults += 1
         if kind in ("kill", "kill_leader"):
             victim = before if kind == "kill_leader" else self.rng.choice(list(cluster.members))
@@ -220,6 +226,20 @@ class Nemesis:
         # back as a follower). A short pause or cut may leave the leader in place.
         if kind == "kill_leader" and after == before:
             self.outcome.problems.append(f"{kind}: the leader {before} was still leading")
+        # A leader taken away for longer than the longest election timeout plus an election
+        # is replaced in a new term: if the term did not move, the fault never reached the
+        # cluster (a proxy that did not cut, a signal lost). Shorter holds may or may not
+        # see an election, so they prove nothing either way.
+        if kind in LEADER_LOSING_KINDS and hold >= MIN_HOLD_FOR_NEW_TERM_S:
+            term_after = await self.term_of(after)
+            if term_before is not None and term_after is not None and term_after <= term_before:
+                self.outcome.problems.append(
+                    f"{kind}: no new term while {before} was out (term {term_before})"
+                )
+
+    async def term_of(self, name: str) -> int | None:
+        statuses = await self.cluster.statuses([name])
+        return statuses[name].term if name in statuses else None
 
 
 async def converge(cluster: Cluster, outcome: Outcome) -> None:
