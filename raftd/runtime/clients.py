@@ -143,8 +143,8 @@ class ClientServer:
         sender: BatchedSender,
         slots: trio.Semaphore,
     ) -> None:
-        """Start an answering task per request; stop at EOF or at the first bad frame (the
-        answers already under way still go out)."""
+        """Hand each request to the driver (or to an answering task); stop at EOF or at the
+        first bad frame (the answers already under way still go out)."""
         try:
             while True:
                 received = await stream.receive()

@@ -9,13 +9,10 @@ never on speed. ``main`` runs in a worker thread, as in test_raftctl.py.
 from __future__ import annotations
 
 import io
-import json
 import sys
 from array import array
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -37,23 +34,11 @@ from cli.bench import (
 )
 from cli.raftctl import main
 from tests.cli.fakeserver import ClosedPort, FakeKV, FakeNode, Received, Response, start
+from tests.cli.test_raftctl import Run
 from wire.api import CasRequest, ErrorCode, ErrorReply, GetReply, GetRequest, SetRequest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHORT = ("--duration", "0.3", "--warmup", "0", "--keys", "50", "--timeout", "2")
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        lines = self.out.splitlines()
-        assert len(lines) == 1, self.out  # exactly one JSON object, on one line
-        return json.loads(lines[0])
 
 
 class Terminal(io.StringIO):

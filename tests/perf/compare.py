@@ -58,6 +58,13 @@ WORKLOADS = (
         ("--conc", "64", "--journal", "file", "--batch", "0"),
     ),
     Workload(
+        "writes, 64 clients, tracing off",
+        ("--op", "set", "--clients", "64"),
+        None,
+        None,
+        (("OTEL_SDK_DISABLED", "true"),),
+    ),
+    Workload(
         "writes, 1 client",
         ("--op", "set", "--clients", "1"),
         ("--op", "put", "--conc", "1"),
@@ -68,13 +75,6 @@ WORKLOADS = (
         ("--op", "get", "--clients", "64", "--keys", str(READ_KEYS)),
         ("--op", "get", "--conc", "64", "--keyspace", str(READ_KEYS)),
         None,  # PySyncObj reads are local only
-    ),
-    Workload(
-        "writes, 64 clients, tracing off",
-        ("--op", "set", "--clients", "64"),
-        None,
-        None,
-        (("OTEL_SDK_DISABLED", "true"),),
     ),
 )
 
@@ -158,21 +158,29 @@ def _measurement(system: str, workload: str, record: dict[str, Any]) -> Measurem
 # ----------------------------------------------------------------- raftd
 
 
+def raftctl(command: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "--endpoints", ENDPOINTS, "--output", "json", command]
+
+
 @contextmanager
-def raftd_cluster(env: dict[str, str]) -> Iterator[None]:
+def raftd_cluster(
+    env: dict[str, str], results: Results, shown_env: Sequence[tuple[str, str]] = ()
+) -> Iterator[None]:
     """Three fresh members (fsync on; tracing as ``env`` says), stopped with Ctrl-C."""
     data = Path(tempfile.mkdtemp(prefix="raftd-bench-"))
+    command = [
+        sys.executable,
+        "-m",
+        "raftd",
+        "cluster",
+        "--data-dir",
+        str(data),
+        "--port-offset",
+        str(PORT_OFFSET),
+    ]
+    results.commands.append(" ".join([*(f"{k}={v}" for k, v in shown_env), *command]))
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "raftd",
-            "cluster",
-            "--data-dir",
-            str(data),
-            "--port-offset",
-            str(PORT_OFFSET),
-        ],
+        command,
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -183,16 +191,7 @@ def raftd_cluster(env: dict[str, str]) -> Iterator[None]:
         deadline = time.monotonic() + 60
         while True:
             status = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "cli",
-                    "--endpoints",
-                    ENDPOINTS,
-                    "--output",
-                    "json",
-                    "status",
-                ],
+                raftctl("status"),
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
@@ -216,17 +215,10 @@ def raftd_cluster(env: dict[str, str]) -> Iterator[None]:
 
 def run_raftd(workload: Workload, timing: tuple[str, ...], results: Results) -> None:
     env = {**os.environ, **dict(workload.raftd_env)}
-    with raftd_cluster(env):
+    with raftd_cluster(env, results, workload.raftd_env):
         out = _run(
             [
-                sys.executable,
-                "-m",
-                "cli",
-                "--endpoints",
-                ENDPOINTS,
-                "--output",
-                "json",
-                "bench",
+                *raftctl("bench"),
                 "--no-progress",
                 *workload.raftd,
                 "--value-size",
@@ -329,7 +321,12 @@ def compare(
     # raftctl bench and both anchor scripts take the same two options.
     timing = ("--duration", f"{duration_s:g}", "--warmup", f"{warmup_s:g}")
     for rep in range(1, reps + 1):
-        for workload in WORKLOADS:
+        # The tracing pair runs back to back, in alternating order, so drift between
+        # measurements does not pass for the cost of tracing.
+        order = list(WORKLOADS)
+        if rep % 2 == 0:
+            order[0], order[1] = order[1], order[0]
+        for workload in order:
             steps: list[tuple[str, Callable[[], None]]] = []
             if "raftd" in systems:
                 steps.append(("raftd", partial(run_raftd, workload, timing, results)))
