@@ -7,6 +7,7 @@ Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the member cannot
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -183,6 +184,22 @@ class Observability:
     chaos: Chaos | None
 
 
+# Young-generation collections every 50,000 allocations instead of 700.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def _tune_garbage_collection() -> None:
+    """A member allocates a few dozen short-lived objects per request and keeps every log
+    entry; with the default thresholds the cyclic collector ran every 700 allocations and
+    kept walking a growing heap (in a py-spy profile at 64 clients it looked like 16% of
+    the leader's time, charged to whichever line allocated). Raising the young threshold
+    and freezing what the start-up left (the replayed log) cut the leader's CPU per write
+    by about a tenth; the objects here rarely form cycles, and the ones that do are still
+    collected, only later."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config: NodeConfig, storage: Storage, observe: Observability) -> None:
     """Run one member until SIGINT or SIGTERM."""
     client_addrs: dict[str, str] = {}
@@ -196,6 +213,7 @@ async def serve(config: NodeConfig, storage: Storage, observe: Observability) ->
         tracer=tracer,
         metrics=metrics,
     )
+    _tune_garbage_collection()
     peers = PeerTransport(
         config, driver.deliver, client_addrs, chaos=observe.chaos, metrics=metrics
     )
