@@ -9,10 +9,8 @@ is the same on every run and can be compared whole.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from cli.raftctl import main
 from cli.trace import assemble, load_traces
 from observability.filexport import JsonLinesSpanExporter, SpanRecord
+from tests.cli import test_raftctl as raftctl_tests
 
 T0 = 1_717_243_200_000_000_000  # 2024-06-01 12:00:00 UTC
 OLD_ELECTION = 0xAA11_0000_0000_0000_0000_0000_0000_0001
@@ -277,18 +276,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield cluster.data_dir
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        lines = self.out.splitlines()
-        assert len(lines) == 1, self.out  # exactly one JSON object, on one line
-        return json.loads(lines[0])
-
+class Run(raftctl_tests.Run):
     def line(self, *parts: str) -> str:
         """The one output line holding every part, in order of appearance or not."""
         found = [line for line in self.out.splitlines() if all(part in line for part in parts)]
