@@ -74,7 +74,6 @@ class ClientServer:
         self.driver = driver
         self.tracer = tracer or trace.get_tracer("raftd")
         self.metrics = metrics if metrics is not None else driver.metrics
-        self.rejected_connections = 0
         self._quiet = QuietLog(log)
         self.gate = ConnectionGate(
             "client", config.max_client_connections, self.metrics, self._quiet
@@ -169,7 +168,6 @@ class ClientServer:
             pass
 
     def _closed(self, remote: str, reason: str, why: str) -> None:
-        self.rejected_connections += 1
         self.metrics.connection_closed("client", reason)
         self._quiet.warning(f"client connection closed: {reason}", remote=remote, reason=why)
 

@@ -78,7 +78,6 @@ class PeerTransport:
             if name != config.name:
                 self._outboxes[node_id] = trio.open_memory_channel[Outgoing](OUTBOX_CAPACITY)
         self._delay_line: DelayLine[Outgoing] = DelayLine(self._enqueue)
-        self.rejected_connections = 0
         self._quiet = QuietLog(log)
         self.gate = ConnectionGate(
             "peer", PEER_CONNECTIONS_PER_MEMBER * len(self._ids), self.metrics, self._quiet
@@ -323,7 +322,6 @@ class PeerTransport:
     def _refuse(self, remote: str, reason: str, why: str, detail: str = "") -> None:
         """``reason`` is the metric label; ``detail`` separates kinds of handshake trouble
         in the log, so a stranger does not hide the member of another cluster."""
-        self.rejected_connections += 1
         self.metrics.connection_closed("peer", reason)
         self._quiet.warning(
             "peer connection refused", key=f"{reason}:{detail}", remote=remote, reason=why

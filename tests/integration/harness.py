@@ -295,9 +295,12 @@ class Cluster:
         for member in self.members.values():
             member.extra_args += ["--metrics-addr", f"127.0.0.1:{free_port()}"]
 
-    async def scrape(self, name: str) -> str:
+    def metrics_address(self, name: str) -> str:
         args = self.members[name].extra_args
-        address = args[args.index("--metrics-addr") + 1]
+        return args[args.index("--metrics-addr") + 1]
+
+    async def scrape(self, name: str) -> str:
+        address = self.metrics_address(name)
 
         def get() -> str:
             with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.integration.harness import ROOT, Cluster, Member, free_port, running
+from tests.integration.harness import ROOT, Cluster, free_port, running
 from tests.integration.test_cluster import Writer
 
 PROMETHEUS_DIR = ROOT / "observability" / "prometheus"
@@ -48,11 +48,6 @@ def _ready(url: str) -> bool:
     except OSError:  # refused while it starts, 503 until it is ready
         return False
     return status == 200
-
-
-def metrics_port(member: Member) -> int:
-    address = member.extra_args[member.extra_args.index("--metrics-addr") + 1]
-    return int(address.rsplit(":", 1)[1])
 
 
 @dataclass
@@ -89,8 +84,8 @@ def scrape_config_for(cluster: Cluster) -> str:
         "scrape_timeout: 4s": "scrape_timeout: 1s",
         "evaluation_interval: 5s": "evaluation_interval: 1s",
     }
-    for n, member in enumerate(cluster.members.values(), 1):
-        replacements[f'"127.0.0.1:910{n}"'] = f'"127.0.0.1:{metrics_port(member)}"'
+    for n, name in enumerate(cluster.members, 1):
+        replacements[f'"127.0.0.1:910{n}"'] = f'"{cluster.metrics_address(name)}"'
     for old, new in replacements.items():
         assert text.count(old) == 1, f"prometheus.yml no longer has {old!r} once"
         text = text.replace(old, new)
@@ -101,8 +96,7 @@ def scrape_config_for(cluster: Cluster) -> str:
 async def metered(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
     """Three members, each serving metrics on a port of its own."""
     cluster = Cluster(tmp_path / "members", 3)
-    for member in cluster.members.values():
-        member.extra_args += ["--metrics-addr", f"127.0.0.1:{free_port()}"]
+    cluster.serve_metrics()
     async with running(cluster, nursery) as started:
         yield started
 
@@ -146,9 +140,7 @@ async def prometheus(metered: Cluster, tmp_path: Path) -> AsyncIterator[Promethe
 async def test_prometheus_sees_exactly_one_leader_and_commits_advancing_under_load(
     metered: Cluster, prometheus: Prometheus
 ) -> None:
-    targets = {
-        name: f"127.0.0.1:{metrics_port(member)}" for name, member in metered.members.items()
-    }
+    targets = {name: metered.metrics_address(name) for name in metered.members}
     # Every member scraped, and exactly one reporting itself leader: the one the members
     # agree on (polled: a slow machine can see an election in between).
     with trio.fail_after(20):
