@@ -220,5 +220,16 @@ async def test_pipelined_requests_reusing_one_id_are_all_answered(guarded: Clust
         replies = [await stream.receive() for _ in frames]
     await stream.aclose()
     assert all(r is not None and r[0].request_id == 5 for r in replies)
-    assert all(r is not None and isinstance(r[1], WriteReply) and r[1].ok for r in replies)
-    assert await guarded.wait_for_leader() == leader
+    # Served as writes, unless leadership moved meanwhile (a busy CI machine): then an
+    # honest redirect. Either way the member that got them is still running (the old
+    # limiter keyed by request id took it down).
+    moved = (ErrorCode.NOT_LEADER, ErrorCode.NO_LEADER, ErrorCode.LEADERSHIP_LOST)
+    for r in replies:
+        assert r is not None
+        reply = r[1]
+        assert (isinstance(reply, WriteReply) and reply.ok) or (
+            isinstance(reply, ErrorReply) and reply.code in moved
+        ), reply
+    process = guarded.members[leader].process
+    assert process is not None and process.returncode is None
+    await guarded.wait_all_serving()
