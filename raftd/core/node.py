@@ -208,6 +208,10 @@ class RaftNode:
         self._randomized_election_timeout = 0
         self._reset_election_timer()
         self._votes: dict[NodeId, bool] = {}
+        # Numbers this node's election rounds so a reply is counted only in the round that
+        # asked (see RequestVote.campaign). Not durable: after a restart a reply delayed
+        # from before it could match, which pre-vote tolerates (it only guards liveness).
+        self._campaign = 0
         self._progress: dict[NodeId, Progress] = {}
         self._append_pending = False
         # ReadIndex: requests waiting for an entry of this term to commit, requests not yet
@@ -455,7 +459,13 @@ class RaftNode:
         election-timeout) timer fires after the leader died, another follower may be a
         tick short of the full timeout. Refusing that pre-vote made the cluster wait a
         whole second timeout. Refusing votes only ever protects liveness, so a shorter
-        lease costs no safety."""
+        lease costs no safety.
+
+        A leader is always inside its own lease, as in etcd: its ``_election_elapsed``
+        restarts at every check-quorum round, and one that has lost its quorum steps down at
+        the next round rather than helping a disruptive candidate raise the term."""
+        if self.role is Role.LEADER:
+            return self.config.check_quorum
         return (
             self.config.check_quorum
             and self.leader_id is not None
@@ -476,6 +486,7 @@ class RaftNode:
         self.role = Role.PRE_CANDIDATE
         self.leader_id = None
         self._votes = {self.id: True}
+        self._campaign += 1
         self._reset_election_timer()
         term = self.current_term + 1
         self._events.append(ElectionStarted(term, True, reason))
@@ -488,6 +499,7 @@ class RaftNode:
         self.role = Role.CANDIDATE
         self.leader_id = None
         self._votes = {self.id: True}
+        self._campaign += 1
         self._reset_election_timer()
         self._events.append(BecameCandidate(self.current_term))
         self._request_votes(self.current_term, pre_vote=False)
@@ -496,7 +508,9 @@ class RaftNode:
     def _request_votes(self, term: int, *, pre_vote: bool) -> None:
         last_index, last_term = self.log.last_index, self.log.last_term
         for peer in self._peers:
-            self._send(RequestVote(term, self.id, peer, last_index, last_term, pre_vote))
+            self._send(
+                RequestVote(term, self.id, peer, last_index, last_term, pre_vote, self._campaign)
+            )
 
     def _tally(self) -> tuple[tuple[NodeId, ...], tuple[NodeId, ...]]:
         granted = tuple(sorted(n for n, ok in self._votes.items() if ok))
@@ -572,7 +586,11 @@ class RaftNode:
             self._events.append(VoteGranted(msg.term, msg.src, msg.pre_vote))
         else:
             self._events.append(VoteRefused(msg.term, msg.src, msg.pre_vote, reason))
-        self._send(RequestVoteResponse(reply_term, self.id, msg.src, granted, msg.pre_vote))
+        self._send(
+            RequestVoteResponse(
+                reply_term, self.id, msg.src, granted, msg.pre_vote, msg.campaign
+            )
+        )
 
     # ----------------------------------------------------------- role dispatch
 
@@ -589,7 +607,11 @@ class RaftNode:
             case Heartbeat():
                 self._send(HeartbeatResponse(self.current_term, self.id, msg.src))
             case RequestVote(pre_vote=True):
-                self._send(RequestVoteResponse(self.current_term, self.id, msg.src, False, True))
+                self._send(
+                    RequestVoteResponse(
+                        self.current_term, self.id, msg.src, False, True, msg.campaign
+                    )
+                )
             case _:
                 pass
 
@@ -614,7 +636,10 @@ class RaftNode:
                 self._step_follower(msg)
             case RequestVote():
                 self._handle_request_vote(msg)
-            case RequestVoteResponse() if msg.pre_vote == (self.role is Role.PRE_CANDIDATE):
+            case RequestVoteResponse() if (
+                msg.pre_vote == (self.role is Role.PRE_CANDIDATE)
+                and msg.campaign == self._campaign
+            ):
                 self._votes.setdefault(msg.src, msg.vote_granted)
                 self._events.append(VoteReceived(msg.term, msg.src, msg.vote_granted, msg.pre_vote))
                 self._check_election_result()

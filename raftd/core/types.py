@@ -62,7 +62,13 @@ class DurableState:
 
 @dataclass(frozen=True, slots=True)
 class RequestVote:
-    """A (pre-)candidate asking for a vote. A pre-vote carries the term it *would* use."""
+    """A (pre-)candidate asking for a vote. A pre-vote carries the term it *would* use.
+
+    ``campaign`` numbers the sender's election rounds and is echoed in the response: every
+    pre-vote round of one term asks for the same term, so without it a grant delayed from an
+    earlier round would be counted in a later one, when the voter may since have found a
+    leader and would refuse.
+    """
 
     term: int
     src: NodeId
@@ -70,6 +76,7 @@ class RequestVote:
     last_log_index: int
     last_log_term: int
     pre_vote: bool = False
+    campaign: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,7 @@ class RequestVoteResponse:
     dst: NodeId
     vote_granted: bool
     pre_vote: bool = False
+    campaign: int = 0
 
 
 @dataclass(frozen=True, slots=True)

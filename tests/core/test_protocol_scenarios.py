@@ -33,10 +33,13 @@ from raftd.core import (
     NotLeaderError,
     RaftNode,
     Ready,
+    RequestVote,
+    RequestVoteResponse,
     Role,
 )
 from raftd.core.events import (
     AppendRejected,
+    BecameCandidate,
     BecameFollower,
     BecameLeader,
     CommitAdvanced,
@@ -661,3 +664,47 @@ def test_a_single_node_cluster_elects_itself_and_commits_alone() -> None:
     assert net.nodes[1].current_term == 2
     net.propose(1, b"y")
     assert net.commands(1) == [b"x", b"y"]
+
+
+def test_a_pre_vote_grant_delayed_from_an_earlier_round_is_not_counted() -> None:
+    """Node 3 pre-votes twice in one term. Node 2's grant from the first round arrives during
+    the second, when node 2 may since have found a leader and would refuse: counting it
+    would let a single fresh grant (node 1's) plus a stale one start a real election."""
+    net = Network(3)
+    node = net.nodes[3]
+    node.campaign()
+    net.deliver(lambda m: isinstance(m, RequestVote))  # both peers grant round one ...
+    late = net.drop_in_flight()  # ... but their replies are delayed
+    assert sorted((m.src, m.vote_granted, m.pre_vote) for m in late) == [
+        (1, True, True),
+        (2, True, True),
+    ]
+    node.campaign()  # round two of the same term; its requests are lost
+    net.process(3)
+    net.drop_in_flight()
+    net.send(late)
+    net.stabilize()
+    assert node.role is Role.PRE_CANDIDATE
+    assert node.current_term == 0
+    assert net.events_of(3, BecameCandidate) == []
+
+
+def test_a_leader_never_grants_a_pre_vote_at_any_tick_of_its_lease() -> None:
+    """etcd's leader ignores every (pre-)vote of a higher term while it holds check-quorum;
+    ours fell outside its own lease for the last heartbeat interval of each election timeout
+    and granted one there. Probe every tick of two full timeouts."""
+    net = Network(3)
+    leader = net.elect(1)
+    term = leader.current_term
+    for tick in range(2 * leader.config.election_timeout_ticks):
+        net.tick()
+        net.stabilize()
+        assert leader.role is Role.LEADER
+        leader.step(
+            RequestVote(term + 1, 3, 1, leader.log.last_index, leader.log.last_term, True)
+        )
+        ready = leader.ready()
+        leader.advance(ready)
+        granted = [m for m in ready.messages if isinstance(m, RequestVoteResponse)]
+        assert granted == [], f"tick {tick}: the leader answered {granted}"
+        assert VoteRefused(term + 1, 3, True, "leader_lease") in ready.events

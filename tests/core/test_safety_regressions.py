@@ -190,7 +190,7 @@ def test_a_vote_survives_a_crash_so_one_term_has_one_leader() -> None:
     net.nodes[1].campaign()
     net.deliver()  # node 2 grants
     delayed = net.drop_in_flight()
-    assert delayed == [RequestVoteResponse(1, 2, 1, True, False)]
+    assert delayed == [RequestVoteResponse(1, 2, 1, True, False, campaign=1)]
 
     net.crash(2)
     net.restart(2)
@@ -219,8 +219,8 @@ def test_vote_grants_from_an_older_term_do_not_elect_a_candidate() -> None:
     net.deliver()  # 2 and 3 grant in term 1 ...
     late = net.drop_in_flight()  # ... but the replies are delayed
     assert late == [
-        RequestVoteResponse(1, 2, 1, vote_granted=True),
-        RequestVoteResponse(1, 3, 1, vote_granted=True),
+        RequestVoteResponse(1, 2, 1, vote_granted=True, campaign=1),
+        RequestVoteResponse(1, 3, 1, vote_granted=True, campaign=1),
     ]
 
     node.campaign()  # term 2; its requests are lost
@@ -249,8 +249,8 @@ def test_real_vote_grants_do_not_count_toward_a_later_pre_vote() -> None:
     net.deliver()  # 2 and 3 grant ...
     late = net.drop_in_flight()  # ... but the replies are delayed
     assert late == [
-        RequestVoteResponse(1, 2, 1, vote_granted=True),
-        RequestVoteResponse(1, 3, 1, vote_granted=True),
+        RequestVoteResponse(1, 2, 1, vote_granted=True, campaign=2),
+        RequestVoteResponse(1, 3, 1, vote_granted=True, campaign=2),
     ]
 
     node.campaign()  # a new pre-vote round for term 2; its requests are lost
