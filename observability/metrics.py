@@ -78,7 +78,14 @@ MESSAGE_KINDS = (
     "RequestVoteResponse",
 )
 RPC_KINDS = ("AppendEntries", "RequestVote")
-DROP_REASONS = ("outbox_full", "disconnected", "send_failed", "inbox_full", "chaos")
+DROP_REASONS = (
+    "outbox_full",
+    "disconnected",
+    "send_failed",
+    "unencodable",
+    "inbox_full",
+    "chaos",
+)
 CHAOS_KINDS = ("drop", "delay", "fsync_delay", "fsync_fail")
 CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status")
 PORTS = ("client", "peer")

@@ -141,6 +141,22 @@ class MisroutedMessageIgnored:
 
 
 @dataclass(frozen=True, slots=True)
+class CommittedEntryConflict:
+    """A leader sent an entry that differs from one this node has committed.
+
+    Raft's Leader Completeness property says this cannot happen with honest, durable members;
+    it means a member lost acknowledged data or a bug. The append is refused and nothing is
+    truncated, because dropping a committed entry would turn one fault into lost writes.
+    """
+
+    src: NodeId
+    index: int
+    local_term: int
+    leader_term: int
+    commit_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadsAborted:
     """Leadership was lost before these ReadIndex requests were confirmed: they were not
     served, and may be retried anywhere."""
@@ -165,5 +181,6 @@ Event = (
     | FollowerBackedOff
     | StaleMessageIgnored
     | MisroutedMessageIgnored
+    | CommittedEntryConflict
     | ReadsAborted
 )

@@ -26,6 +26,7 @@ from raftd.core.events import (
     BecameFollower,
     BecameLeader,
     CommitAdvanced,
+    CommittedEntryConflict,
     ElectionLost,
     ElectionStarted,
     ElectionTimedOut,
@@ -56,6 +57,10 @@ from raftd.core.types import (
     RequestVoteResponse,
 )
 
+# What one entry costs an AppendEntries beyond its data and context, for the byte bound:
+# the codec's list header and its index, term and kind fields, rounded up.
+ENTRY_OVERHEAD = 32
+
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
@@ -75,6 +80,10 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_append: int = 256
+    # Bytes of entry data per AppendEntries (etcd's MaxSizePerMsg): with large values an
+    # entry count alone let a catch-up batch outgrow the frame limit. One entry is always
+    # sent, so the runtime must cap a single entry (the client port's value limit) below it.
+    max_bytes_per_append: int = 1 << 20
     max_inflight_appends: int = 64
 
     def __post_init__(self) -> None:
@@ -86,8 +95,10 @@ class Config:
             raise ValueError("heartbeat_interval_ticks must be at least 1")
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
             raise ValueError("election_timeout_ticks must exceed heartbeat_interval_ticks")
-        if self.max_entries_per_append < 1 or self.max_inflight_appends < 1:
+        if min(self.max_entries_per_append, self.max_inflight_appends) < 1:
             raise ValueError("max_entries_per_append and max_inflight_appends must be >= 1")
+        if self.max_bytes_per_append < 1:
+            raise ValueError("max_bytes_per_append must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,9 +598,7 @@ class RaftNode:
         else:
             self._events.append(VoteRefused(msg.term, msg.src, msg.pre_vote, reason))
         self._send(
-            RequestVoteResponse(
-                reply_term, self.id, msg.src, granted, msg.pre_vote, msg.campaign
-            )
+            RequestVoteResponse(reply_term, self.id, msg.src, granted, msg.pre_vote, msg.campaign)
         )
 
     # ----------------------------------------------------------- role dispatch
@@ -637,8 +646,7 @@ class RaftNode:
             case RequestVote():
                 self._handle_request_vote(msg)
             case RequestVoteResponse() if (
-                msg.pre_vote == (self.role is Role.PRE_CANDIDATE)
-                and msg.campaign == self._campaign
+                msg.pre_vote == (self.role is Role.PRE_CANDIDATE) and msg.campaign == self._campaign
             ):
                 self._votes.setdefault(msg.src, msg.vote_granted)
                 self._events.append(VoteReceived(msg.term, msg.src, msg.vote_granted, msg.pre_vote))
@@ -691,7 +699,13 @@ class RaftNode:
             if existing == entry.term:
                 continue  # already have it: a duplicate must never truncate what follows
             if existing is not None:
-                assert entry.index > self.commit_index, "leader conflicts with a committed entry"
+                if entry.index <= self.commit_index:
+                    self._events.append(
+                        CommittedEntryConflict(
+                            msg.src, entry.index, existing, entry.term, self.commit_index
+                        )
+                    )
+                    return
                 self.log.truncate_from(entry.index)
                 self._stable_last_index = min(self._stable_last_index, entry.index - 1)
                 self._events.append(LogTruncated(entry.index, entry.term))
@@ -748,11 +762,22 @@ class RaftNode:
                 else:
                     pr.next_index = max(pr.next_index, msg.match_index + 1)
                 self._maybe_commit()
+            elif pr.state is ReplicationState.PROBE and msg.match_index >= pr.next_index - 1:
+                # The probe matched below what we believed acknowledged (after a back-off
+                # under match_index): resume from where the follower really is.
+                pr.become_replicate()
+                pr.next_index = msg.match_index + 1
             self._send_append(msg.src)
             return
-        stale = msg.rejected_index <= pr.match_index or (
-            pr.state is ReplicationState.PROBE and msg.rejected_index != pr.next_index - 1
-        )
+        # A probe is answered by the rejection of exactly its own prev_log_index. In
+        # pipelined mode a rejection below match_index predates an acknowledgement; one *at*
+        # match_index is trusted, because a follower that lost acknowledged entries (a
+        # damaged disk cut by recovery) rejects exactly there forever, and ignoring it left
+        # the leader stuck on that follower until the leadership changed.
+        if pr.state is ReplicationState.PROBE:
+            stale = msg.rejected_index != pr.next_index - 1
+        else:
+            stale = msg.rejected_index < pr.match_index
         if stale:
             self._ignore_unexpected(msg)
             return
@@ -761,7 +786,7 @@ class RaftNode:
             last_of_term = self.log.last_index_of_term(msg.conflict_term)
             if last_of_term is not None:
                 next_index = last_of_term + 1
-        next_index = max(pr.match_index + 1, min(next_index, msg.rejected_index))
+        next_index = max(self.log.snapshot_index + 1, min(next_index, msg.rejected_index))
         pr.become_probe(next_index)
         self._events.append(FollowerBackedOff(msg.src, next_index))
         self._send_append(msg.src)
@@ -794,7 +819,8 @@ class RaftNode:
             if len(pr.inflight) >= self.config.max_inflight_appends:
                 return
             first = pr.next_index
-            entries = self.log.slice(first, min(self.log.last_index + 1, first + limit))
+            last = min(self.log.last_index + 1, first + limit)
+            entries = self._bounded(self.log.slice(first, last))
             if not entries and not send_if_empty and pr.state is ReplicationState.REPLICATE:
                 return
             prev_index = first - 1
@@ -819,6 +845,15 @@ class RaftNode:
             pr.next_index = entries[-1].index + 1
             pr.inflight.append(entries[-1].index)
             send_if_empty = False
+
+    def _bounded(self, entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+        """The longest prefix within ``max_bytes_per_append`` (always at least one entry)."""
+        budget = self.config.max_bytes_per_append
+        for position, entry in enumerate(entries):
+            budget -= len(entry.data) + len(entry.context) + ENTRY_OVERHEAD
+            if budget < 0:
+                return entries[: max(position, 1)]
+        return entries
 
     def _maybe_commit(self) -> None:
         matches = sorted((pr.match_index for pr in self._progress.values()), reverse=True)

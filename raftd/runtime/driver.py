@@ -501,6 +501,16 @@ class Driver:
                             read.box.set(_leadership_lost("the read was not served"))
                 case ev.LogTruncated():
                     log.warning("log truncated", from_index=event.from_index, term=event.term)
+                case ev.CommittedEntryConflict():
+                    log.error(
+                        "refused an append that conflicts with a committed entry: a member "
+                        "lost acknowledged data or the cluster is inconsistent",
+                        leader=self._name(event.src),
+                        index=event.index,
+                        local_term=event.local_term,
+                        leader_term=event.leader_term,
+                        commit_index=event.commit_index,
+                    )
                 case _:
                     pass
 

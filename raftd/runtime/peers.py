@@ -218,10 +218,7 @@ class PeerTransport:
                     batch.append(outbox.receive_nowait())
                 except trio.WouldBlock:
                     break
-            frames = [
-                stream.encode(Header(type(item.msg).__name__, traceparent=item.parent), item.msg)
-                for item in batch
-            ]
+            frames = self._encode(stream, batch)
             try:
                 await stream.send_encoded(frames)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -235,6 +232,25 @@ class PeerTransport:
                 if item.span is not None and item.span.is_recording():
                     wait_ms = (now - item.queued_ns) / 1e6
                     item.span.add_event("written to the peer", {"raftd.outbox_wait_ms": wait_ms})
+
+    def _encode(self, stream: FramedStream, batch: list[Outgoing]) -> list[bytes]:
+        """Frame each message; one that cannot be framed is dropped, never fatal.
+
+        An AppendEntries over the frame limit once escaped this task and took the whole
+        member down, and the next leader then did the same. Raft tolerates a lost message
+        (the leader retries, and the core bounds appends by bytes), so a bug that still
+        builds an unsendable one costs that message and a loud log line, not the cluster."""
+        frames: list[bytes] = []
+        for item in batch:
+            kind = type(item.msg).__name__
+            try:
+                frames.append(stream.encode(Header(kind, traceparent=item.parent), item.msg))
+            except (WireError, ValueError, TypeError) as exc:
+                self.metrics.message_dropped(kind, "unencodable")
+                log.error("dropped a message that cannot be framed", kind=kind, error=str(exc))
+                if item.span is not None and item.span.is_recording():
+                    item.span.add_event("dropped: cannot be framed", {"error": str(exc)})
+        return frames
 
     def _discard(self, outbox: Any) -> None:
         """While a peer is unreachable its messages go stale; drop them rather than replay

@@ -44,6 +44,7 @@ class Network:
         election_timeout_ticks: int = 10,
         heartbeat_interval_ticks: int = 2,
         max_entries_per_append: int = 256,
+        max_bytes_per_append: int = 1 << 20,
     ) -> None:
         self.ids: tuple[NodeId, ...] = tuple(range(1, size + 1))
         self._seed = seed
@@ -54,6 +55,7 @@ class Network:
             "election_timeout_ticks": election_timeout_ticks,
             "heartbeat_interval_ticks": heartbeat_interval_ticks,
             "max_entries_per_append": max_entries_per_append,
+            "max_bytes_per_append": max_bytes_per_append,
         }
         self.storages = {i: MemoryStorage() for i in self.ids}
         self.nodes: dict[NodeId, RaftNode] = {}

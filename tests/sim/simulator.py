@@ -20,7 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from raftd.core import Config, Entry, EntryKind, Message, NodeId, RaftNode, Ready, Role
-from raftd.core.events import BecameLeader, CommitAdvanced, Event, VoteGranted
+from raftd.core.events import (
+    BecameLeader,
+    CommitAdvanced,
+    CommittedEntryConflict,
+    Event,
+    VoteGranted,
+)
 from raftd.storage import MemoryStorage, stage_ready
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.faults import TICK_UNITS, FaultPlan
@@ -242,6 +248,9 @@ class Simulation:
                     self.checker.vote_granted(node.id, event.term, event.candidate)
                 case BecameLeader():
                     self.checker.became_leader(node)
+                case CommittedEntryConflict():
+                    # Leader completeness failed somewhere: with durable members it cannot.
+                    raise Violation(f"node {node.id}: {event}")
             self._emit(node.id, repr(event))
 
     # ----------------------------------------------------- scripted control
