@@ -194,6 +194,19 @@ class _Session:
     last_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class HashableState:
+    data: dict[str, str]
+    sessions: dict[object, list[object]]
+
+
+def digest(state: HashableState) -> str:
+    """The digest ``KVStore.state_hash`` reports; safe to run off the driver's loop on a
+    copy taken by ``hashable_state``."""
+    payload = cbor2.dumps([state.data, state.sessions], canonical=True)
+    return hashlib.sha256(payload).hexdigest()
+
+
 class KVStore:
     """The state machine: string keys to string values, plus the client session table.
 
@@ -322,9 +335,12 @@ class KVStore:
         (retries, staleness, eviction); ``last_applied_index`` and ``max_sessions`` are left
         out, being positions and configuration rather than state the log produced.
         """
-        sessions = {row[0]: row[1:] for row in self._session_rows()}
-        payload = cbor2.dumps([self._data, sessions], canonical=True)
-        return hashlib.sha256(payload).hexdigest()
+        return digest(self.hashable_state())
+
+    def hashable_state(self) -> HashableState:
+        """A copy of what ``state_hash`` covers, cheap to take (no encoding, no sorting),
+        so the driver can hand the expensive digest to a worker and keep its loop moving."""
+        return HashableState(dict(self._data), {row[0]: row[1:] for row in self._session_rows()})
 
     def snapshot(self) -> bytes:
         """Serialise everything ``restore`` needs to continue exactly where this store is.

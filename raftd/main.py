@@ -208,7 +208,7 @@ async def serve(config: NodeConfig, storage: Storage, observe: Observability) ->
     driver = Driver(
         config,
         storage,
-        lambda msg, parent, span: peers.send(msg, parent, span),
+        lambda msg, parent, span, lag: peers.send(msg, parent, span, lag),
         client_addrs=client_addrs,
         tracer=tracer,
         metrics=metrics,

@@ -51,6 +51,12 @@ class Header:
     traceparent: TraceParent | None = None
     tracestate: str | None = None
     version: int = PROTOCOL_VERSION
+    # Peer frames only, for bounded-staleness reads: how long the message waited between
+    # being built and being written (so a receiver can date it by when it was built, not
+    # by when a queue or an injected delay let it go), and on a leader's message how stale
+    # the leader's own state was when it built it. Microseconds.
+    age_us: int | None = None
+    lag_us: int | None = None
     # Set on decode when the sender put a trace context here that we had to drop (not a
     # valid traceparent): the request is still served, the receiver counts and logs it.
     dropped_traceparent: bool = dataclasses.field(default=False, compare=False)
@@ -252,6 +258,10 @@ def encode_payload(header: Header, body: list[Any]) -> bytes:
         head["tp"] = format_traceparent(header.traceparent)
     if header.tracestate:
         head["ts"] = header.tracestate
+    if header.age_us is not None:
+        head["a"] = header.age_us
+    if header.lag_us is not None:
+        head["l"] = header.lag_us
     return cbor2.dumps([head, body])
 
 
@@ -284,4 +294,22 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
     if traceparent is not None and isinstance(raw_state, str):
         # Kept as text for relaying, but only if it is a valid list-member list.
         tracestate = raw_state if parse_tracestate(raw_state) is not None else None
-    return Header(kind, request_id, traceparent, tracestate, dropped_traceparent=dropped), body
+    age_us, lag_us = _optional_micros(head, "a"), _optional_micros(head, "l")
+    return Header(
+        kind,
+        request_id,
+        traceparent,
+        tracestate,
+        age_us=age_us,
+        lag_us=lag_us,
+        dropped_traceparent=dropped,
+    ), body
+
+
+def _optional_micros(head: dict[Any, Any], name: str) -> int | None:
+    value = head.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        _fail(f"header field {name!r}", value)
+    return value

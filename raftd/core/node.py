@@ -85,6 +85,10 @@ class Config:
     # sent, so the runtime must cap a single entry (the client port's value limit) below it.
     max_bytes_per_append: int = 1 << 20
     max_inflight_appends: int = 64
+    # Committed entries handed out per Ready (etcd's MaxCommittedSizePerReady, by count): a
+    # restarted member learning that its whole replayed log is committed applied all of it
+    # in one driver turn, seconds without a tick or a heartbeat at 100k entries.
+    max_committed_per_ready: int = 1024
 
     def __post_init__(self) -> None:
         if self.node_id not in self.voters:
@@ -97,8 +101,8 @@ class Config:
             raise ValueError("election_timeout_ticks must exceed heartbeat_interval_ticks")
         if min(self.max_entries_per_append, self.max_inflight_appends) < 1:
             raise ValueError("max_entries_per_append and max_inflight_appends must be >= 1")
-        if self.max_bytes_per_append < 1:
-            raise ValueError("max_bytes_per_append must be >= 1")
+        if min(self.max_bytes_per_append, self.max_committed_per_ready) < 1:
+            raise ValueError("max_bytes_per_append and max_committed_per_ready must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +350,9 @@ class RaftNode:
             self._start_read_round()
         hard_state = self._hard_state()
         last = self.log.last_index
-        apply_to = min(self.commit_index, last)
+        apply_to = min(
+            self.commit_index, last, self.last_applied + self.config.max_committed_per_ready
+        )
         ready = Ready(
             hard_state=hard_state if hard_state != self._persisted_hard_state else None,
             entries=self.log.slice(self._unstable_from, last + 1)
@@ -431,7 +437,11 @@ class RaftNode:
     def _broadcast_heartbeat(self) -> None:
         for peer in self._peers:
             commit = min(self._progress[peer].match_index, self.commit_index)
-            self._send(Heartbeat(self.current_term, self.id, peer, commit, self._read_round))
+            self._send(
+                Heartbeat(
+                    self.current_term, self.id, peer, commit, self._read_round, self.commit_index
+                )
+            )
 
     def _start_read_round(self) -> None:
         self._read_round += 1

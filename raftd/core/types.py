@@ -130,6 +130,9 @@ class Heartbeat:
     ``leader_commit`` is already capped at what the follower is known to hold.
     ``read_round`` is the leader's latest ReadIndex round: a follower echoing it proves the
     leader still led when that round began (section 6.4 of the Raft dissertation).
+    ``commit_index`` is the leader's own, uncapped: a follower that has applied that far
+    is as current as the leader was, which is what a bounded-staleness read needs to know
+    (hearing from the leader alone does not mean being caught up with it).
     """
 
     term: int
@@ -137,6 +140,7 @@ class Heartbeat:
     dst: NodeId
     leader_commit: int
     read_round: int = 0
+    commit_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)

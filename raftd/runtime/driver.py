@@ -9,11 +9,13 @@ messages, apply committed entries, answer the clients whose requests completed.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 import trio
@@ -31,6 +33,7 @@ from raftd.core import (
     Config,
     EntryKind,
     Heartbeat,
+    HeartbeatResponse,
     Message,
     NotLeaderError,
     RaftNode,
@@ -41,6 +44,7 @@ from raftd.core import (
 )
 from raftd.core import events as ev
 from raftd.runtime.chaos import ChaosStorage
+from raftd.runtime.freshness import Freshness
 from raftd.runtime.spans import RaftSpans
 from raftd.storage import Storage, StorageError, stage_ready
 from wire.api import ClientReply, ErrorCode, ErrorReply, GetReply, StatusReply, WriteReply
@@ -48,8 +52,13 @@ from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.driver")
 
+# Client operations and peer messages queue apart: when they shared one inbox, queued
+# client requests refilled it as fast as it drained and peer messages (acknowledgements,
+# heartbeats) were the ones dropped, which could trip check-quorum under overload.
 INBOX_CAPACITY = 4096
+PEER_INBOX_CAPACITY = 4096
 MAX_INPUTS_PER_TURN = 512
+MAX_PEER_INPUTS_PER_TURN = 1024
 
 
 class ReplyBox:
@@ -117,8 +126,28 @@ class Status:
 ClientOp = Write | Read | StaleRead | Status
 
 
-Send = Callable[[Message, TraceParent | None, Span | None], None]
-Inbound = tuple[Message, TraceParent | None]
+Send = Callable[[Message, TraceParent | None, Span | None, float | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A peer message, dated by the transport when it arrived (not when we dequeue it).
+
+    ``built_at`` is when the sender built it, in our clock (arrival minus the time the
+    frame says it waited); ``leader_fresh`` is the instant the sending leader's state was
+    current, when it says so (see ``freshness``)."""
+
+    msg: Message
+    parent: TraceParent | None
+    built_at: float
+    leader_fresh: float | None
+
+
+class _Wake:
+    """Rings the driver when a peer message lands while it waits on the client inbox."""
+
+
+WAKE = _Wake()
 SWEEP_INTERVAL_S = 1.0
 
 
@@ -156,7 +185,9 @@ class Driver:
         else:
             self.kv = kv.KVStore()
         self.applied_index = self.node.last_applied
-        self.inbox_send, self._inbox = trio.open_memory_channel[Inbound | ClientOp](INBOX_CAPACITY)
+        self.inbox_send, self._inbox = trio.open_memory_channel[ClientOp | _Wake](INBOX_CAPACITY)
+        self._peer_inbox: deque[Inbound] = deque()
+        self._helpers: trio.Nursery | None = None
         # index -> (term, box, the request as proposed: applying it then needs no decode)
         self._writes: dict[int, tuple[int, ReplyBox, kv.Request]] = {}
         self._reads: dict[bytes, Read] = {}
@@ -165,8 +196,8 @@ class Driver:
         # (deadline, box) of every write and read waiting on Raft, oldest first; a box that
         # is answered by then ignores the timeout.
         self._deadlines: deque[tuple[float, ReplyBox]] = deque()
-        self._last_leader_contact = -1.0
-        self._last_heard: dict[int, float] = {}
+        self.freshness = Freshness()
+        self._contact_at_dequeue = "contact-at-dequeue" in config.test_mutations
         self._append_sent: dict[int, list[tuple[int, float]]] = {}  # peer -> (last index, t)
         self._vote_sent: dict[tuple[int, bool], float] = {}
         self._role = self.node.role
@@ -174,13 +205,27 @@ class Driver:
 
     # ----------------------------------------------------------- the API
 
-    def deliver(self, msg: Message, parent: TraceParent | None = None) -> None:
+    def deliver(
+        self,
+        msg: Message,
+        parent: TraceParent | None = None,
+        built_at: float | None = None,
+        leader_fresh: float | None = None,
+    ) -> None:
         """A peer message arrived. Never blocks the network reader: if the driver is
         behind, the message is dropped (Raft retransmits) and counted."""
-        try:
-            self.inbox_send.send_nowait((msg, parent))
-        except trio.WouldBlock:
+        inbox = self._peer_inbox
+        if len(inbox) >= PEER_INBOX_CAPACITY:
             self.metrics.message_dropped(type(msg).__name__, "inbox_full")
+            return
+        if built_at is None:
+            built_at = trio.current_time()
+        inbox.append(Inbound(msg, parent, built_at, leader_fresh))
+        if len(inbox) == 1:
+            # The loop may be asleep on the client inbox. If that inbox is full the loop
+            # is not asleep, and it takes peer messages first on every turn anyway.
+            with contextlib.suppress(trio.WouldBlock):
+                self.inbox_send.send_nowait(WAKE)
 
     async def submit(self, op: ClientOp) -> ClientReply:
         """Queue a client operation and wait for its answer (callers bound the wait)."""
@@ -201,29 +246,51 @@ class Driver:
             voted_for=self._name(self.node.voted_for),
             last_index=self.node.log.last_index,
         )
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            self._helpers = nursery
+            task_status.started()
+            await self._loop(tick)
+
+    async def _loop(self, tick: float) -> None:
         next_tick = trio.current_time() + tick
         next_sweep = trio.current_time() + SWEEP_INTERVAL_S
+        max_ticks = 2 * self.config.election_timeout_ticks
         while True:
-            with trio.move_on_at(next_tick):
-                self._handle(await self._inbox.receive())
-                for _ in range(MAX_INPUTS_PER_TURN):
-                    try:
-                        item = self._inbox.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    self._handle(item)
+            if self._peer_inbox or self.node.has_ready():
+                await trio.lowlevel.checkpoint()
+            else:
+                with trio.move_on_at(next_tick):
+                    self._handle(await self._inbox.receive())
+            self._take_peer_messages()
+            for _ in range(MAX_INPUTS_PER_TURN):
+                try:
+                    item = self._inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._handle(item)
             now = trio.current_time()
             if now >= next_tick:
-                self.node.tick()
+                # Count every tick that passed, so a slow turn does not stretch logical
+                # time (an election timeout of 10 ticks once took as many slow turns);
+                # after a long stall (a suspended process) start counting afresh.
+                ticks = 0
+                while now >= next_tick and ticks < max_ticks:
+                    self.node.tick()
+                    next_tick += tick
+                    ticks += 1
+                next_tick = max(next_tick, now)
                 self._expire(now)
-                next_tick = max(next_tick + tick, now)
             if now >= next_sweep:
                 self.spans.sweep()
                 next_sweep = now + SWEEP_INTERVAL_S
-            await self._process_ready()
+            await self._process_ready(budget_s=tick / 2)
 
-    def _handle(self, item: Inbound | ClientOp) -> None:
+    def _take_peer_messages(self) -> None:
+        inbox = self._peer_inbox
+        for _ in range(min(len(inbox), MAX_PEER_INPUTS_PER_TURN)):
+            self._step(inbox.popleft())
+
+    def _handle(self, item: ClientOp | _Wake) -> None:
         match item:
             case Write():
                 self._propose(item)
@@ -231,24 +298,36 @@ class Driver:
                 self._read_index(item)
             case StaleRead():
                 item.box.set(self._stale_read(item))
+            case Status(state_hash=True) if self._helpers is not None:
+                state = self.kv.hashable_state()  # now, so it matches the status
+                self._helpers.start_soon(self._reply_with_hash, self._status(), state, item.box)
             case Status():
                 item.box.set(self._status(item.state_hash))
-            case (msg, parent):
-                self._step(msg, parent)
+            case _Wake():
+                pass
 
-    def _step(self, msg: Message, parent: TraceParent | None) -> None:
+    def _step(self, inbound: Inbound) -> None:
+        msg = inbound.msg
         now = trio.current_time()
-        self._last_heard[msg.src] = now
         self.metrics.message_received(type(msg).__name__)
         self._rpc_round_trip(msg, now)
-        self.spans.incoming(msg, parent)
+        self.spans.incoming(msg, inbound.parent)
+        was_leading = self.node.role is Role.LEADER
         self.node.step(msg)
-        if (
-            isinstance(msg, AppendEntries | Heartbeat)
-            and msg.term == self.node.current_term
-            and self.node.leader_id == msg.src
-        ):
-            self._last_leader_contact = now
+        if not was_leading and self.node.role is Role.LEADER:
+            self.freshness.forget_answers()
+        term = self.node.current_term
+        if msg.term != term:
+            return
+        if isinstance(msg, AppendEntriesResponse | HeartbeatResponse):
+            if was_leading and self.node.role is Role.LEADER:
+                self.freshness.heard_from(msg.src, inbound.built_at)
+        elif isinstance(msg, AppendEntries | Heartbeat) and self.node.leader_id == msg.src:
+            if self._contact_at_dequeue:
+                self.freshness.stamp(now)  # the old bug, kept as a mutant for the nemesis
+            elif inbound.leader_fresh is not None:
+                commit = msg.commit_index if isinstance(msg, Heartbeat) else msg.leader_commit
+                self.freshness.leader_says(inbound.leader_fresh, commit, self.applied_index)
 
     # ------------------------------------------------------- client ops
 
@@ -321,7 +400,7 @@ class Driver:
             )
 
     def _stale_read(self, read: StaleRead) -> ClientReply:
-        age = self._state_age()
+        age = self._state_age(trio.current_time())
         if age is None or age > read.max_staleness_s:
             known = "no contact with a leader" if age is None else f"last contact {age:.3f} s ago"
             return ErrorReply(
@@ -335,20 +414,28 @@ class Driver:
         value = self.kv.get(read.key)
         return GetReply(value is not None, value, self.config.name, True, round(age, 6))
 
-    def _state_age(self) -> float | None:
-        """How old this node's view of the cluster may be, in seconds (None: unknown).
+    def _state_age(self, now: float) -> float | None:
+        """Seconds before which every acknowledged write is applied here (None: unknown)."""
+        return self.freshness.age(now, self._leader_point(now))
 
-        A follower's is the time since its leader last reached it; a leader's, the time
-        since a majority (itself included) last answered it."""
-        now = trio.current_time()
-        if self.node.role is Role.LEADER:
-            heard = sorted((self._last_heard.get(p, -1e9) for p in self.names), reverse=True)
-            # The leader itself counts as heard now; the quorum-th freshest peer decides.
-            freshest = [now, *heard[: self.node.quorum - 1]]
-            return max(0.0, now - min(freshest))
-        if self.node.leader_id is None or self._last_leader_contact < 0:
-            return None
-        return max(0.0, now - self._last_leader_contact)
+    def _leader_point(self, now: float) -> float:
+        """When this leader's applied state was last known current (see ``freshness``)."""
+        node = self.node
+        if (
+            node.role is not Role.LEADER
+            or node.log.term_at(self.applied_index) != node.current_term
+        ):
+            return -math.inf
+        peers = (p for p in self.names if p != node.id)
+        return self.freshness.leader_point(now, peers, node.quorum)
+
+    async def _reply_with_hash(
+        self, status: StatusReply, state: kv.HashableState, box: ReplyBox
+    ) -> None:
+        """Hash a copy of the store in a worker thread: at a million keys the digest took
+        long enough inside the loop to hold back heartbeats. The copy is taken in the loop
+        with the status, so the hash matches ``status.last_applied``."""
+        box.set(replace(status, state_hash=await trio.to_thread.run_sync(kv.digest, state)))
 
     def _status(self, with_state_hash: bool = False) -> StatusReply:
         leader = self.leader_name()
@@ -367,8 +454,11 @@ class Driver:
 
     # ------------------------------------------------------------ Ready
 
-    async def _process_ready(self) -> None:
-        while self.node.has_ready():
+    async def _process_ready(self, budget_s: float = math.inf) -> None:
+        """Handle Readies until none is left or ``budget_s`` is spent: a restarted member
+        applying its whole log gets it in chunks, with ticks and messages in between."""
+        deadline = trio.current_time() + budget_s
+        while self.node.has_ready() and trio.current_time() < deadline:
             ready = self.node.ready()
             self.spans.before_send(ready.events)
             durable = ready.hard_state is not None or bool(ready.entries)
@@ -392,9 +482,12 @@ class Driver:
 
     def _send_messages(self, ready: Ready) -> None:
         now = trio.current_time()
+        point = self._leader_point(now)
+        lag = None if point == -math.inf else now - point
         for msg in ready.messages:
             parent, span = self.spans.outgoing(msg)
-            self._send(msg, parent, span)
+            leading = isinstance(msg, AppendEntries | Heartbeat)
+            self._send(msg, parent, span, lag if leading else None)
             self.metrics.message_sent(type(msg).__name__)
             if isinstance(msg, AppendEntries) and msg.entries:
                 self.metrics.append_entries_sent(len(msg.entries))
@@ -459,6 +552,8 @@ class Driver:
                 waiting[1].set(_write_reply(result, entry.index))
             else:
                 waiting[1].set(_leadership_lost("another leader's entry took its place"))
+        if ready.committed:
+            self.freshness.applied(self.applied_index)
 
     def _serve_reads(self, ready: Ready) -> None:
         for state in ready.read_states:

@@ -9,6 +9,9 @@ announces any of them loudly at start, and none is on unless the variable names 
 * ``no-dedup``: the state machine ignores client sessions (a retried write applies twice).
 * ``ack-before-fsync``: the log is made durable only on every eighth batch, so members
   acknowledge entries a crash then loses.
+* ``contact-at-dequeue``: a follower counts itself current whenever the driver dequeues a
+  message from its leader (the old staleness rule), so a follower with a slow disk or a
+  backlog answers ``get --max-staleness`` with values older than the bound.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from raftd.core.types import DurableState, Entry, HardState
 from raftd.storage.base import Storage
 
 ENV = "RAFTD_TEST_MUTATION"
-MUTATIONS = ("follower-local-reads", "no-dedup", "ack-before-fsync")
+MUTATIONS = ("follower-local-reads", "no-dedup", "ack-before-fsync", "contact-at-dequeue")
 LAZY_SYNC_EVERY = 8
 
 

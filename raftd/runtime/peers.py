@@ -55,13 +55,18 @@ class Outgoing:
     parent: TraceParent | None
     span: Span | None
     queued_ns: int
+    # In trio's clock: when the message was built, and (a leader's messages) how stale the
+    # leader's state was then. The frame carries the time since ``built`` as an age, so the
+    # receiver dates it correctly however long it sat in an outbox or a chaos delay.
+    built: float = 0.0
+    lag: float | None = None
 
 
 class PeerTransport:
     def __init__(
         self,
         config: NodeConfig,
-        deliver: Callable[[Message, TraceParent | None], None],
+        deliver: Callable[[Message, TraceParent | None, float, float | None], None],
         client_addrs: dict[str, str],
         *,
         chaos: Chaos | None = None,
@@ -84,10 +89,14 @@ class PeerTransport:
         )
 
     def send(
-        self, msg: Message, parent: TraceParent | None = None, span: Span | None = None
+        self,
+        msg: Message,
+        parent: TraceParent | None = None,
+        span: Span | None = None,
+        lag: float | None = None,
     ) -> None:
         """Queue a message for its peer; chaos, when configured, strikes here."""
-        item = Outgoing(msg, parent, span, time.time_ns())
+        item = Outgoing(msg, parent, span, time.time_ns(), trio.current_time(), lag)
         if self.chaos is not None:
             verdict = self.chaos.decide(msg)
             if verdict.drop:
@@ -241,10 +250,17 @@ class PeerTransport:
         (the leader retries, and the core bounds appends by bytes), so a bug that still
         builds an unsendable one costs that message and a loud log line, not the cluster."""
         frames: list[bytes] = []
+        now = trio.current_time()
         for item in batch:
             kind = type(item.msg).__name__
+            header = Header(
+                kind,
+                traceparent=item.parent,
+                age_us=_micros(now - item.built),
+                lag_us=None if item.lag is None else _micros(item.lag),
+            )
             try:
-                frames.append(stream.encode(Header(kind, traceparent=item.parent), item.msg))
+                frames.append(stream.encode(header, item.msg))
             except (WireError, ValueError, TypeError) as exc:
                 self.metrics.message_dropped(kind, "unencodable")
                 log.error("dropped a message that cannot be framed", kind=kind, error=str(exc))
@@ -299,7 +315,9 @@ class PeerTransport:
                         "peer sent an invalid traceparent: dropped it, delivered the message",
                         remote=remote,
                     )
-                self._deliver(msg, header.traceparent)
+                built_at = trio.current_time() - (header.age_us or 0) / 1e6
+                leader_fresh = None if header.lag_us is None else built_at - header.lag_us / 1e6
+                self._deliver(msg, header.traceparent, built_at, leader_fresh)
         except FrameTimeout as exc:
             self._refuse(remote, "frame_timeout", f"frame not completed in time: {exc}")
         except WireError as exc:
@@ -348,3 +366,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return errno.errorcode.get(exc.errno, str(exc))
     return str(exc) or type(exc).__name__
+
+
+def _micros(seconds: float) -> int:
+    return max(0, round(seconds * 1e6))

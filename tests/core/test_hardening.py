@@ -82,3 +82,18 @@ def test_a_leader_conflicting_with_a_committed_entry_is_refused_without_truncati
     assert CommittedEntryConflict(3, 2, 1, 2, 3) in ready.events
     assert ready.messages == ()
     assert [(e.index, e.term) for e in node.log.slice(1, 4)] == [(1, 1), (2, 1), (3, 1)]
+
+
+def test_a_long_committed_backlog_is_handed_out_in_chunks() -> None:
+    """A restarted member told that its whole replayed log is committed got every entry in
+    one Ready (seconds of applying in one driver turn at 100k entries)."""
+    entries = tuple(Entry(i, 1, b"c%d" % i) for i in range(1, 5001))
+    node = RaftNode(Config(1, (1, 2, 3), max_committed_per_ready=1000), random.Random(1), None)
+    node.step(AppendEntries(1, 2, 1, 0, 0, entries, 5000))
+    sizes = []
+    while node.has_ready():
+        ready = node.ready()
+        sizes.append(len(ready.committed))
+        node.advance(ready)
+    assert sizes == [1000] * 5
+    assert node.last_applied == 5000

@@ -10,16 +10,21 @@ import trio.testing
 
 from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig, parse_address
-from raftd.core import AppendEntries, Entry, Heartbeat
+from raftd.core import AppendEntries, Entry, Heartbeat, Message
 from raftd.runtime.peers import Outgoing, PeerTransport
 from wire.api import PEER_REGISTRY
 from wire.stream import FramedStream
+from wire.tracecontext import TraceParent
 
 
 def _transport(tmp_path: Path, metrics: RaftMetrics) -> PeerTransport:
     members = {name: parse_address(f"127.0.0.1:{port}") for name, port in (("a", 1), ("b", 2))}
     config = NodeConfig("a", members, parse_address("127.0.0.1:3"), tmp_path)
-    return PeerTransport(config, lambda msg, parent: None, {}, metrics=metrics)
+
+    def ignore(msg: Message, parent: TraceParent | None, built: float, fresh: float | None) -> None:
+        pass
+
+    return PeerTransport(config, ignore, {}, metrics=metrics)
 
 
 async def test_an_unframeable_message_is_dropped_and_the_next_ones_still_go(
