@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover bench tools clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ sim: $(STAMP)
 
 sim-long: $(STAMP)
 	$(PY) -m tests.sim --seeds 2000
+
+# Restart-to-serving of a member whose log holds 100k and 1M entries (issue 11's figures).
+restart-bench: $(STAMP)
+	$(PY) -m tests.restart 100000 1000000
 
 failover: $(STAMP)
 	$(PY) -m tests.integration.failover --kills 20
