@@ -10,6 +10,9 @@ same questions, so they live here once:
   with a growing back-off.
 * When to give up. One deadline (``timeout_s``) covers the whole operation, redirects and
   retries included, so a caller's latency bound is the number it passed in.
+* What is too large to send. Keys and values over the cluster's limits (``MAX_KEY_BYTES``,
+  ``MAX_VALUE_BYTES``) are refused here, with the member's own ``too_large`` code and
+  wording, so the caller learns the limit without a round trip and nothing is sent.
 * What a failure means. A write whose request may have reached a server is only ever
   retried with the same session id and sequence number (the server's session table makes
   the retry exactly-once); if the deadline passes without a definite answer the caller gets
@@ -40,6 +43,8 @@ from opentelemetry.trace import Span, SpanKind
 from observability.propagation import traceparent_of
 from wire.api import (
     CLIENT_REGISTRY,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
     CasRequest,
     ClientRequest,
     DeleteRequest,
@@ -368,6 +373,38 @@ def _summarize(failures: dict[str, list[str]]) -> str:
     return "; ".join(f"{', '.join(eps)}: {reason}" for reason, eps in by_reason.items())
 
 
+def _check_sizes(request: ClientRequest, stats: CallStats) -> None:
+    """Raise the member's own refusal of a key or value over its limit, before sending.
+
+    The member checks the same limits (a client of another version may not), in the same
+    order and words, ending "nothing was sent" instead of "nothing was proposed"."""
+    fields: list[tuple[str, str | None, int, str]] = []
+    match request:
+        case GetRequest(key=key) | DeleteRequest(key=key):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+        case SetRequest(key=key, value=value):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+        case CasRequest(key=key, expected=expected, value=value):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("expected value", expected, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+    for what, text, limit, name in fields:
+        # Short text cannot be over (at most four bytes a character) and is not encoded;
+        # lone surrogates (from undecodable argv bytes) count, rather than raise here: the
+        # encoder refuses them later with its own message.
+        if text is None or len(text) * 4 <= limit:
+            continue
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise DefiniteError(
+                ErrorCode.TOO_LARGE,
+                f"{what} is {size} bytes, over the limit of {limit} bytes ({name});"
+                " nothing was sent",
+                stats=stats,
+            )
+
+
 _NO_LEADER: Final = "no leader known"
 
 # Indefinite server answers: the request may still take effect; retry with the same seq.
@@ -592,6 +629,7 @@ class Client:
         self._check_open()
         stats = stats if stats is not None else CallStats()
         stats.operation = operation
+        _check_sizes(build("", 0), stats)
         start = trio.current_time()
         with self._operation_span(operation, stats):
             return await self._write_attempts(build, stats, start)
@@ -640,6 +678,7 @@ class Client:
         self._check_open()
         stats = stats if stats is not None else CallStats()
         stats.operation = operation
+        _check_sizes(request, stats)
         op = _Operation(request, expect, leader_only=leader_only, stats=stats)
         start = trio.current_time()
         with self._operation_span(operation, stats):

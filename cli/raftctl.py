@@ -31,7 +31,6 @@ from cli.bench import (
     DEFAULT_CONNECTIONS,
     DEFAULT_MIX,
     MAX_KEYS,
-    MAX_VALUE_BYTES,
     OPS,
     SERVER_IN_FLIGHT_PER_CONNECTION,
     BenchConfig,
@@ -51,6 +50,7 @@ from cli.client import (
     parse_endpoint,
 )
 from observability.tracing import TracingHandle, setup_tracing
+from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES
 
 PROG = "raftctl"
 ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
@@ -68,7 +68,8 @@ EPILOG = f"""\
 exit codes:
   0  success
   1  a definite failure: the key was not found (get, delete), cas did not swap,
-     or a member refused the request (e.g. too_stale, bad_request)
+     or a member refused the request (e.g. too_stale, bad_request), or a key or
+     value is over its limit (too_large; checked before sending)
   2  usage or configuration error (bad arguments, bad endpoint, bad timeout)
   3  outcome unknown, or the cluster could not be reached in time: a write may or
      may not have happened (the message says which)
@@ -80,6 +81,8 @@ environment:
   {ENV_ENDPOINTS}  default for --endpoints (the flag wins)
 
 Put -- before a key or value that starts with '-'.
+
+Keys are at most {MAX_KEY_BYTES} bytes and values at most {MAX_VALUE_BYTES} bytes (1 MiB), in UTF-8.
 """
 
 

@@ -48,6 +48,13 @@ PEER_REGISTRY.register(
 
 # -------------------------------------------------------------- clients
 
+# Sizes of keys and values, in UTF-8 bytes, refused at the client port (and by raftctl before
+# sending). A write becomes one log entry, and an entry is never split across AppendEntries
+# messages, so the largest request (a cas: key, expected and new value, about 2 MiB) must stay
+# well inside the 8 MiB peer and client frame limit (wire.frame.DEFAULT_MAX_FRAME_BYTES).
+MAX_KEY_BYTES = 4096
+MAX_VALUE_BYTES = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class GetRequest:
@@ -139,6 +146,7 @@ class ErrorCode(enum.StrEnum):
     NO_LEADER = "no_leader"  # definite: nothing was proposed; try again shortly
     TOO_STALE = "too_stale"  # definite: this node cannot meet the staleness bound
     BAD_REQUEST = "bad_request"  # definite
+    TOO_LARGE = "too_large"  # definite: a key, value or frame over its limit; nothing proposed
     SESSION = "session"  # definite: stale sequence number
     TIMEOUT = "timeout"  # indefinite
     LEADERSHIP_LOST = "leadership_lost"  # indefinite for writes; reads were not served

@@ -5,6 +5,13 @@ client may pipeline. A non-leader redirects (a definite NotLeader error naming t
 client address) unless the request asks to be forwarded, or the member runs with
 ``--forward``: then the request is relayed to the leader and the answer relayed back.
 Bad bytes close only the connection that sent them.
+
+Keys and values are bounded (``MAX_KEY_BYTES``, ``MAX_VALUE_BYTES``, in UTF-8 bytes) here,
+before anything is proposed: a write is one log entry, an entry is never split across
+AppendEntries messages, and a peer frame holds at most 8 MiB, so an unbounded value could
+become an entry no follower can ever receive. A request frame over the client port's own
+frame limit (the same 8 MiB) cannot be decoded at all; it is answered under request id 0,
+like a refused connection, and the connection is closed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from raftd.runtime.driver import (
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from wire.api import (
     CLIENT_REGISTRY,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
     CasRequest,
     ClientReply,
     DeleteRequest,
@@ -47,7 +56,7 @@ from wire.api import (
     WriteReply,
 )
 from wire.codec import Header
-from wire.frame import WireError
+from wire.frame import FrameTooLarge, WireError
 from wire.stream import BatchedSender, FramedStream, FrameTimeout
 
 log = structlog.get_logger("raftd.clients")
@@ -59,6 +68,7 @@ MAX_IN_FLIGHT_PER_CONNECTION = 128
 PROXIED_TRACESTATE = "raftd=proxied"
 FORWARD_CONNECT_TIMEOUT_S = 1.0
 REFUSAL_SEND_TIMEOUT_S = 1.0
+DRAIN_CHUNK_BYTES = 64 * 1024
 
 
 class ClientServer:
@@ -162,10 +172,34 @@ class ClientServer:
                     nursery.start_soon(self._answer, stream, header, request, sender)
         except FrameTimeout as exc:
             self._closed(remote, "frame_timeout", f"frame not completed in time: {exc}")
+        except FrameTooLarge as exc:
+            self._closed(remote, "bad_frame", f"bad frame: {exc}")
+            await self._refuse_frame(stream, exc)
         except WireError as exc:
             self._closed(remote, "bad_frame", f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+    async def _refuse_frame(self, stream: FramedStream, exc: FrameTooLarge) -> None:
+        """Say why a frame too large to read ends the connection: otherwise a client that
+        sent a huge value sees only a reset. Request id 0, as in ``_refuse``: the header was
+        never read. The rest of the frame is read and dropped for a moment after the
+        answer (a second at most), since closing with unread bytes would reset the
+        connection and could discard the answer before the client reads it."""
+        refusal = ErrorReply(
+            ErrorCode.TOO_LARGE,
+            f"{exc}; the connection is closed (keys are limited to {MAX_KEY_BYTES} bytes,"
+            f" values to {MAX_VALUE_BYTES} bytes); nothing was proposed",
+            True,
+        )
+        with (
+            trio.move_on_after(REFUSAL_SEND_TIMEOUT_S),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+        ):
+            await stream.send(Header("ErrorReply", 0), refusal)
+            # No EOF sent: answers to earlier requests may still be on their way out.
+            while await stream.stream.receive_some(DRAIN_CHUNK_BYTES):
+                pass
 
     def _closed(self, remote: str, reason: str, why: str) -> None:
         self.metrics.connection_closed("client", reason)
@@ -199,6 +233,10 @@ class ClientServer:
         def on_reply(reply: ClientReply) -> None:
             self._finish(stream, header, op_name, span, started, reply, sender)
 
+        refusal = size_refusal(request)
+        if refusal is not None:
+            on_reply(refusal)
+            return True
         op: Read | Write
         if isinstance(request, GetRequest):
             op = Read(request.key, recorded, ReplyBox(on_reply))
@@ -283,6 +321,9 @@ class ClientServer:
     async def handle(self, request: object, span: Span = trace.INVALID_SPAN) -> ClientReply:
         """One request to one reply, never an exception. ``span`` is the request's own
         (recording or not): what the driver and a forward hop attach their spans to."""
+        refusal = size_refusal(request)
+        if refusal is not None:  # before a stale read, a forward or a proposal
+            return refusal
         match request:
             case StatusRequest():
                 return await self.driver.submit(Status())
@@ -392,7 +433,12 @@ def _outcome(reply: ClientReply) -> str:
             return "timeout"
         case ErrorReply(code=ErrorCode.LEADERSHIP_LOST):
             return "leadership_lost"
-        case ErrorReply(code=ErrorCode.TOO_STALE | ErrorCode.BAD_REQUEST | ErrorCode.SESSION):
+        case ErrorReply(
+            code=ErrorCode.TOO_STALE
+            | ErrorCode.BAD_REQUEST
+            | ErrorCode.TOO_LARGE
+            | ErrorCode.SESSION
+        ):
             return "refused"
         case ErrorReply():
             return "error"
@@ -417,6 +463,43 @@ def _to_kv_request(request: SetRequest | CasRequest | DeleteRequest) -> kv.Reque
         return kv.Request(request.client_id, request.seq, command)
     except ValueError as exc:
         return _bad_request(str(exc))
+
+
+def size_refusal(request: object) -> ErrorReply | None:
+    """The definite refusal of a key or value over its limit, naming the limit and the size
+    found; None when every field is within bounds (and for requests without keys)."""
+    fields: list[tuple[str, str | None, int, str]] = []
+    match request:
+        case GetRequest(key=key) | DeleteRequest(key=key):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+        case SetRequest(key=key, value=value):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+        case CasRequest(key=key, expected=expected, value=value):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("expected value", expected, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+    for what, text, limit, name in fields:
+        size = _utf8_bytes(text, limit)
+        if size > limit:
+            return ErrorReply(
+                ErrorCode.TOO_LARGE,
+                f"{what} is {size} bytes, over the limit of {limit} bytes ({name});"
+                " nothing was proposed",
+                True,
+            )
+    return None
+
+
+def _utf8_bytes(text: str | None, limit: int) -> int:
+    """``text``'s size in UTF-8, without encoding the common short text (at most four
+    bytes a character). Lone surrogates count three bytes rather than raise: the codec
+    never decodes one, and a request is refused, not crashed on."""
+    if text is None or not isinstance(text, str):
+        return 0
+    if len(text) * 4 <= limit:
+        return len(text)  # not its size, but certainly within the limit
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _bad_request(why: str) -> ErrorReply:

@@ -39,6 +39,8 @@ from tests.cli.fakeserver import (
     start,
 )
 from wire.api import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
     CasRequest,
     DeleteRequest,
     ErrorCode,
@@ -476,6 +478,40 @@ async def test_text_that_cannot_be_encoded_is_a_bad_request(nursery: trio.Nurser
             await c.set("k", "\udcff")
     assert caught.value.code == ErrorCode.BAD_REQUEST
     assert node.received == []
+
+
+async def test_keys_and_values_over_their_limits_are_refused_before_sending(
+    nursery: trio.Nursery,
+) -> None:
+    """Counted in UTF-8 bytes, as the member counts them: "é" is two bytes, so half as
+    many of them reach the limit; exactly at the limit is still sent."""
+    node, kv = await leader(nursery)
+    over_value = "é" * (MAX_VALUE_BYTES // 2) + "x"  # MAX_VALUE_BYTES + 1 bytes
+    over_key = "k" * (MAX_KEY_BYTES + 1)
+    refused: list[tuple[str, Any]] = [
+        ("value", lambda c: c.set("k", over_value)),
+        ("value", lambda c: c.cas("k", None, over_value)),
+        ("expected value", lambda c: c.cas("k", over_value, "v")),
+        ("key", lambda c: c.set(over_key, "v")),
+        ("key", lambda c: c.get(over_key)),
+        ("key", lambda c: c.get(over_key, max_staleness_s=1.0)),
+        ("key", lambda c: c.delete(over_key)),
+    ]
+    async with client([node.endpoint]) as c:
+        for what, call in refused:
+            with pytest.raises(DefiniteError) as caught:
+                await call(c)
+            error = caught.value
+            assert error.code == ErrorCode.TOO_LARGE, what
+            limit = "MAX_KEY_BYTES" if what == "key" else "MAX_VALUE_BYTES"
+            size = MAX_KEY_BYTES + 1 if what == "key" else MAX_VALUE_BYTES + 1
+            assert error.message.startswith(f"{what} is {size} bytes"), error.message
+            assert f"limit of {size - 1} bytes ({limit})" in error.message
+            assert error.stats.attempts == 0
+        assert node.received == []
+        at_limit = "é" * (MAX_VALUE_BYTES // 2)
+        assert (await c.set("k" * MAX_KEY_BYTES, at_limit)).ok
+    assert kv.data == {"k" * MAX_KEY_BYTES: at_limit}
 
 
 # ------------------------------------------------------------- pipelining

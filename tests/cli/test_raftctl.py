@@ -28,7 +28,15 @@ from tests.cli.fakeserver import (
     not_leader,
     start,
 )
-from wire.api import ErrorCode, ErrorReply, GetReply, GetRequest, StatusRequest
+from wire.api import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    ErrorCode,
+    ErrorReply,
+    GetReply,
+    GetRequest,
+    StatusRequest,
+)
 
 
 @dataclass
@@ -329,6 +337,58 @@ async def test_a_definite_server_refusal_exits_1(nursery: trio.Nursery) -> None:
         "definite": True,
         "endpoint": node.endpoint,
     }
+
+
+async def test_an_oversized_key_or_value_exits_1_naming_the_limit(cluster: Cluster) -> None:
+    """Checked before anything is sent: the fake members see no request at all."""
+    over_value = "v" * (MAX_VALUE_BYTES + 1)
+    over_key = "k" * (MAX_KEY_BYTES + 1)
+    value_error = (
+        f"value is {MAX_VALUE_BYTES + 1} bytes, over the limit of {MAX_VALUE_BYTES} bytes"
+        " (MAX_VALUE_BYTES); nothing was sent"
+    )
+    key_error = (
+        f"key is {MAX_KEY_BYTES + 1} bytes, over the limit of {MAX_KEY_BYTES} bytes"
+        " (MAX_KEY_BYTES); nothing was sent"
+    )
+    for argv, message in [
+        (("set", "k", over_value), value_error),
+        (("cas", "k", "old", over_value), value_error),
+        (("cas", "k", "--absent", over_value), value_error),
+        (("cas", "k", over_value, "new"), "expected " + value_error),
+        (("set", over_key, "v"), key_error),
+        (("get", over_key), key_error),
+        (("delete", over_key), key_error),
+    ]:
+        run = await cluster.ctl(*argv)
+        assert (run.code, run.out) == (1, ""), argv[:2]
+        assert run.err == f"raftctl: refused (too_large): {message}\n", argv[:2]
+    run = await cluster.ctl("--output", "json", "set", "k", over_value)
+    assert run.code == 1
+    assert run.json == {"error": {"code": "too_large", "message": value_error, "definite": True}}
+    assert cluster.leader.received == [] and cluster.follower.received == []
+    # Exactly at the limits is a value like any other.
+    assert await cluster.ctl("set", "k" * MAX_KEY_BYTES, "v" * MAX_VALUE_BYTES) == Run(
+        0, "OK\n", ""
+    )
+    assert cluster.kv.data == {"k" * MAX_KEY_BYTES: "v" * MAX_VALUE_BYTES}
+
+
+async def test_a_too_large_refusal_from_a_member_exits_1_with_its_message(
+    nursery: trio.Nursery,
+) -> None:
+    """A member with a lower limit than this raftctl (another version) still gets its
+    reason through, as a definite refusal."""
+    message = (
+        "value is 20 bytes, over the limit of 10 bytes (MAX_VALUE_BYTES); nothing was proposed"
+    )
+
+    async def refuse(_: Received) -> Response:
+        return ErrorReply(ErrorCode.TOO_LARGE, message, True)
+
+    node = await start(nursery, "n1", refuse)
+    run = await raftctl("--endpoints", node.endpoint, "set", "k", "v" * 20)
+    assert run == Run(1, "", f"raftctl: refused by {node.endpoint} (too_large): {message}\n")
 
 
 # -------------------------------------------------------------- configuration
