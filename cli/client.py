@@ -43,8 +43,6 @@ from opentelemetry.trace import Span, SpanKind
 from observability.propagation import traceparent_of
 from wire.api import (
     CLIENT_REGISTRY,
-    MAX_KEY_BYTES,
-    MAX_VALUE_BYTES,
     CasRequest,
     ClientRequest,
     DeleteRequest,
@@ -56,6 +54,7 @@ from wire.api import (
     StatusReply,
     StatusRequest,
     WriteReply,
+    oversized_field,
 )
 from wire.codec import Header
 from wire.frame import WireError
@@ -377,32 +376,10 @@ def _check_sizes(request: ClientRequest, stats: CallStats) -> None:
     """Raise the member's own refusal of a key or value over its limit, before sending.
 
     The member checks the same limits (a client of another version may not), in the same
-    order and words, ending "nothing was sent" instead of "nothing was proposed"."""
-    fields: list[tuple[str, str | None, int, str]] = []
-    match request:
-        case GetRequest(key=key) | DeleteRequest(key=key):
-            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-        case SetRequest(key=key, value=value):
-            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
-        case CasRequest(key=key, expected=expected, value=value):
-            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-            fields.append(("expected value", expected, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
-            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
-    for what, text, limit, name in fields:
-        # Short text cannot be over (at most four bytes a character) and is not encoded;
-        # lone surrogates (from undecodable argv bytes) count, rather than raise here: the
-        # encoder refuses them later with its own message.
-        if text is None or len(text) * 4 <= limit:
-            continue
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > limit:
-            raise DefiniteError(
-                ErrorCode.TOO_LARGE,
-                f"{what} is {size} bytes, over the limit of {limit} bytes ({name});"
-                " nothing was sent",
-                stats=stats,
-            )
+    words, ending "nothing was sent" instead of "nothing was proposed"."""
+    oversized = oversized_field(request)
+    if oversized is not None:
+        raise DefiniteError(ErrorCode.TOO_LARGE, f"{oversized}; nothing was sent", stats=stats)
 
 
 _NO_LEADER: Final = "no leader known"

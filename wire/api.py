@@ -180,3 +180,31 @@ CLIENT_REGISTRY.register(
     StatusReply,
     ErrorReply,
 )
+
+
+def oversized_field(request: object) -> str | None:
+    """What in ``request`` is over its size limit ("value is N bytes, over the limit of L
+    bytes (MAX_VALUE_BYTES)"), or None. Shared by the member, which refuses such a request
+    before proposing it, and the client library, which refuses it before sending.
+
+    Short text cannot be over (UTF-8 is at most four bytes a character) and is not encoded;
+    lone surrogates count three bytes rather than raise: a request is refused, not crashed on.
+    """
+    fields: list[tuple[str, object, int, str]] = []
+    match request:
+        case GetRequest(key=key) | DeleteRequest(key=key):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+        case SetRequest(key=key, value=value):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+        case CasRequest(key=key, expected=expected, value=value):
+            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("expected value", expected, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
+    for what, text, limit, name in fields:
+        if not isinstance(text, str) or len(text) * 4 <= limit:
+            continue
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            return f"{what} is {size} bytes, over the limit of {limit} bytes ({name})"
+    return None

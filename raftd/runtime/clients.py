@@ -54,6 +54,7 @@ from wire.api import (
     StateHashRequest,
     StatusRequest,
     WriteReply,
+    oversized_field,
 )
 from wire.codec import Header
 from wire.frame import FrameTooLarge, WireError
@@ -466,40 +467,11 @@ def _to_kv_request(request: SetRequest | CasRequest | DeleteRequest) -> kv.Reque
 
 
 def size_refusal(request: object) -> ErrorReply | None:
-    """The definite refusal of a key or value over its limit, naming the limit and the size
-    found; None when every field is within bounds (and for requests without keys)."""
-    fields: list[tuple[str, str | None, int, str]] = []
-    match request:
-        case GetRequest(key=key) | DeleteRequest(key=key):
-            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-        case SetRequest(key=key, value=value):
-            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
-        case CasRequest(key=key, expected=expected, value=value):
-            fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-            fields.append(("expected value", expected, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
-            fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))
-    for what, text, limit, name in fields:
-        size = _utf8_bytes(text, limit)
-        if size > limit:
-            return ErrorReply(
-                ErrorCode.TOO_LARGE,
-                f"{what} is {size} bytes, over the limit of {limit} bytes ({name});"
-                " nothing was proposed",
-                True,
-            )
-    return None
-
-
-def _utf8_bytes(text: str | None, limit: int) -> int:
-    """``text``'s size in UTF-8, without encoding the common short text (at most four
-    bytes a character). Lone surrogates count three bytes rather than raise: the codec
-    never decodes one, and a request is refused, not crashed on."""
-    if text is None or not isinstance(text, str):
-        return 0
-    if len(text) * 4 <= limit:
-        return len(text)  # not its size, but certainly within the limit
-    return len(text.encode("utf-8", "surrogatepass"))
+    """The definite refusal of a key or value over its limit (None when within bounds)."""
+    oversized = oversized_field(request)
+    if oversized is None:
+        return None
+    return ErrorReply(ErrorCode.TOO_LARGE, f"{oversized}; nothing was proposed", True)
 
 
 def _bad_request(why: str) -> ErrorReply:
