@@ -271,8 +271,8 @@ def test_float_fields_accept_integers_and_return_floats() -> None:
 
 def test_negative_integers_are_not_refused_by_the_codec() -> None:
     # Documented: the codec checks types, not ranges. Range checks belong to the Raft core.
-    decoded = PEER_REGISTRY.from_body("Heartbeat", [-1, -2, -3, -4, -5])
-    assert decoded == Heartbeat(-1, -2, -3, -4, -5)
+    decoded = PEER_REGISTRY.from_body("Heartbeat", [-1, -2, -3, -4, -5, -6])
+    assert decoded == Heartbeat(-1, -2, -3, -4, -5, -6)
     header, _ = decode_payload(payload(head("Heartbeat", id=-7), []))
     assert header.request_id == -7
 
@@ -505,8 +505,8 @@ def test_a_kind_from_the_other_registry_is_unknown() -> None:
 @pytest.mark.parametrize(
     ("kind", "body"),
     [
-        ("Heartbeat", [1, 2, 3, 4]),  # read_round has a default, but must still be sent
-        ("Heartbeat", [1, 2, 3, 4, 5, 6]),
+        ("Heartbeat", [1, 2, 3, 4, 5]),  # commit_index has a default, but must still be sent
+        ("Heartbeat", [1, 2, 3, 4, 5, 6, 7]),
         ("Heartbeat", []),
         ("StatusRequest", [None]),
         ("Hello", ["c", "n"]),
@@ -693,7 +693,7 @@ def test_large_but_reprable_integers_are_fine() -> None:
     # int field it is accepted (the codec checks types, not ranges).
     with pytest.raises(CodecError, match="Hello"):
         decode_fully(PEER_REGISTRY, payload(head("Hello"), [2**200, "n", "a"]))
-    assert PEER_REGISTRY.from_body("Heartbeat", [2**200, 1, 2, 3, 4]).term == 2**200
+    assert PEER_REGISTRY.from_body("Heartbeat", [2**200, 1, 2, 3, 4, 5]).term == 2**200
 
 
 # ------------------------------------------------------------------ hostile input, fuzzed
