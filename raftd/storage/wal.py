@@ -269,6 +269,12 @@ class WalStorage:
             if not path.exists():
                 _create(path)
             wal_fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            # What a read returns may still be only in the page cache: a previous process
+            # killed between its write and its fsync leaves exactly that. Trusting those bytes
+            # (granting votes, acknowledging entries) is only safe once they are durable, so
+            # the file and its name are fsynced before anything is read back.
+            os.fsync(wal_fd)
+            _fsync_dir(data_dir)
             with open(wal_fd, "rb", buffering=0, closefd=False) as reader:
                 data = reader.readall()
             if len(data) < len(MAGIC) and MAGIC.startswith(data):
