@@ -34,14 +34,17 @@ from raftd.storage import (
 )
 from raftd.storage import wal as wal_module
 
-MAGIC = b"RAFTWAL1"
-HEADER = 9  # length u32, crc u32, type u8
+MAGIC = b"RAFTWAL2"
+BATCH_HEADER = 21  # mark 0xBA, seq u64, body length u32, crc32(body) u32, crc32(header) u32
+HEADER = 9  # type u8, length u32, crc u32
 ENTRY_HEAD = 17  # index u64, term u64, kind u8
+COMMIT = b"\xc5"
 
 
 def record(record_type: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(bytes((record_type,)) + payload)
-    return struct.pack(">IIB", len(payload), crc, record_type) + payload
+    prefix = struct.pack(">BI", record_type, len(payload))
+    crc = zlib.crc32(prefix + payload)
+    return prefix + struct.pack(">I", crc) + payload
 
 
 def entry_record(index: int, term: int, data: bytes, kind: int = 0) -> bytes:
@@ -50,6 +53,13 @@ def entry_record(index: int, term: int, data: bytes, kind: int = 0) -> bytes:
 
 def hard_state_record(term: int, voted_for: int | None) -> bytes:
     return record(1, struct.pack(">Qq", term, -1 if voted_for is None else voted_for))
+
+
+def batch(seq: int, *records: bytes) -> bytes:
+    """One sync's worth of records, framed as the log writes it."""
+    body = b"".join(records)
+    head = struct.pack(">BQII", 0xBA, seq, len(body), zlib.crc32(body))
+    return head + struct.pack(">I", zlib.crc32(head)) + body + COMMIT
 
 
 def run(first: int, *terms: int, tag: str = "e") -> tuple[Entry, ...]:
@@ -111,12 +121,14 @@ def test_the_file_holds_exactly_the_documented_records(data_dir: Path) -> None:
         wal.sync()
     assert wal_file(data_dir).read_bytes() == (
         MAGIC
-        # Each sync writes its hard state first, whatever order it was staged in.
-        + hard_state_record(1, None)
-        + entry_record(1, 1, b"x")
-        + entry_record(2, 1, b"", kind=1)
-        + hard_state_record(2, 7)
-        + entry_record(2, 2, b"yz")
+        # One batch per sync, its hard state first whatever order it was staged in.
+        + batch(
+            1,
+            hard_state_record(1, None),
+            entry_record(1, 1, b"x"),
+            entry_record(2, 1, b"", kind=1),
+        )
+        + batch(2, hard_state_record(2, 7), entry_record(2, 2, b"yz"))
     )
 
 
@@ -292,17 +304,26 @@ def test_a_tail_torn_at_any_byte_is_cut_off_and_the_log_goes_on(tmp_path: Path) 
             assert logs == []
 
 
-def test_a_last_record_failing_its_checksum_is_a_torn_tail(tmp_path: Path) -> None:
-    data_dir = tmp_path / "n"
-    before, good_end = build_log(data_dir)
-    damaged = bytearray(wal_file(data_dir).read_bytes())
-    damaged[-1] ^= 0x01
-    wal_file(data_dir).write_bytes(damaged)
-    logs = Logs()
-    with WalStorage.open(data_dir, logger=logs) as wal:
-        assert wal.load() == before
-    assert "checksum" in logs[0] and f"offset {good_end}" in logs[0]
-    assert wal_file(data_dir).stat().st_size == good_end
+@pytest.mark.parametrize("bit", [0x01, 0x80])
+def test_a_bit_flip_anywhere_in_the_last_acknowledged_batch_refuses_to_start(
+    tmp_path: Path, bit: int
+) -> None:
+    """Issue 11 (4): format 1 cut a last record failing its checksum as a torn tail, although
+    it was complete, non-zero and fsynced: an acknowledged entry was silently dropped."""
+    original = tmp_path / "original"
+    _, last_start = build_log(original)
+    full = wal_file(original).read_bytes()
+    for offset in range(last_start, len(full)):
+        data_dir = tmp_path / f"flip{offset}"
+        data_dir.mkdir()
+        damaged = bytearray(full)
+        damaged[offset] ^= bit
+        wal_file(data_dir).write_bytes(damaged)
+        with pytest.raises(CorruptLogError) as caught:
+            WalStorage.open(data_dir)
+        message = str(caught.value)
+        assert str(wal_file(data_dir)) in message and "untouched" in message, offset
+        assert wal_file(data_dir).read_bytes() == damaged
 
 
 @pytest.mark.parametrize("damage_last", [False, True])
@@ -312,8 +333,8 @@ def test_a_zeroed_tail_is_cut_off(tmp_path: Path, damage_last: bool) -> None:
     with WalStorage.open(data_dir) as wal:
         state = wal.load()
     good = bytearray(wal_file(data_dir).read_bytes())
-    if damage_last:  # a torn last record followed by preallocated zeros
-        good[-1] ^= 0x01
+    if damage_last:  # a torn last batch (its last bytes never arrived), then preallocated zeros
+        good[-5:] = bytes(5)
         state = DurableState(state.hard_state, state.entries[:-1])
     wal_file(data_dir).write_bytes(bytes(good) + bytes(4096))
     logs = Logs()
@@ -359,9 +380,9 @@ def test_damage_anywhere_in_an_early_record_refuses_to_start(tmp_path: Path) -> 
         wal.sync()
     full = wal_file(original).read_bytes()
     first_start = len(MAGIC)
-    # From the lowest length byte on: a one-bit change there moves the record's end by one,
-    # still inside the file, which the checksum then catches.
-    for offset in range(first_start + 3, first_end):
+    # Every byte of the first batch, its header included: the batch after it proves it
+    # was fsynced, so no change to it can be a torn write.
+    for offset in range(first_start, first_end):
         data_dir = tmp_path / f"flip{offset}"
         data_dir.mkdir()
         damaged = bytearray(full)
@@ -371,7 +392,8 @@ def test_damage_anywhere_in_an_early_record_refuses_to_start(tmp_path: Path) -> 
             WalStorage.open(data_dir)
         message = str(caught.value)
         assert str(wal_file(data_dir)) in message
-        assert f"offset {first_start}" in message
+        named = int(message.split("offset ")[1].split(":")[0])
+        assert first_start <= named <= offset, message  # the damaged piece, or its batch
         assert "untouched" in message
         assert wal_file(data_dir).read_bytes() == damaged
         # The refusal released the lock: after a repair the node can start.
@@ -407,10 +429,11 @@ def test_a_whole_record_that_makes_no_sense_refuses_to_start(
     # Its checksum holds, so no torn write produced it: dropping it, even at the end of the
     # file, would discard data that was written in full.
     data_dir.mkdir()
-    wal_file(data_dir).write_bytes(MAGIC + records)
+    content = MAGIC + batch(1, records)
+    wal_file(data_dir).write_bytes(content)
     with pytest.raises(CorruptLogError, match=reason):
         WalStorage.open(data_dir)
-    assert wal_file(data_dir).read_bytes() == MAGIC + records
+    assert wal_file(data_dir).read_bytes() == content
 
 
 def test_an_oversized_length_is_corruption_inside_the_file_and_torn_past_its_end(
@@ -420,12 +443,12 @@ def test_an_oversized_length_is_corruption_inside_the_file_and_torn_past_its_end
     big = entry_record(1, 1, bytes(range(1, 100)))
     inside = tmp_path / "inside"
     inside.mkdir()
-    wal_file(inside).write_bytes(MAGIC + big + entry_record(2, 1, b"b"))
+    wal_file(inside).write_bytes(MAGIC + batch(1, big, entry_record(2, 1, b"b")))
     with pytest.raises(CorruptLogError, match="exceeds"):
         WalStorage.open(inside)
     past_end = tmp_path / "past_end"
     past_end.mkdir()
-    wal_file(past_end).write_bytes(MAGIC + entry_record(1, 1, b"a") + big[:50])
+    wal_file(past_end).write_bytes(MAGIC + batch(1, entry_record(1, 1, b"a")) + batch(2, big)[:50])
     logs = Logs()
     with WalStorage.open(past_end, logger=logs) as wal:
         assert wal.load().entries == (Entry(1, 1, b"a"),)
@@ -434,9 +457,10 @@ def test_an_oversized_length_is_corruption_inside_the_file_and_torn_past_its_end
 
 def test_zeros_followed_by_data_are_a_hole_not_a_tail(data_dir: Path) -> None:
     data_dir.mkdir()
-    content = MAGIC + entry_record(1, 1, b"a") + bytes(64) + entry_record(2, 1, b"b")
+    first = MAGIC + batch(1, entry_record(1, 1, b"a"))
+    content = first + bytes(64) + batch(2, entry_record(2, 1, b"b"))
     wal_file(data_dir).write_bytes(content)
-    with pytest.raises(CorruptLogError, match=f"offset {len(MAGIC) + HEADER + ENTRY_HEAD + 1}"):
+    with pytest.raises(CorruptLogError, match=f"offset {len(first)}:"):
         WalStorage.open(data_dir)
     assert wal_file(data_dir).read_bytes() == content
 
@@ -473,13 +497,14 @@ def test_a_failed_fsync_poisons_the_store(data_dir: Path, monkeypatch: pytest.Mo
         wal.load()
 
 
-# The batch is a 25-byte hard state record, then entry records: 0 and 25 fall between records.
-@pytest.mark.parametrize("fits", [0, 1, 7, 25, 45])
+# The batch is a 21-byte header, a 25-byte hard state record, then entry records.
+@pytest.mark.parametrize("fits", [0, 1, 7, 21, 46, 60])
 def test_a_full_disk_stops_the_store_and_a_restart_keeps_every_synced_entry(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, fits: int
 ) -> None:
     """ENOSPC part-way through a batch: whatever prefix made it is a torn tail to the next
-    start, and everything synced before is still there."""
+    start, cut whole (even where the prefix ends between records: a batch is kept or dropped
+    as one), and everything synced before is still there."""
     wal = WalStorage.open(data_dir)
     wal.set_hard_state(HardState(1, 1))
     wal.append(run(1, 1, 1, 1))
@@ -506,9 +531,8 @@ def test_a_full_disk_stops_the_store_and_a_restart_keeps_every_synced_entry(
     logs = Logs()
     with WalStorage.open(data_dir, logger=logs) as reopened:
         state = reopened.load()
-    assert state.entries[:3] == run(1, 1, 1, 1)
-    assert state.hard_state.current_term in (1, 2)
-    if fits not in (0, 25):  # inside a record: a torn tail, cut off with a warning
+    assert state == DurableState(HardState(1, 1), run(1, 1, 1, 1))
+    if fits:  # part of a batch: a torn tail, cut off with a warning
         assert logs and "torn" in logs[0]
     else:
         assert not logs
