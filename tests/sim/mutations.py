@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from raftd.core import Config, DurableState, HardState, RaftLog, RaftNode, ReadState
 from raftd.storage import MemoryStorage
-from tests.sim.simulator import NodeFactory, StorageFactory, default_node
+from tests.sim.simulator import NodeFactory, SimStorage, StorageFactory, default_node
 
 
 class OldTermCommitNode(RaftNode):
@@ -69,7 +69,7 @@ class Mutation:
 
 
 def _node(cls: type[RaftNode]) -> NodeFactory:
-    def make(config: Config, rng: random.Random, storage: MemoryStorage) -> RaftNode:
+    def make(config: Config, rng: random.Random, storage: SimStorage) -> RaftNode:
         return cls(config, rng, storage.load())
 
     return make

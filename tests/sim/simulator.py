@@ -28,14 +28,29 @@ from raftd.core.events import (
     VoteGranted,
 )
 from raftd.storage import MemoryStorage, stage_ready
+from raftd.storage.pagecache import PageCacheStorage
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.faults import TICK_UNITS, FaultPlan
+from tests.sim.sizes import FrameCheck, ValueSizes
 
-NodeFactory = Callable[[Config, random.Random, MemoryStorage], RaftNode]
-StorageFactory = Callable[[], MemoryStorage]
+SimStorage = MemoryStorage | PageCacheStorage
+NodeFactory = Callable[[Config, random.Random, SimStorage], RaftNode]
+StorageFactory = Callable[[], SimStorage]
 
 
-def default_node(config: Config, rng: random.Random, storage: MemoryStorage) -> RaftNode:
+def _swarm_storage(rng: random.Random) -> StorageFactory:
+    if rng.random() < 0.5:
+        return MemoryStorage
+    return lambda: PageCacheStorage(random.Random(rng.getrandbits(64)))
+
+
+def _label(data: bytes) -> str:
+    """A command as the trace shows it: its name, and the size of any padding."""
+    name, _, padding = data.partition(b":")
+    return f"{name.decode()}+{len(padding)}B" if padding else name.decode()
+
+
+def default_node(config: Config, rng: random.Random, storage: SimStorage) -> RaftNode:
     return RaftNode(config, rng, storage.load())
 
 
@@ -69,10 +84,13 @@ class Simulation:
         plan: FaultPlan | None = None,
         *,
         node_factory: NodeFactory = default_node,
-        storage_factory: StorageFactory = MemoryStorage,
+        storage_factory: StorageFactory | None = None,
+        value_sizes: ValueSizes | None = None,
         trace: Callable[[str], None] | None = None,
         keep_lines: bool = False,
     ) -> None:
+        """``storage_factory`` None lets the seed choose: half the seeds keep their logs in
+        a WAL on the page-cache disk, whose crashes lose or tear unsynced pages."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.plan = plan or FaultPlan.draw(self.rng)
@@ -82,6 +100,12 @@ class Simulation:
         self._lines: list[str] = []
         self._digest = hashlib.sha256()
         self.ids: tuple[NodeId, ...] = tuple(range(1, self.plan.nodes + 1))
+        # Side generators, so sizes and storage do not change the faults a seed draws.
+        self.sizes = value_sizes or ValueSizes.draw(seed)
+        self._size_rng = random.Random(seed * 31 + 7)
+        self.frames = FrameCheck()
+        if storage_factory is None:
+            storage_factory = _swarm_storage(random.Random(seed * 131 + 3))
         self.storages = {i: storage_factory() for i in self.ids}
         self.nodes: dict[NodeId, RaftNode] = {}
         self.checker = SafetyChecker()
@@ -214,6 +238,7 @@ class Simulation:
         plan = self.plan
         for msg in ready.messages:
             self.counts["messages"] += 1
+            self.frames.check(msg)
             if not self.liveness and self.rng.random() < plan.drop_rate:
                 continue
             copies = 2 if not self.liveness and self.rng.random() < plan.duplicate_rate else 1
@@ -237,9 +262,9 @@ class Simulation:
             if (entry.term, entry.data) == (term, data):
                 self.acknowledged.add(data)
                 self._highest_acked_index = max(self._highest_acked_index, entry.index)
-                self._emit(node_id, f"client ack {data.decode()} at {entry.index}")
+                self._emit(node_id, f"client ack {_label(data)} at {entry.index}")
             else:
-                self._emit(node_id, f"client lost {data.decode()}: index {entry.index} reused")
+                self._emit(node_id, f"client lost {_label(data)}: index {entry.index} reused")
 
     def _record_events(self, node: RaftNode, events: tuple[Event, ...]) -> None:
         for event in events:
@@ -348,11 +373,14 @@ class Simulation:
         node = self.rng.choice(leaders)
         self._next_command += 1
         data = f"c{self._next_command}".encode()
+        padding = self.sizes.padding(self._size_rng)
+        if padding:
+            data += b":" + b"v" * padding
         self.checker.proposed.add(data)
         index, term = node.propose(data)
         self._pending[(node.id, index)] = (data, term)
         self.counts["proposals"] += 1
-        self._emit(node.id, f"propose {data.decode()} at {index}")
+        self._emit(node.id, f"propose {_label(data)} at {index}")
         self._drain(node.id)
 
     def _read(self) -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 import pytest
 
-from raftd.core import Entry
+from raftd.core import Config, Entry, RaftNode
+from raftd.storage.pagecache import PageCacheStorage
 from tests.core.network import Network
 from tests.sim.__main__ import main
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.faults import FaultPlan
 from tests.sim.mutations import MUTATIONS
-from tests.sim.simulator import RunResult, Simulation
+from tests.sim.simulator import RunResult, SimStorage, Simulation
+from tests.sim.sizes import MAX_COMMAND_BYTES, ValueSizes
 
 
 def run(seed: int, mutation: str | None = None) -> RunResult:
@@ -123,3 +126,33 @@ def test_checker_flags_diverging_logs_and_applies() -> None:
     checker.vote_granted(1, 4, 2)
     with pytest.raises(Violation, match="double vote"):
         checker.vote_granted(1, 4, 3)
+
+
+def _unbounded_appends(config: Config, rng: random.Random, storage: SimStorage) -> RaftNode:
+    """The core before AppendEntries were bounded by bytes: 256 entries, whatever their size."""
+    return RaftNode(replace(config, max_bytes_per_append=1 << 40), rng, storage.load())
+
+
+def test_appends_bounded_only_by_entry_count_are_caught_with_large_values() -> None:
+    """With values near the maximum and a lagging follower, the old core built AppendEntries
+    that no frame can carry; the simulator holds every message against the real frame limit."""
+    large = ValueSizes("large", 0.5, MAX_COMMAND_BYTES)
+    caught = []
+    for seed in range(12):
+        plan = FaultPlan.draw(random.Random(seed))
+        result = Simulation(seed, plan, node_factory=_unbounded_appends, value_sizes=large).run()
+        if result.violation and "frame limit" in result.violation:
+            caught.append(seed)
+    assert caught, "no seed built an oversized AppendEntries"
+    for seed in caught[:2]:
+        plan = FaultPlan.draw(random.Random(seed))
+        assert Simulation(seed, plan, value_sizes=large).run().ok  # the bounded core is fine
+
+
+def test_a_seed_with_the_page_cache_disk_recovers_from_its_crashes() -> None:
+    """Seeds that draw the WAL on the page-cache disk crash through it and stay safe."""
+    chosen = [s for s in range(40) if isinstance(Simulation(s).storages[1], PageCacheStorage)]
+    assert chosen
+    results = [Simulation(seed).run() for seed in chosen[:6]]
+    assert all(r.ok for r in results), [r.violation for r in results]
+    assert sum(r.crashes for r in results) > 0
