@@ -117,6 +117,8 @@ class Ready:
     3. ``committed``: apply to the state machine, in index order. These entries are
        already durable on a majority, so they may be applied (and their clients answered)
        before or while this bundle's own ``entries`` are persisted.
+       At most ``max_committed_per_ready`` of them: the rest come in the next Readies, so
+       a runtime taking one Ready at a time keeps ticking while it applies a backlog.
     4. ``read_states``: ReadIndex requests now safe to serve once ``index`` is applied.
     5. ``events``: what happened, for logs, metrics, spans and tests; no action needed.
 
