@@ -121,11 +121,7 @@ class ClientServer:
             f"too many client connections (limit {self.gate.limit}); try again later",
             True,
         )
-        with (
-            trio.move_on_after(REFUSAL_SEND_TIMEOUT_S),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
-        ):
-            await stream.send(Header("ErrorReply", 0), refusal)
+        await _say_before_closing(stream, refusal, drain=False)
 
     async def _serve_connection(self, stream: FramedStream, remote: str) -> None:
         """Answer requests concurrently, replies batched into as few writes as possible.
@@ -193,14 +189,7 @@ class ClientServer:
             f" values to {MAX_VALUE_BYTES} bytes); nothing was proposed",
             True,
         )
-        with (
-            trio.move_on_after(REFUSAL_SEND_TIMEOUT_S),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
-        ):
-            await stream.send(Header("ErrorReply", 0), refusal)
-            # No EOF sent: answers to earlier requests may still be on their way out.
-            while await stream.stream.receive_some(DRAIN_CHUNK_BYTES):
-                pass
+        await _say_before_closing(stream, refusal, drain=True)
 
     def _closed(self, remote: str, reason: str, why: str) -> None:
         self.metrics.connection_closed("client", reason)
@@ -464,6 +453,20 @@ def _to_kv_request(request: SetRequest | CasRequest | DeleteRequest) -> kv.Reque
         return kv.Request(request.client_id, request.seq, command)
     except ValueError as exc:
         return _bad_request(str(exc))
+
+
+async def _say_before_closing(stream: FramedStream, refusal: ErrorReply, *, drain: bool) -> None:
+    """Send a connection-level refusal (request id 0), bounded in time; with ``drain``, then
+    read and drop what the client still sends, since closing with unread bytes resets the
+    connection and can discard the answer before the client reads it. No EOF is sent:
+    answers to earlier requests may still be on their way out."""
+    with (
+        trio.move_on_after(REFUSAL_SEND_TIMEOUT_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.send(Header("ErrorReply", 0), refusal)
+        while drain and await stream.stream.receive_some(DRAIN_CHUNK_BYTES):
+            pass
 
 
 def size_refusal(request: object) -> ErrorReply | None:
