@@ -3,9 +3,14 @@
 The first line of output is the contract, read by scripts:
     linearizable                   exit 0
     not linearizable               exit 1  (then the key and operations involved)
+    stale read beyond its bound    exit 1  (linearizable otherwise; see the staleness lines)
     unknown (checker timed out)    exit 2  (never a pass)
     malformed history: line N: ... exit 3  (also when FILE cannot be read)
 Usage errors exit 64 (EX_USAGE), so that argparse's usual 2 cannot pass for a timeout.
+
+Gets that carry ``max_staleness_ns`` are left out of the linearizability search and checked
+by a second pass (staleness.py), which prints "staleness: N stale reads within their bound"
+or the reads that returned a value older than their bound.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from typing import NoReturn
 
 from tests.lincheck.checker import check_history
 from tests.lincheck.history import MalformedHistory, load_history
+from tests.lincheck.staleness import check_staleness
 
 EXIT_MALFORMED = 3
+STALE_FIRST_LINE = "stale read beyond its bound"
 EXIT_USAGE = 64
 
 
@@ -49,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(
         prog="python -m tests.lincheck",
         description="Check that a client history (JSON lines, see shared/lincheck/README.md) "
-        "is linearizable against a register per key.",
+        "is linearizable against a register per key. Gets recorded with max_staleness_ns "
+        "(bounded-staleness reads, not linearizable by design) are left out of that search "
+        "and checked by a second pass: each must have returned a value the register held at "
+        "some instant within [call - bound, return]. Exit 0 when both passes hold; 1 when "
+        "either fails (first line 'not linearizable', or 'stale read beyond its bound'); "
+        "2 when the search timed out; 3 for a malformed history; 64 for usage errors.",
     )
     parser.add_argument("file", help="the history, or - for stdin")
     parser.add_argument(
@@ -68,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         _emit([f"malformed history: cannot read {args.file}: {exc.strerror or exc}"])
         return EXIT_MALFORMED
     result = check_history(ops, timeout_s=args.timeout)
-    _emit(result.report())
+    stale = check_staleness(ops)
+    lines = result.report()
+    if not stale.ok and result.exit_code == 0:
+        lines.insert(0, STALE_FIRST_LINE)
+        _emit([*lines, *stale.report()])
+        return 1
+    _emit([*lines, *stale.report()])
     return result.exit_code
 
 

@@ -611,7 +611,8 @@ def check_history(ops: Sequence[Operation], timeout_s: float | None = 60.0) -> C
     deadline = None if timeout_s is None else began + timeout_s
     by_key: dict[str, list[Operation]] = defaultdict(list)
     for op in ops:
-        by_key[op.key].append(op)
+        if not op.stale:  # bounded-staleness reads have their own pass (staleness.py)
+            by_key[op.key].append(op)
 
     dropped_fail = dropped_get = dropped_unobserved = searched = checked = 0
     failures: list[KeyFailure] = []

@@ -22,8 +22,11 @@ Outcome = Literal["ok", "unknown", "fail"]
 OP_KINDS: tuple[OpKind, ...] = ("get", "set", "cas")
 OUTCOMES: tuple[Outcome, ...] = ("ok", "unknown", "fail")
 REQUIRED = ("client", "op", "key", "call")
+# A get served under a staleness bound (``get --max-staleness``) records it here, in ns; such
+# reads are not linearizable by design and are checked by their own pass (staleness.py).
+STALENESS = "max_staleness_ns"
 FIELDS = frozenset(
-    (*REQUIRED, "value", "expected", "output", "ok", "return", "outcome", "meta"),
+    (*REQUIRED, "value", "expected", "output", "ok", "return", "outcome", "meta", STALENESS),
 )
 
 
@@ -59,6 +62,11 @@ class Operation:
     outcome: Outcome = "ok"
     meta: Json = None
     line: int = 0
+    max_staleness_ns: int | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.max_staleness_ns is not None
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -89,6 +97,11 @@ class Operation:
             return "a completed cas needs a boolean ok"
         if self.ok is not None and not isinstance(self.ok, bool):
             return "ok must be a boolean"
+        if self.max_staleness_ns is not None:
+            if self.op != "get":
+                return f"{STALENESS} belongs on a get only"
+            if not _is_int(self.max_staleness_ns) or self.max_staleness_ns < 0:
+                return f"{STALENESS} must be a non-negative integer (ns)"
         return None
 
     def describe(self) -> str:
@@ -177,6 +190,8 @@ def parse_line(text: str, line: int) -> Operation | None:
     ret = raw.get("return")
     if ret is None and "return" in raw:
         raise MalformedHistory(line, "return must be an integer (ns); omit it if unknown")
+    if STALENESS in raw and raw[STALENESS] is None:
+        raise MalformedHistory(line, f"{STALENESS} must be an integer (ns); omit it if unbounded")
     ok = raw.get("ok")
     if "ok" in raw and not isinstance(ok, bool):
         raise MalformedHistory(line, "ok must be a boolean")
@@ -202,6 +217,7 @@ def parse_line(text: str, line: int) -> Operation | None:
         outcome=outcome,
         meta=raw.get("meta"),
         line=line,
+        max_staleness_ns=raw.get(STALENESS),
     )
 
 
@@ -245,6 +261,8 @@ def to_json(op: Operation) -> dict[str, Json]:
         raw["return"] = op.ret
     if op.outcome != "ok":
         raw["outcome"] = op.outcome
+    if op.max_staleness_ns is not None:
+        raw[STALENESS] = op.max_staleness_ns
     if op.meta is not None:
         raw["meta"] = op.meta
     return raw
