@@ -1,4 +1,4 @@
-"""python -m tests.nemesis --duration SECONDS --seed S --out DIR [--nodes 5]"""
+"""python -m tests.nemesis --duration SECONDS --seed S --out DIR [--nodes 5] [--extras K,...]"""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import trio
 
 from raftd.runtime.mutations import ENV as MUTATION_ENV
 from raftd.runtime.mutations import MUTATIONS
-from tests.nemesis.run import FAULT_KINDS, Plan, run
+from tests.nemesis.run import EXTRA_KINDS, FAULT_KINDS, STALE_TARGET, Plan, run
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.nemesis",
-        description="Real members, real faults, a checked history. The last line is "
-        "'<ops> ops, <faults> faults, linearizable: yes|no'; exit 0 only if every check "
-        "passed.",
+        description="Real members, real faults, a checked history (linearizability, and the "
+        "bound of every stale read). The last line is '<ops> ops, <faults> faults, "
+        "linearizable: yes|no, <n> stale reads within their bound (<m> refused)'; exit 0 "
+        "only if every check passed.",
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of faults")
     parser.add_argument("--seed", type=int, default=0)
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated fault kinds instead of the seed's choice: {','.join(FAULT_KINDS)}",
     )
     parser.add_argument(
+        "--extras",
+        help="comma-separated extra kinds instead of the seed's choice (empty for none): "
+        f"{','.join(EXTRA_KINDS)}",
+    )
+    parser.add_argument(
         "--mutation",
         choices=MUTATIONS,
         help="run the members with a deliberate bug (the harness must catch it)",
@@ -39,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.faults.split(",") if args.faults else None
     if kinds and not set(kinds) <= set(FAULT_KINDS):
         parser.error(f"unknown fault kind in {args.faults}")
-    plan = Plan.draw(args.seed, args.nodes, kinds)
+    extras = None if args.extras is None else [k for k in args.extras.split(",") if k]
+    if extras and not set(extras) <= set(EXTRA_KINDS):
+        parser.error(f"unknown extra kind in {args.extras}")
+    plan = Plan.draw(args.seed, args.nodes, kinds, extras)
     out = args.out or Path(tempfile.mkdtemp(prefix=f"nemesis-{args.seed}-"))
     print(f"seed {plan.seed}: {plan.nodes} members, {plan.clients} clients, faults "
-          f"{','.join(plan.kinds)}; output in {out}", flush=True)  # fmt: skip
+          f"{','.join(plan.all_kinds)}; values {'tiny and large' if plan.large_values else 'tiny'};"
+          f" stale reads from {STALE_TARGET} within {plan.stale_bound_s} s; output in {out}",
+          flush=True)  # fmt: skip
     env = {MUTATION_ENV: args.mutation} if args.mutation else None
     outcome = trio.run(partial(run, member_env=env), plan, args.duration, out)
     for event in outcome.events:

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import trio
 
-from cli.client import Client, ClientError, Unavailable, UnknownOutcome
+from cli.client import Client, ClientError, DefiniteError, Unavailable, UnknownOutcome
 from tests.integration.harness import Cluster, running
 from wire.api import StateHashRequest, StatusReply
 
@@ -47,8 +47,17 @@ FAULT_KINDS = (
     "slow_fsync",
     "kill_all",
 )
-START_KINDS = {"drop_delay", "slow_fsync"}  # set up as chaos when the members start
+START_KINDS = {"drop_delay", "slow_fsync", "slow_follower"}  # chaos set when members start
 MIN_OPS_PER_S = 3.0
+# Drawn apart from FAULT_KINDS (by a generator of their own), so the seeds the CI pins keep
+# their faults. lag_large: a follower is down while hundreds of large values are written,
+# then must catch up (large catch-ups once killed every leader in turn); pause_follower and
+# slow_follower: the member the stale readers ask is stopped, or its disk is slow.
+EXTRA_KINDS = ("lag_large", "pause_follower", "slow_follower")
+STALE_BOUNDS_S = (0.2, 0.5, 1.0)
+STALE_TARGET = "n3"  # the member the stale readers ask
+LARGE_VALUE_BYTES = (20_000, 60_000)
+LAG_WRITES = 300
 
 
 @dataclass
@@ -57,12 +66,26 @@ class Plan:
     nodes: int
     clients: int
     kinds: list[str]
+    extras: list[str] = field(default_factory=list)
+    large_values: bool = False  # a fifth of the writes carry 20-60 kB
+    stale_bound_s: float = 0.5  # of the stale readers' gets
 
     @classmethod
-    def draw(cls, seed: int, nodes: int, kinds: list[str] | None = None) -> Plan:
+    def draw(
+        cls, seed: int, nodes: int, kinds: list[str] | None = None, extras: list[str] | None = None
+    ) -> Plan:
         rng = random.Random(seed)
         chosen = kinds or rng.sample(FAULT_KINDS, rng.randint(2, 4))
-        return cls(seed, nodes, rng.randint(6, 16), chosen)
+        clients = rng.randint(6, 16)
+        side = random.Random(seed * 1009 + 5)
+        drawn = [kind for kind in EXTRA_KINDS if side.random() < 0.4]
+        large = side.random() < 0.5
+        bound = side.choice(STALE_BOUNDS_S)
+        return cls(seed, nodes, clients, chosen, drawn if extras is None else extras, large, bound)
+
+    @property
+    def all_kinds(self) -> list[str]:
+        return [*self.kinds, *self.extras]
 
 
 @dataclass
@@ -72,12 +95,17 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     linearizable: str = "unknown"
     events: list[str] = field(default_factory=list)
+    stale_reads: int = 0  # verified within their bound by the checker's staleness pass
+    stale_refused: int = 0  # answered too_stale: the member could not promise the bound
 
     def summary_line(self) -> str:
         verdict = {"linearizable": "yes", "not linearizable": "no"}.get(
             self.linearizable, self.linearizable
         )
-        return f"{self.ops} ops, {self.faults} faults, linearizable: {verdict}"
+        return (
+            f"{self.ops} ops, {self.faults} faults, linearizable: {verdict}, "
+            f"{self.stale_reads} stale reads within their bound ({self.stale_refused} refused)"
+        )
 
 
 class History:
@@ -107,6 +135,7 @@ async def client_loop(
     stop: trio.Event,
     *,
     reader: bool = False,
+    large_values: bool = False,
 ) -> None:
     """One client session, one operation at a time. A ``reader`` only reads, from the one
     member it was given: a correct member redirects it to the leader, a member that
@@ -119,6 +148,8 @@ async def client_loop(
             roll = 0.0 if reader else rng.random()
             counter += 1
             value = f"{name}-{counter}"
+            if large_values and rng.random() < 0.2:
+                value += "." * rng.randint(*LARGE_VALUE_BYTES)
             call = time.monotonic_ns()
             op: dict[str, Any] = {"client": name, "key": key, "call": call}
             try:
@@ -149,6 +180,39 @@ async def client_loop(
             history.record(op)
 
 
+async def stale_reader_loop(
+    name: str,
+    endpoint: str,
+    history: History,
+    rng: random.Random,
+    stop: trio.Event,
+    bound_s: float,
+    outcome: Outcome,
+) -> None:
+    """Bounded-staleness gets from one member, each recorded with its bound: the checker's
+    staleness pass then verifies every answer was current within [call - bound, return].
+    A refusal (too_stale) or no answer says nothing about the bound and is not recorded."""
+    async with Client([endpoint], timeout_s=2.0, attempt_timeout_s=0.5, client_id=name) as c:
+        while not stop.is_set():
+            key = rng.choice(KEYS)
+            call = time.monotonic_ns()
+            try:
+                got = await c.get(key, max_staleness_s=bound_s)
+            except DefiniteError as exc:
+                if exc.code == "too_stale":
+                    outcome.stale_refused += 1
+                await trio.sleep(0.02)
+                continue
+            except ClientError:
+                await trio.sleep(0.02)
+                continue
+            history.record(
+                {"client": name, "op": "get", "key": key, "call": call,
+                 "output": got.value if got.found else None, "return": time.monotonic_ns(),
+                 "max_staleness_ns": round(bound_s * 1e9)}
+            )  # fmt: skip
+
+
 # Faults that take the leader away long enough that the others must elect a new one.
 LEADER_LOSING_KINDS = ("kill_leader", "pause_leader", "isolate_leader")
 MIN_HOLD_FOR_NEW_TERM_S = 1.6
@@ -169,7 +233,7 @@ class Nemesis:
         return await self.cluster.wait_for_leader(timeout_s=30)
 
     async def strike(self) -> None:
-        kinds = [k for k in self.plan.kinds if k not in START_KINDS]
+        kinds = [k for k in self.plan.all_kinds if k not in START_KINDS]
         if not kinds:
             await trio.sleep(self.rng.uniform(1, 2))
             return
@@ -213,6 +277,14 @@ class Nemesis:
             await cluster.isolate(minority)
             await trio.sleep(hold)
             cluster.heal()
+        elif kind == "pause_follower":
+            victim = STALE_TARGET if before != STALE_TARGET else self._follower(before)
+            self.note(f"SIGSTOP follower {victim} for {hold:.1f} s")
+            cluster.pause(victim)
+            await trio.sleep(hold)
+            cluster.resume(victim)
+        elif kind == "lag_large":
+            await self._lag_large(before)
         elif kind == "one_way":
             other = self.rng.choice([n for n in cluster.members if n != before])
             src, dst = (before, other) if self.rng.random() < 0.5 else (other, before)
@@ -236,6 +308,41 @@ class Nemesis:
                 self.outcome.problems.append(
                     f"{kind}: no new term while {before} was out (term {term_before})"
                 )
+
+    def _follower(self, leader: str) -> str:
+        return self.rng.choice([n for n in self.cluster.members if n != leader])
+
+    async def _lag_large(self, leader: str) -> None:
+        """A follower misses hundreds of large writes, then must catch up with them."""
+        cluster = self.cluster
+        victim = self._follower(leader)
+        self.note(f"kill -9 {victim} while {LAG_WRITES} large values are written")
+        self.killed_by_us.add(victim)
+        await cluster.kill(victim)
+        written = 0
+        async with Client(cluster.endpoints, timeout_s=5.0, client_id="lagger") as c:
+            for n in range(LAG_WRITES):
+                value = f"lag-{self.plan.seed}-{n}-" + "L" * 40_000
+                try:
+                    await c.set(f"lag{n % 4}", value)
+                    written += 1
+                except ClientError:
+                    pass  # outcome unknown or refused: its key is not one the checker reads
+        await cluster.start_member(victim)
+        self.killed_by_us.discard(victim)
+        deadline = trio.current_time() + 60
+        while True:
+            statuses = await cluster.statuses([leader, victim])
+            if (
+                len(statuses) == 2
+                and statuses[victim].last_applied >= statuses[leader].commit_index
+            ):
+                break
+            if trio.current_time() > deadline:
+                self.outcome.problems.append(f"lag_large: {victim} did not catch up in 60 s")
+                break
+            await trio.sleep(0.2)
+        self.note(f"{victim} caught up after {written} large writes")
 
     async def term_of(self, name: str) -> int | None:
         statuses = await self.cluster.statuses([name])
@@ -286,6 +393,8 @@ async def run(
             )
         if "slow_fsync" in plan.kinds:
             member.env["RAFTD_CHAOS_FSYNC_DELAY_MS"] = "2-20"
+        if "slow_follower" in plan.extras and member.name == STALE_TARGET:
+            member.env["RAFTD_CHAOS_FSYNC_DELAY_MS"] = "200-800"
         member.env.update(member_env or {})
     history_path = out / "history.jsonl"
     with history_path.open("w") as history_file:
@@ -308,7 +417,19 @@ async def run(
                             random.Random(rng.getrandbits(64)),
                             stop,
                             reader=reader,
+                            large_values=plan.large_values,
                         )
+                    )
+                for i in range(2):
+                    clients.start_soon(
+                        stale_reader_loop,
+                        f"s{i}",
+                        cluster.members[STALE_TARGET].client_addr,
+                        history,
+                        random.Random(rng.getrandbits(64)),
+                        stop,
+                        plan.stale_bound_s,
+                        outcome,
                     )
                 began = time.monotonic()
                 await trio.sleep(2.0)
@@ -351,6 +472,9 @@ async def run(
     )
     lines = checked.stdout.splitlines()
     outcome.linearizable = lines[0] if lines else f"checker failed: {checked.stderr[-200:]}"
+    for line in lines:
+        if line.startswith("staleness: ") and line.endswith("within their bound"):
+            outcome.stale_reads = int(line.split()[1])
     if outcome.linearizable != "linearizable":
         outcome.problems.append("history: " + " | ".join(lines[:6]))
     (out / "summary.json").write_text(
@@ -360,6 +484,11 @@ async def run(
                 "nodes": plan.nodes,
                 "clients": plan.clients,
                 "kinds": plan.kinds,
+                "extras": plan.extras,
+                "large_values": plan.large_values,
+                "stale_bound_s": plan.stale_bound_s,
+                "stale_reads": outcome.stale_reads,
+                "stale_refused": outcome.stale_refused,
                 "ops": outcome.ops,
                 "faults": outcome.faults,
                 "linearizable": outcome.linearizable,
