@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench bench tools clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench nemesis-long wal-crash-full bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ sim: $(STAMP)
 
 sim-long: $(STAMP)
 	$(PY) -m tests.sim --seeds 2000
+
+# Ten minutes of faults with large values, a lagging follower and stale readers (issue 11).
+NEMESIS_SEED ?= 10
+nemesis-long: $(STAMP)
+	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED)
+
+# Every crash state of the WAL's last batches, not the sample make test runs.
+wal-crash-full: $(STAMP)
+	RAFTD_WAL_CRASH_FULL=1 $(PY) -m pytest -q tests/storage/test_wal_crash.py
 
 # Restart-to-serving of a member whose log holds 100k and 1M entries (issue 11's figures).
 restart-bench: $(STAMP)
