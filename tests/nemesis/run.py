@@ -55,9 +55,10 @@ MIN_OPS_PER_S = 3.0
 # slow_follower: the member the stale readers ask is stopped, or its disk is slow.
 EXTRA_KINDS = ("lag_large", "pause_follower", "slow_follower")
 STALE_BOUNDS_S = (0.2, 0.5, 1.0)
-STALE_TARGET = "n3"  # the member the stale readers ask
+STALE_TARGET = "n3"  # the member a stale reader asks and the extra faults aim at
 LARGE_VALUE_BYTES = (20_000, 60_000)
 LAG_WRITES = 300
+LAG_WRITE_S = 15.0
 
 
 @dataclass
@@ -316,30 +317,46 @@ class Nemesis:
         """A follower misses hundreds of large writes, then must catch up with them."""
         cluster = self.cluster
         victim = self._follower(leader)
+        if "slow_follower" in self.plan.extras and leader != STALE_TARGET:
+            victim = STALE_TARGET  # the others write fast; the slow disk then catches up
         self.note(f"kill -9 {victim} while {LAG_WRITES} large values are written")
         self.killed_by_us.add(victim)
         await cluster.kill(victim)
         written = 0
-        async with Client(cluster.endpoints, timeout_s=5.0, client_id="lagger") as c:
-            for n in range(LAG_WRITES):
-                value = f"lag-{self.plan.seed}-{n}-" + "L" * 40_000
-                try:
-                    await c.set(f"lag{n % 4}", value)
-                    written += 1
-                except ClientError:
-                    pass  # outcome unknown or refused: its key is not one the checker reads
+        # Eight writers at once, for at most LAG_WRITE_S: with the lagging member down the
+        # others must all acknowledge, and a slow disk among them makes each write slow.
+        give_up = trio.current_time() + LAG_WRITE_S
+
+        async def writer(lane: int) -> None:
+            nonlocal written
+            async with Client(cluster.endpoints, timeout_s=5.0, client_id=f"lag{lane}") as c:
+                for n in range(lane, LAG_WRITES, 8):
+                    if trio.current_time() > give_up:
+                        return
+                    value = f"lag-{self.plan.seed}-{n}-" + "L" * 40_000
+                    try:
+                        await c.set(f"lag{lane}", value)
+                        written += 1
+                    except ClientError:
+                        pass  # unknown or refused: no key the checker reads
+
+        async with trio.open_nursery() as writers:
+            for lane in range(8):
+                writers.start_soon(writer, lane)
+        missed = max((s.commit_index for s in (await cluster.statuses()).values()), default=0)
         await cluster.start_member(victim)
         self.killed_by_us.discard(victim)
+        # Caught up once it applied what it missed: under ongoing traffic it always trails
+        # the newest commit a little (its own disk may be the slow one).
         deadline = trio.current_time() + 60
         while True:
-            statuses = await cluster.statuses([leader, victim])
-            if (
-                len(statuses) == 2
-                and statuses[victim].last_applied >= statuses[leader].commit_index
-            ):
+            status = (await cluster.statuses([victim])).get(victim)
+            if status is not None and status.last_applied >= missed:
                 break
             if trio.current_time() > deadline:
-                self.outcome.problems.append(f"lag_large: {victim} did not catch up in 60 s")
+                self.outcome.problems.append(
+                    f"lag_large: {victim} did not apply the {missed} entries it missed in 60 s"
+                )
                 break
             await trio.sleep(0.2)
         self.note(f"{victim} caught up after {written} large writes")
@@ -420,11 +437,12 @@ async def run(
                             large_values=plan.large_values,
                         )
                     )
-                for i in range(2):
+                # One stale reader asks the member the extra faults aim at, one another.
+                for i, member in enumerate((STALE_TARGET, "n2")):
                     clients.start_soon(
                         stale_reader_loop,
                         f"s{i}",
-                        cluster.members[STALE_TARGET].client_addr,
+                        cluster.members[member].client_addr,
                         history,
                         random.Random(rng.getrandbits(64)),
                         stop,
