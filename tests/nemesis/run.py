@@ -438,11 +438,11 @@ async def run(
                         )
                     )
                 # One stale reader asks the member the extra faults aim at, one another.
-                for i, member in enumerate((STALE_TARGET, "n2")):
+                for i, asked in enumerate((STALE_TARGET, "n2")):
                     clients.start_soon(
                         stale_reader_loop,
                         f"s{i}",
-                        cluster.members[member].client_addr,
+                        cluster.members[asked].client_addr,
                         history,
                         random.Random(rng.getrandbits(64)),
                         stop,
