@@ -484,10 +484,10 @@ class Driver:
         now = trio.current_time()
         point = self._leader_point(now)
         lag = None if point == -math.inf else now - point
+        applied = self.applied_index
         for msg in ready.messages:
             parent, span = self.spans.outgoing(msg)
-            leading = isinstance(msg, AppendEntries | Heartbeat)
-            self._send(msg, parent, span, lag if leading else None)
+            self._send(msg, parent, span, _vouch(msg, lag, applied))
             self.metrics.message_sent(type(msg).__name__)
             if isinstance(msg, AppendEntries) and msg.entries:
                 self.metrics.append_entries_sent(len(msg.entries))
@@ -633,6 +633,18 @@ class Driver:
             read.box.set(_leadership_lost(why))
         self._reads.clear()
         self._reads_ready.clear()
+
+
+def _vouch(msg: Message, lag: float | None, applied_index: int) -> float | None:
+    """The lag a leader's message may carry: only when its commit index covers every write
+    this leader has acknowledged so far (acknowledging happens as entries are applied). A
+    message built earlier in the turn, before its commit index moved on and the writes up
+    to there were answered, would otherwise vouch for a point after those answers."""
+    match msg:
+        case Heartbeat(commit_index=commit) | AppendEntries(leader_commit=commit):
+            return lag if commit >= applied_index else None
+        case _:
+            return None
 
 
 def _outcome(result: kv.Result) -> str:
