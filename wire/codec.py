@@ -57,6 +57,9 @@ class Header:
     # the leader's own state was when it built it. Microseconds.
     age_us: int | None = None
     lag_us: int | None = None
+    # The sender's wall clock (µs since the epoch) as it wrote the frame, so the receiver can
+    # count the time on the wire too (with clocks in sync; on one machine, exactly).
+    sent_us: int | None = None
     # Set on decode when the sender put a trace context here that we had to drop (not a
     # valid traceparent): the request is still served, the receiver counts and logs it.
     dropped_traceparent: bool = dataclasses.field(default=False, compare=False)
@@ -262,6 +265,8 @@ def encode_payload(header: Header, body: list[Any]) -> bytes:
         head["a"] = header.age_us
     if header.lag_us is not None:
         head["l"] = header.lag_us
+    if header.sent_us is not None:
+        head["w"] = header.sent_us
     return cbor2.dumps([head, body])
 
 
@@ -295,6 +300,7 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
         # Kept as text for relaying, but only if it is a valid list-member list.
         tracestate = raw_state if parse_tracestate(raw_state) is not None else None
     age_us, lag_us = _optional_micros(head, "a"), _optional_micros(head, "l")
+    sent_us = _optional_micros(head, "w")
     return Header(
         kind,
         request_id,
@@ -302,6 +308,7 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
         tracestate,
         age_us=age_us,
         lag_us=lag_us,
+        sent_us=sent_us,
         dropped_traceparent=dropped,
     ), body
 

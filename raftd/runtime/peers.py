@@ -251,6 +251,7 @@ class PeerTransport:
         builds an unsendable one costs that message and a loud log line, not the cluster."""
         frames: list[bytes] = []
         now = trio.current_time()
+        sent_us = time.time_ns() // 1000
         for item in batch:
             kind = type(item.msg).__name__
             header = Header(
@@ -258,6 +259,7 @@ class PeerTransport:
                 traceparent=item.parent,
                 age_us=_micros(now - item.built),
                 lag_us=None if item.lag is None else _micros(item.lag),
+                sent_us=sent_us,
             )
             try:
                 frames.append(stream.encode(header, item.msg))
@@ -315,7 +317,7 @@ class PeerTransport:
                         "peer sent an invalid traceparent: dropped it, delivered the message",
                         remote=remote,
                     )
-                built_at = trio.current_time() - (header.age_us or 0) / 1e6
+                built_at = trio.current_time() - _waited(header)
                 leader_fresh = None if header.lag_us is None else built_at - header.lag_us / 1e6
                 self._deliver(msg, header.traceparent, built_at, leader_fresh)
         except FrameTimeout as exc:
@@ -366,6 +368,16 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return errno.errorcode.get(exc.errno, str(exc))
     return str(exc) or type(exc).__name__
+
+
+def _waited(header: Header) -> float:
+    """Seconds since the sender built the message: its age when written, plus the time on
+    the wire by the two wall clocks (never negative; a receiver whose clock runs behind the
+    sender's undercounts by the difference, which the README states)."""
+    wire_s = 0.0
+    if header.sent_us is not None:
+        wire_s = max(0.0, time.time_ns() / 1000 - header.sent_us) / 1e6
+    return (header.age_us or 0) / 1e6 + wire_s
 
 
 def _micros(seconds: float) -> int:
