@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 import trio
@@ -27,6 +28,7 @@ from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
 from raftd.runtime.clients import ClientServer
 from raftd.runtime.driver import Driver
+from raftd.runtime.listen import start_listening
 from raftd.runtime.peers import PeerTransport
 from raftd.storage import Storage, StorageError, WalStorage
 from raftd.storage.wal import DataDirLocked
@@ -227,7 +229,8 @@ async def serve(config: NodeConfig, storage: Storage, observe: Observability) ->
             await nursery.start(peers.run)
             await nursery.start(clients.run)
             if config.metrics_addr is not None:
-                serve_metrics(config.metrics_addr, metrics)
+                address = config.metrics_addr
+                start_listening(address, "metrics", lambda: serve_metrics(address, metrics))
             log.info(
                 "raftd ready",
                 clients=str(config.client_addr),
@@ -291,11 +294,11 @@ def run_member(args: argparse.Namespace) -> int:
     try:
         trio.run(serve, config, storage, Observability(tracing, metrics, chaos))
     except* StorageError as group:
-        for error in group.exceptions:
+        for error in _leaves(group):
             print(f"raftd: storage failed, stopping to protect the data: {error}", file=sys.stderr)
         status = EXIT_FAILED
     except* OSError as os_errors:
-        for os_error in os_errors.exceptions:
+        for os_error in _leaves(os_errors):
             print(f"raftd: {os_error}", file=sys.stderr)
         status = EXIT_FAILED
     finally:
@@ -304,6 +307,18 @@ def run_member(args: argparse.Namespace) -> int:
     if status == EXIT_OK:
         log.info("stopped cleanly")
     return status
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _leaves(group: BaseExceptionGroup[E]) -> list[E]:
+    """The errors themselves: ``except*`` keeps the nesting of nurseries inside nurseries,
+    and printing a nested group says only "Exceptions from Trio nursery"."""
+    leaves: list[E] = []
+    for error in group.exceptions:
+        leaves += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return leaves
 
 
 def main(argv: Sequence[str] | None = None) -> int:

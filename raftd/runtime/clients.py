@@ -39,6 +39,7 @@ from raftd.runtime.driver import (
     timed_out,
 )
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
+from raftd.runtime.listen import open_listeners
 from wire.api import (
     CLIENT_REGISTRY,
     MAX_KEY_BYTES,
@@ -92,7 +93,7 @@ class ClientServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         address = self.config.client_addr
-        listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+        listeners = await open_listeners(address, "clients")
         log.info("listening for clients", address=str(address))
         task_status.started()
         await trio.serve_listeners(self._serve, listeners)

@@ -27,6 +27,7 @@ from raftd.config import NodeConfig
 from raftd.core import Message
 from raftd.runtime.chaos import Chaos, DelayLine
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
+from raftd.runtime.listen import open_listeners
 from wire.api import PEER_REGISTRY, Hello
 from wire.codec import Header
 from wire.frame import WireError
@@ -127,7 +128,7 @@ class PeerTransport:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         address = self.config.peer_addr
         async with trio.open_nursery() as nursery:
-            listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+            listeners = await open_listeners(address, "peers")
             nursery.start_soon(trio.serve_listeners, self._serve_inbound, listeners)
             await nursery.start(self._delay_line.run)
             names = {node_id: name for name, node_id in self._ids.items()}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import cbor2
+import pytest
 import trio
 
 from tests.integration.harness import ROOT, Cluster, free_port
@@ -195,3 +197,21 @@ def test_a_corrupt_log_refuses_to_start_and_a_locked_data_dir_is_refused(
     assert corrupt.returncode == 1
     assert "untouched" in corrupt.stderr and "Traceback" not in corrupt.stderr
     assert wal.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("what", ["peers", "clients", "metrics"])
+def test_a_port_in_use_is_named_and_the_member_exits_1(tmp_path: Path, what: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        args = member_args(tmp_path, port=taken if what == "peers" else None)
+        if what == "clients":
+            args[args.index("--client-addr") + 1] = f"127.0.0.1:{taken}"
+        if what == "metrics":
+            args += ["--metrics-addr", f"127.0.0.1:{taken}"]
+        result = run_raftd(*args)
+    assert result.returncode == 1, result.stderr
+    expected = f"raftd: cannot listen for {what} on 127.0.0.1:{taken}: Address already in use"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and "Trio nursery" not in result.stderr
