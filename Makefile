@@ -43,10 +43,11 @@ sim: $(STAMP)
 sim-long: $(STAMP)
 	$(PY) -m tests.sim --seeds 2000
 
-# Ten minutes of faults with large values, a lagging follower and stale readers (issue 11).
+# Ten minutes of faults with large values, stale readers, and every extra kind: a follower
+# that misses many large writes, a paused follower, a follower on a slow disk.
 NEMESIS_SEED ?= 10
 nemesis-long: $(STAMP)
-	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED)
+	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED) --extras lag_large,pause_follower,slow_follower
 
 # Every crash state of the WAL's last batches, not the sample make test runs.
 wal-crash-full: $(STAMP)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.nemesis.run import Plan, run
+from tests.nemesis.run import History, Plan, run, short_value
 
 # Chosen so that together they cover every fault kind: kill -9 of one member, of the
 # leader and of every member at once; leader pauses; an isolated leader; a cut-off
@@ -59,3 +60,20 @@ async def test_a_deliberate_bug_is_caught(mutation: str, tmp_path: Path) -> None
     assert outcome.linearizable in caught or any(
         p.startswith("no convergence") for p in outcome.problems
     )
+
+
+def test_large_values_go_into_the_history_as_unique_stand_ins(tmp_path: Path) -> None:
+    small = "c1-7"
+    large = [f"c1-{n}" + "." * 40_000 for n in (8, 9)]
+    assert short_value(small) == small
+    assert len({short_value(v) for v in large}) == 2  # distinct values stay distinct
+    assert all(len(short_value(v)) < 200 for v in large)
+    assert short_value(large[0]) == short_value(str(large[0]))  # the same value, the same line
+    path = tmp_path / "history.jsonl"
+    with path.open("w") as out:
+        History(out).record(
+            {"op": "cas", "value": large[1], "expected": large[0], "ok": True, "call": 1}
+        )
+    recorded = json.loads(path.read_text())
+    assert recorded["value"] == short_value(large[1])
+    assert recorded["expected"] == short_value(large[0])
