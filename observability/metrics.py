@@ -109,6 +109,7 @@ SAMPLER_REASONS = (
     "parent_sampled",
     "parent_dropped",
     "unmarked_root",
+    "window_full",
 )
 _SAMPLED_BY_REASON = {"sampled": "true", "parent_sampled": "true"}
 
@@ -240,6 +241,7 @@ class RaftMetrics:
         self.registry = CollectorRegistry()
         self._state_source: Callable[[], NodeState] | None = None
         self._span_counts: Callable[[], tuple[int, int]] | None = None
+        self._trace_budget: Callable[[], tuple[int, int]] | None = None
         reg = self.registry
 
         elections = Counter(
@@ -406,6 +408,11 @@ class RaftMetrics:
         so the exporter needs no dependency on Prometheus."""
         self._span_counts = source
 
+    def bind_trace_budget(self, source: Callable[[], tuple[int, int]] | None) -> None:
+        """Reports ``(parts dropped, room)`` of the member's trace window at each scrape:
+        the traces it declined to record for want of room, and how many more fit now."""
+        self._trace_budget = source
+
     def bind_sampler_totals(self, source: Callable[[], Mapping[str, int]] | None) -> None:
         """Folds a sampler's own totals by reason (``RaftdSampler.decisions``) into
         ``raftd_sampler_decisions_total`` at scrape time, for a sampler that OpenTelemetry
@@ -492,6 +499,8 @@ class _ScrapeCollector(Collector):
         yield from _state_families()
         yield CounterMetricFamily("raftd_spans_exported", _SPANS_EXPORTED_HELP)
         yield CounterMetricFamily("raftd_spans_failed", _SPANS_FAILED_HELP)
+        yield CounterMetricFamily("raftd_trace_parts_dropped", _PARTS_DROPPED_HELP)
+        yield GaugeMetricFamily("raftd_trace_window_room", _WINDOW_ROOM_HELP)
         for folded in self._metrics._folded:
             yield from folded.children.metric.describe()
 
@@ -505,6 +514,13 @@ class _ScrapeCollector(Collector):
             exported, failed = span_counts()
             yield CounterMetricFamily("raftd_spans_exported", _SPANS_EXPORTED_HELP, value=exported)
             yield CounterMetricFamily("raftd_spans_failed", _SPANS_FAILED_HELP, value=failed)
+        trace_budget = metrics._trace_budget
+        if trace_budget is not None:
+            dropped, room = trace_budget()
+            yield CounterMetricFamily(
+                "raftd_trace_parts_dropped", _PARTS_DROPPED_HELP, value=dropped
+            )
+            yield GaugeMetricFamily("raftd_trace_window_room", _WINDOW_ROOM_HELP, value=room)
         for folded in metrics._folded:
             folded.sync()
             yield from folded.children.metric.collect()
@@ -512,6 +528,11 @@ class _ScrapeCollector(Collector):
 
 _SPANS_EXPORTED_HELP = "Spans the trace exporter delivered."
 _SPANS_FAILED_HELP = "Spans the trace exporter could not deliver and gave up on."
+_PARTS_DROPPED_HELP = (
+    "Traces of which this member recorded nothing (or, rarely, not every span) because its "
+    "window of traces per minute was full: each is a partial trace somewhere."
+)
+_WINDOW_ROOM_HELP = "Traces this member could still record within its per-minute cap now."
 
 
 def _state_families(state: NodeState | None = None) -> Iterator[GaugeMetricFamily]:

@@ -1,8 +1,8 @@
 """The member's trace sampler: parent-based inside the cluster, rate-limited at its edge.
 
-Inside the cluster a span follows its parent's decision, wherever that parent ran. A
-trace the leader keeps is therefore complete on every follower, even one whose own
-budget is empty, and a member never spends budget on a trace another member started.
+Inside the cluster a span follows its parent's decision, wherever that parent ran, as
+far as this member's budget allows (below): a trace is kept or dropped whole at its root,
+and the members agree on the budget so that a kept trace stays whole.
 
 At the cluster's edge the member decides, and the runtime tells the sampler where the
 edge is through the span attribute ``raftd.edge`` (``EDGE_ATTRIBUTE``), set when the span
@@ -23,23 +23,24 @@ is started (samplers see only the attributes given at creation):
 A span without the attribute and without a parent is a root the runtime forgot to mark.
 It is dropped and counted as ``unmarked_root`` rather than traced on the house.
 
-The budget (``RAFTD_TRACES_PER_MINUTE``) is a token bucket per member: its capacity is
-the per-minute cap, it starts full and refills continuously at cap/60 tokens a second,
-and every edge trace kept costs a token. A quarter of it (``reserve_fraction``) is kept
-for the member's own roots: a client trace may take a token only if the reserve is still
-whole afterwards, while an election may take any token. Without the reserve a steady
-client flood would drain each token as soon as it refilled, and the traces one most
-wants to read (why did leadership move?) would be the ones never kept. At the defaults,
-20 a minute: a burst of clients gets 15 traces at once, then one every 3 s; 5 tokens stay
-for elections and other rare roots, and a refill goes to the reserve first whenever it is
-short. Elections alone can use all 20. A member with a budget of 0 keeps no trace it
-starts, but still records its part of every trace another member kept.
+The budget (``RAFTD_TRACES_PER_MINUTE``) is exact: ``observability.budget.TraceWindow``
+holds every trace this member touched in the last 60 s, and no span of a new trace is
+recorded when that would make more than the cap in any sliding minute. It counts the
+traces a member joins as well as those it starts, so a span that follows a sampled
+parent is recorded only if the trace is already this member's or the window has room;
+otherwise the member records nothing of that trace and counts it (``window_full``, and
+``raftd_trace_parts_dropped_total``). A quarter of the window (``reserve_fraction``) is
+kept for elections: a client trace starts only if that many places stay free, here and,
+for a write that the followers will join, on every peer as it last reported its room
+(``observability.budget.PeerRooms``). An election may use the whole window.
 
-``SampleRate`` (Honeycomb's weight) on a kept edge span is ``round(1 / ratio)`` for
-client traces and 1 for the member's own roots. It reflects the ratio only: a trace lost
-to the cap cannot be weighted exactly, since how many were lost depends on the traffic.
-The sampler cannot put it on child spans (it learns nothing of the root there);
-``sample_rate`` is exposed so that the runtime can.
+``SampleRate`` (Honeycomb's weight) on a kept client span is the number of requests of the
+same name (``kv.set``, ``kv.get``, ...) that reached this member's edge since the last one
+kept, itself included: the ratio, the cap and a client's opt-out together. Summed over the
+kept spans it is exactly the number of requests, bar those since the last kept one, which
+is what a weighted ``COUNT`` needs; it is a little noisy per span, as every weight is.
+Spans of elections carry 1. Child spans carry no weight: count requests on the ``kv.*``
+spans.
 
 Every decision is counted by reason in ``decisions``, and passed to ``on_decision`` when
 given; a sampler built by OpenTelemetry from ``OTEL_TRACES_SAMPLER=raftd`` (the entry
@@ -66,6 +67,8 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from observability.budget import PeerRooms, TraceWindow
+
 EDGE_ATTRIBUTE = "raftd.edge"
 EDGE_CLIENT = "client"
 EDGE_ELECTION = "election"
@@ -77,6 +80,10 @@ DEFAULT_RATIO = 1.0
 DEFAULT_PER_MINUTE = 20.0
 DEFAULT_RESERVE_FRACTION = 0.25
 
+# Client spans whose trace the followers join (a write the leader replicates); the others
+# (reads, redirects of reads) stay on the member that answered.
+REPLICATED_SPANS = frozenset({"kv.set", "kv.cas", "kv.delete"})
+
 # Decision reasons, the label values of the runtime's counter.
 PARENT_SAMPLED = "parent_sampled"
 PARENT_DROPPED = "parent_dropped"
@@ -84,6 +91,7 @@ UNMARKED_ROOT = "unmarked_root"
 CLIENT_DECLINED = "client_declined"
 RATIO = "ratio"
 RATE_LIMITED = "rate_limited"
+WINDOW_FULL = "window_full"
 SAMPLED = "sampled"
 REASONS = (
     PARENT_SAMPLED,
@@ -92,39 +100,11 @@ REASONS = (
     CLIENT_DECLINED,
     RATIO,
     RATE_LIMITED,
+    WINDOW_FULL,
     SAMPLED,
 )
 
-# Refills add fractions of a token (a third a second at the defaults); without slack, a
-# token refilled in three steps could fall a rounding error short of whole.
-_EPSILON = 1e-9
-
 DecisionCallback = Callable[[str, bool], None]
-
-
-class _TokenBucket:
-    """The budget; not locked itself, the sampler holds its lock around every use."""
-
-    def __init__(self, capacity: float, reserve: float, now: float) -> None:
-        self.capacity = capacity
-        self.reserve = reserve
-        self.per_second = capacity / 60.0
-        self.tokens = capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        # A clock that steps back refills nothing, and later time is not counted twice.
-        if now > self.updated:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
-            self.updated = now
-
-    def take(self, now: float, *, may_use_reserve: bool) -> bool:
-        self.refill(now)
-        floor = 0.0 if may_use_reserve else self.reserve
-        if self.tokens - 1.0 + _EPSILON >= floor:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 def _check_ratio(ratio: float, name: str) -> float:
@@ -159,9 +139,11 @@ def _per_minute_from(raw: str | None, name: str) -> float:
 
 
 class RaftdSampler(Sampler):
-    """Parent-based inside the cluster, ratio and token bucket at its edge.
+    """Parent-based inside the cluster, ratio and an exact sliding-window cap at its edge.
 
-    One instance per member (per TracerProvider): the budget is the member's own.
+    One instance per member (per TracerProvider): the window is the member's own. Pass the
+    member's ``window`` (with its journal) and ``peers`` (fed by the peer transport); the
+    defaults suit a process on its own.
     """
 
     def __init__(
@@ -170,21 +152,28 @@ class RaftdSampler(Sampler):
         traces_per_minute: float = DEFAULT_PER_MINUTE,
         *,
         reserve_fraction: float = DEFAULT_RESERVE_FRACTION,
-        clock: Callable[[], float] = time.monotonic,
+        window: TraceWindow | None = None,
+        peers: PeerRooms | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
         on_decision: DecisionCallback | None = None,
     ) -> None:
         self._ratio = _check_ratio(ratio, "ratio")
         self._per_minute = _check_per_minute(traces_per_minute, "traces_per_minute")
         self._reserve_fraction = _check_ratio(reserve_fraction, "reserve_fraction")
+        cap = int(traces_per_minute)
+        self.window = window if window is not None else TraceWindow(cap)
+        if self.window.cap != cap:
+            raise ValueError(f"the window holds {self.window.cap} traces, the cap is {cap}")
+        self.peers = peers if peers is not None else PeerRooms()
+        self._reserve = round(cap * reserve_fraction)
         self._bound = TraceIdRatioBased.get_bound_for_rate(ratio)
-        self._clock = clock
+        self._clock_ns = clock_ns
         self._on_decision = on_decision
         # The runtime samples from the trio thread, but OpenTelemetry lets any thread that
         # starts a span call the sampler; an uncontended lock costs next to nothing.
         self._lock = threading.Lock()
-        self._bucket = _TokenBucket(
-            traces_per_minute, traces_per_minute * reserve_fraction, clock()
-        )
+        # Requests of each name seen at the edge since the last one kept: the next weight.
+        self._unweighted: Counter[str] = Counter()
         # Every reason present from the start: a scrape thread iterating the counter never
         # sees a key appear, and Prometheus shows zeros instead of missing series.
         self.decisions: Counter[str] = Counter(dict.fromkeys(REASONS, 0))
@@ -194,13 +183,12 @@ class RaftdSampler(Sampler):
         cls,
         environ: Mapping[str, str] = os.environ,
         *,
-        clock: Callable[[], float] = time.monotonic,
         on_decision: DecisionCallback | None = None,
     ) -> RaftdSampler:
         """Unset or blank variables take the defaults; a bad value names its variable."""
         ratio = _ratio_from(environ.get(RATIO_ENV), RATIO_ENV)
         per_minute = _per_minute_from(environ.get(PER_MINUTE_ENV), PER_MINUTE_ENV)
-        return cls(ratio, per_minute, clock=clock, on_decision=on_decision)
+        return cls(ratio, per_minute, on_decision=on_decision)
 
     @property
     def ratio(self) -> float:
@@ -211,17 +199,17 @@ class RaftdSampler(Sampler):
         return self._per_minute
 
     @property
-    def sample_rate(self) -> int:
-        """Honeycomb's weight for spans of a kept client trace, for the runtime to copy
-        onto spans the sampler cannot mark; 1 at ratio 0, where no client trace is kept."""
-        return round(1.0 / self._ratio) if self._ratio > 0.0 else 1
+    def reserve(self) -> int:
+        """Places in the window that client traces leave free for elections."""
+        return self._reserve
 
-    @property
-    def tokens_available(self) -> float:
-        """The budget left now, reserve included, for a gauge and for tests."""
-        with self._lock:
-            self._bucket.refill(self._clock())
-            return self._bucket.tokens
+    def room(self) -> int:
+        """Traces this member could still join now: what it tells its peers."""
+        return self.window.room(self._clock_ns())
+
+    def peer_reported(self, peer: int, room: int, age_s: float) -> None:
+        """A peer's frame said how much room it had ``age_s`` seconds ago."""
+        self.peers.report(peer, room, age_s)
 
     def should_sample(
         self,
@@ -237,22 +225,33 @@ class RaftdSampler(Sampler):
         has_parent = parent is not None and parent.is_valid
         parent_state = parent.trace_state if has_parent else None
         edge = attributes.get(EDGE_ATTRIBUTE) if attributes else None
+        now = self._clock_ns()
 
-        sample_rate = 1
+        weight = 1
         if edge == EDGE_CLIENT:
-            sample_rate = self.sample_rate
+            with self._lock:
+                self._unweighted[name] += 1
             if has_parent and not parent.trace_flags.sampled:
                 reason = CLIENT_DECLINED
             elif trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._bound:
                 reason = RATIO
             else:
-                reason = self._spend(may_use_reserve=False)
+                joined = name in REPLICATED_SPANS
+                reason = self._start(trace_id, now, keep_free=self._reserve, joined=joined)
+            if reason == SAMPLED:
+                with self._lock:
+                    weight = self._unweighted.pop(name, 1)
         elif has_parent:
-            reason = PARENT_SAMPLED if parent.trace_flags.sampled else PARENT_DROPPED
+            if not parent.trace_flags.sampled:
+                reason = PARENT_DROPPED
+            elif self.window.admit(trace_id, now):
+                reason = PARENT_SAMPLED
+            else:
+                reason = WINDOW_FULL
         elif edge is None:
             reason = UNMARKED_ROOT
         else:
-            reason = self._spend(may_use_reserve=True)
+            reason = self._start(trace_id, now, keep_free=0, joined=True)
 
         sampled = reason in (SAMPLED, PARENT_SAMPLED)
         with self._lock:
@@ -266,13 +265,20 @@ class RaftdSampler(Sampler):
         # The SDK builds the span's attributes from the result, not from its arguments:
         # they are passed on, or the span would lose them.
         if reason == SAMPLED:
-            attributes = {**(attributes or {}), SAMPLE_RATE_ATTRIBUTE: sample_rate}
+            attributes = {**(attributes or {}), SAMPLE_RATE_ATTRIBUTE: weight}
         return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_state)
 
-    def _spend(self, *, may_use_reserve: bool) -> str:
-        with self._lock:
-            taken = self._bucket.take(self._clock(), may_use_reserve=may_use_reserve)
-        return SAMPLED if taken else RATE_LIMITED
+    def _start(self, trace_id: int, now: int, *, keep_free: int, joined: bool) -> str:
+        """A trace rooted here: room for it here and, if peers join it, on every peer."""
+        if joined:
+            least = self.peers.least_room()
+            if least is not None and least < 1 + keep_free:
+                return RATE_LIMITED
+        if not self.window.admit(trace_id, now, keep_free=keep_free):
+            return RATE_LIMITED
+        if joined:
+            self.peers.started()
+        return SAMPLED
 
     def get_description(self) -> str:
         return (
@@ -288,7 +294,8 @@ def sampler_factory(arg: str | None) -> RaftdSampler:
     number it is the ratio, and wins over ``RAFTD_TRACE_SAMPLE_RATIO`` because it was
     named next to the sampler; everything else comes from the environment as in
     ``RaftdSampler.from_env``. A bad argument raises, and the SDK then logs a warning and
-    falls back to its default sampler, which has no cap.
+    falls back to its default sampler, which has no cap. (raftd itself always builds its
+    own sampler, with the member's journal and peers; this is for other processes.)
     """
     if arg is None or not arg.strip():
         return RaftdSampler.from_env()

@@ -29,12 +29,15 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Sampler
 
+from observability.budget import TraceWindow
 from observability.filexport import JsonLinesSpanExporter
+from observability.sampling import RaftdSampler
 
 _logger = logging.getLogger(__name__)
 
@@ -282,6 +285,53 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         super().shutdown()  # type: ignore[no-untyped-call]
 
 
+class BudgetedSpanProcessor(SpanProcessor):
+    """Holds every span to the member's trace window before it reaches the exporter.
+
+    The sampler admits a trace when its first span here starts; this checks each span's
+    own start and end instants too, which is what makes the cap exact even for a span
+    dated in the past (``observability.budget``). A span that does not fit is not
+    exported, and the rest of its trace is kept out with it."""
+
+    def __init__(self, inner: SpanProcessor, window: TraceWindow) -> None:
+        self.inner = inner
+        self.window = window
+        self._doomed: set[int] = set()  # span ids started but refused: never exported
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        context = span.get_span_context()
+        start = span.start_time
+        if self._refused_at(context.trace_flags.sampled, context.trace_id, start):
+            with self._lock:
+                self._doomed.add(context.span_id)
+        self.inner.on_start(span, parent_context)
+
+    def _refused_at(self, sampled: bool, trace_id: int, start: int | None) -> bool:
+        if not sampled or start is None or self.window.admit(trace_id, start):
+            return False
+        self.window.refuse(trace_id, start)
+        return True
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and context.trace_flags.sampled:
+            with self._lock:
+                doomed = context.span_id in self._doomed
+                self._doomed.discard(context.span_id)
+            if doomed:
+                return
+            if span.end_time is not None and not self.window.admit(context.trace_id, span.end_time):
+                return
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 class TracingHandle:
     """The provider plus the counts the metrics read; nothing here is process-global.
 
@@ -357,7 +407,10 @@ def build_handle(
         )
     counter = CountingExporter(exporter)
     processor = CountingBatchSpanProcessor(counter, batch_settings(environ))
-    provider.add_span_processor(processor)
+    if isinstance(sampler, RaftdSampler):
+        provider.add_span_processor(BudgetedSpanProcessor(processor, sampler.window))
+    else:
+        provider.add_span_processor(processor)
     return TracingHandle(
         provider, exporter=exporter, processor=processor, counter=counter, description=description
     )

@@ -184,7 +184,11 @@ class Observability:
     tracing: TracingHandle
     metrics: RaftMetrics
     chaos: Chaos | None
+    sampler: RaftdSampler | None = None
 
+
+# The traces this member recorded in the last minute, so a restart does not forget them.
+TRACE_WINDOW_JOURNAL = "trace-window"
 
 # Young-generation collections every 50,000 allocations instead of 700.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -217,11 +221,19 @@ async def serve(config: NodeConfig, storage: Storage, observe: Observability) ->
     )
     _tune_garbage_collection()
     peers = PeerTransport(
-        config, driver.deliver, client_addrs, chaos=observe.chaos, metrics=metrics
+        config,
+        driver.deliver,
+        client_addrs,
+        chaos=observe.chaos,
+        metrics=metrics,
+        trace_room=observe.sampler,
     )
     clients = ClientServer(config, driver, tracer=tracer, metrics=metrics)
     metrics.bind_state(driver_state(driver))
     metrics.bind_span_counts(lambda: (observe.tracing.exported_spans, observe.tracing.failed_spans))
+    if observe.sampler is not None:
+        sampler = observe.sampler
+        metrics.bind_trace_budget(lambda: (sampler.window.parts_refused, sampler.room()))
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
@@ -281,6 +293,7 @@ def run_member(args: argparse.Namespace) -> int:
     except (StorageError, OSError) as exc:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    sampler.window.open_journal(config.data_dir / TRACE_WINDOW_JOURNAL)
     storage: Storage = wal
     if "ack-before-fsync" in config.test_mutations:
         storage = mutations.LazySyncStorage(storage)
@@ -292,7 +305,7 @@ def run_member(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     try:
-        trio.run(serve, config, storage, Observability(tracing, metrics, chaos))
+        trio.run(serve, config, storage, Observability(tracing, metrics, chaos, sampler))
     except* StorageError as group:
         for error in _leaves(group):
             print(f"raftd: storage failed, stopping to protect the data: {error}", file=sys.stderr)

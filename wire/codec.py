@@ -60,6 +60,9 @@ class Header:
     # The sender's wall clock (µs since the epoch) as it wrote the frame, so the receiver can
     # count the time on the wire too (with clocks in sync; on one machine, exactly).
     sent_us: int | None = None
+    # Peer frames only: how many more traces the sender could record in its trace window
+    # now, so members starting a trace others join can keep it whole (observability.budget).
+    trace_room: int | None = None
     # Set on decode when the sender put a trace context here that we had to drop (not a
     # valid traceparent): the request is still served, the receiver counts and logs it.
     dropped_traceparent: bool = dataclasses.field(default=False, compare=False)
@@ -267,6 +270,8 @@ def encode_payload(header: Header, body: list[Any]) -> bytes:
         head["l"] = header.lag_us
     if header.sent_us is not None:
         head["w"] = header.sent_us
+    if header.trace_room is not None:
+        head["r"] = header.trace_room
     return cbor2.dumps([head, body])
 
 
@@ -301,6 +306,7 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
         tracestate = raw_state if parse_tracestate(raw_state) is not None else None
     age_us, lag_us = _optional_micros(head, "a"), _optional_micros(head, "l")
     sent_us = _optional_micros(head, "w")
+    trace_room = _optional_micros(head, "r")  # a count, held to the same bounds
     return Header(
         kind,
         request_id,
@@ -309,6 +315,7 @@ def decode_payload(payload: bytes) -> tuple[Header, Any]:
         age_us=age_us,
         lag_us=lag_us,
         sent_us=sent_us,
+        trace_room=trace_room,
         dropped_traceparent=dropped,
     ), body
 

@@ -16,7 +16,7 @@ import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -48,6 +48,16 @@ RECONNECT_MAX_S = 1.0
 STABLE_CONNECTION_S = 1.0  # a connection that lasted this long was not a flap
 
 
+class TraceRoom(Protocol):
+    """The member's trace budget, as far as peers are concerned (``RaftdSampler``): every
+    frame tells the peer how much room this member has, and every frame received says the
+    same of its sender."""
+
+    def room(self) -> int: ...
+
+    def peer_reported(self, peer: int, room: int, age_s: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """A message on its way out, with the trace it belongs to (if any)."""
@@ -72,8 +82,10 @@ class PeerTransport:
         *,
         chaos: Chaos | None = None,
         metrics: RaftMetrics | None = None,
+        trace_room: TraceRoom | None = None,
     ) -> None:
         self.config = config
+        self._trace_room = trace_room
         self._deliver = deliver
         self.client_addrs = client_addrs
         self.chaos = chaos
@@ -253,6 +265,7 @@ class PeerTransport:
         frames: list[bytes] = []
         now = trio.current_time()
         sent_us = time.time_ns() // 1000
+        room = None if self._trace_room is None else self._trace_room.room()
         for item in batch:
             kind = type(item.msg).__name__
             header = Header(
@@ -261,6 +274,7 @@ class PeerTransport:
                 age_us=_micros(now - item.built),
                 lag_us=None if item.lag is None else _micros(item.lag),
                 sent_us=sent_us,
+                trace_room=room,
             )
             try:
                 frames.append(stream.encode(header, item.msg))
@@ -318,7 +332,10 @@ class PeerTransport:
                         "peer sent an invalid traceparent: dropped it, delivered the message",
                         remote=remote,
                     )
-                built_at = trio.current_time() - _waited(header)
+                waited = _waited(header)
+                if header.trace_room is not None and self._trace_room is not None:
+                    self._trace_room.peer_reported(peer_id, header.trace_room, waited)
+                built_at = trio.current_time() - waited
                 leader_fresh = None if header.lag_us is None else built_at - header.lag_us / 1e6
                 self._deliver(msg, header.traceparent, built_at, leader_fresh)
         except FrameTimeout as exc:

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from itertools import islice
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace.sampling import Decision, SamplingResult, TraceIdRa
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.util.types import Attributes
 
+from observability.budget import PeerRooms, TraceWindow
 from observability.sampling import (
     CLIENT_DECLINED,
     EDGE_ATTRIBUTE,
@@ -39,9 +41,12 @@ from observability.sampling import (
     SAMPLE_RATE_ATTRIBUTE,
     SAMPLED,
     UNMARKED_ROOT,
+    WINDOW_FULL,
     RaftdSampler,
     sampler_factory,
 )
+from observability.tracing import BudgetedSpanProcessor
+from tests.tracecheck.audit import max_in_window
 from wire.tracecontext import parse_traceparent
 
 deterministic = settings(derandomize=True, database=None, max_examples=200, deadline=None)
@@ -52,14 +57,16 @@ HUGE_BUDGET = 1e12
 
 
 class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    """Wall-clock nanoseconds, moved by hand."""
 
-    def __call__(self) -> float:
+    def __init__(self) -> None:
+        self.now = 1_000 * 10**9
+
+    def __call__(self) -> int:
         return self.now
 
     def advance(self, seconds: float) -> None:
-        self.now += seconds
+        self.now += round(seconds * 1e9)
 
 
 def trace_ids(seed: int) -> Iterator[int]:
@@ -86,8 +93,10 @@ def decide(
     trace_id: int,
     attributes: Attributes = None,
     parent: Context | None = None,
+    *,
+    name: str = "kv.set",
 ) -> SamplingResult:
-    return sampler.should_sample(parent, trace_id, "span", SpanKind.SERVER, attributes)
+    return sampler.should_sample(parent, trace_id, name, SpanKind.SERVER, attributes)
 
 
 def kept(result: SamplingResult) -> bool:
@@ -119,26 +128,18 @@ def test_the_ratio_is_decided_by_the_trace_id_as_opentelemetry_does() -> None:
 
 
 def test_a_ratio_drop_costs_no_budget() -> None:
-    clock = FakeClock()
-    sampler = RaftdSampler(0.0, 20, clock=clock)
+    sampler = RaftdSampler(0.0, 20, clock_ns=FakeClock())
     for tid in islice(trace_ids(3), 100):
         assert not kept(decide(sampler, tid, CLIENT))
-    assert sampler.tokens_available == 20
+    assert sampler.room() == 20
     assert sampler.decisions[RATIO] == 100
 
 
 def test_elections_are_not_subject_to_the_ratio() -> None:
-    sampler = RaftdSampler(0.0, 20, clock=FakeClock())
+    sampler = RaftdSampler(0.0, 20, clock_ns=FakeClock())
     result = decide(sampler, 0xFFFF_FFFF_FFFF_FFFF, ELECTION)
     assert kept(result)
     assert result.attributes[SAMPLE_RATE_ATTRIBUTE] == 1
-
-
-@pytest.mark.parametrize(
-    ("ratio", "rate"), [(1.0, 1), (0.5, 2), (0.25, 4), (0.3, 3), (0.01, 100), (0.0, 1)]
-)
-def test_sample_rate_is_the_inverse_of_the_ratio(ratio: float, rate: int) -> None:
-    assert RaftdSampler(ratio).sample_rate == rate
 
 
 def test_a_kept_client_span_carries_its_attributes_and_sample_rate() -> None:
@@ -150,124 +151,209 @@ def test_a_kept_client_span_carries_its_attributes_and_sample_rate() -> None:
     assert dict(result.attributes) == {
         EDGE_ATTRIBUTE: EDGE_CLIENT,
         "rpc.method": "Put",
-        SAMPLE_RATE_ATTRIBUTE: 2,
+        SAMPLE_RATE_ATTRIBUTE: 1,  # the first request seen, and kept
     }
+
+
+# ------------------------------------------------------------------ honest weights
+
+
+def weighted_count(sampler: RaftdSampler, requests: int, name: str, seed: int) -> int:
+    total = 0
+    for tid in islice(trace_ids(seed), requests):
+        result = decide(sampler, tid, CLIENT, name=name)
+        if kept(result):
+            total += result.attributes[SAMPLE_RATE_ATTRIBUTE]
+    return total
+
+
+def test_weights_add_up_to_the_requests_under_the_ratio() -> None:
+    sampler = RaftdSampler(0.25, HUGE_BUDGET)
+    total = weighted_count(sampler, 20_000, "kv.get", 31)
+    # Exact up to the requests after the last one kept (a few, at a ratio of 1/4).
+    assert 20_000 - 40 <= total <= 20_000
+
+
+def test_weights_count_what_the_cap_dropped_within_ten_percent_under_a_flood() -> None:
+    clock = FakeClock()
+    sampler = RaftdSampler(0.5, 20, clock_ns=clock)
+    gen = trace_ids(32)
+    weighted = 0
+    for _ in range(10 * 60 * 200):  # 200 requests a second for 10 minutes
+        result = decide(sampler, next(gen), CLIENT, name="kv.set")
+        if kept(result):
+            weighted += result.attributes[SAMPLE_RATE_ATTRIBUTE]
+        clock.advance(0.005)
+    assert abs(weighted - 120_000) <= 12_000
+    assert weighted <= 120_000  # never more than were seen
+
+
+def test_each_request_name_is_weighted_apart() -> None:
+    clock = FakeClock()
+    sampler = RaftdSampler(1.0, 2, reserve_fraction=0.0, clock_ns=clock)
+    gen = trace_ids(33)
+    gets = [decide(sampler, next(gen), CLIENT, name="kv.get") for _ in range(3)]
+    assert [kept(r) for r in gets] == [True, True, False]  # the window is full
+    clock.advance(61.0)
+    kept_set = decide(sampler, next(gen), CLIENT, name="kv.set")
+    kept_get = decide(sampler, next(gen), CLIENT, name="kv.get")
+    assert kept_set.attributes[SAMPLE_RATE_ATTRIBUTE] == 1  # sets are counted apart...
+    assert kept_get.attributes[SAMPLE_RATE_ATTRIBUTE] == 2  # ...from the get dropped before
 
 
 # ------------------------------------------------------------------ the per-minute cap
 
 
-def test_a_burst_of_clients_gets_the_budget_less_the_reserve() -> None:
-    clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, clock=clock)
+def test_a_burst_of_clients_gets_the_cap_less_the_reserve() -> None:
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
     gen = trace_ids(1)
     assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(1000)) == 15
     assert sampler.decisions[RATE_LIMITED] == 985
-    assert sampler.tokens_available == pytest.approx(5)
+    assert sampler.room() == 5
 
 
-def test_the_bucket_refills_to_the_cap_and_no_further() -> None:
+def test_the_window_slides_it_does_not_refill() -> None:
     clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, clock=clock)
+    sampler = RaftdSampler(1.0, 20, reserve_fraction=0.0, clock_ns=clock)
     gen = trace_ids(2)
-    for _ in range(1000):
-        decide(sampler, next(gen), CLIENT)
-    clock.advance(3.0)  # one token, at 20 a minute
-    assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(100)) == 1
+    for _ in range(10):
+        assert kept(decide(sampler, next(gen), CLIENT))
+        clock.advance(1.0)
+    for _ in range(10):
+        assert kept(decide(sampler, next(gen), CLIENT))
+    # A bucket would have refilled by now; a window holds the 20 for a full minute...
+    clock.advance(49.0)
+    assert not kept(decide(sampler, next(gen), CLIENT))
+    # ...and frees each place 60 s after the trace in it last acted.
+    clock.advance(1.5)
+    assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(5)) == 1
     clock.advance(60.0)
-    assert sampler.tokens_available == pytest.approx(20)
-    clock.advance(3600.0)
-    assert sampler.tokens_available == pytest.approx(20)
-    assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(1000)) == 15
+    assert sampler.room() == 20 - 1
 
 
-def test_the_reserve_is_refilled_before_clients_get_a_token() -> None:
-    clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, clock=clock)
+def test_the_reserve_is_left_to_elections() -> None:
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
     gen = trace_ids(4)
     for _ in range(100):
         decide(sampler, next(gen), CLIENT)
-    assert kept(decide(sampler, next(gen), ELECTION))  # 5 -> 4, into the reserve
-    clock.advance(3.0)  # 4 -> 5: the reserve whole again, nothing for clients yet
-    assert not kept(decide(sampler, next(gen), CLIENT))
-    clock.advance(3.0)
-    assert kept(decide(sampler, next(gen), CLIENT))
+    assert sum(kept(decide(sampler, next(gen), ELECTION)) for _ in range(100)) == 5
+    assert sampler.room() == 0
 
 
-def test_elections_may_use_the_whole_budget_and_no_more() -> None:
-    sampler = RaftdSampler(1.0, 20, clock=FakeClock())
+def test_elections_may_use_the_whole_window_and_no_more() -> None:
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
     gen = trace_ids(6)
     assert sum(kept(decide(sampler, next(gen), ELECTION)) for _ in range(100)) == 20
 
 
 def test_ten_minutes_of_client_flood_stay_under_the_cap_and_elections_get_through() -> None:
     clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, clock=clock)
+    sampler = RaftdSampler(1.0, 20, clock_ns=clock)
     gen = trace_ids(8)
-    clients_kept = elections_kept = elections = 0
+    kept_at: list[tuple[int, str]] = []
+    elections = elections_kept = 0
     for tick in range(10 * 60 * 100):  # 100 client requests a second for 10 minutes
-        clients_kept += kept(decide(sampler, next(gen), CLIENT))
+        tid = next(gen)
+        if kept(decide(sampler, tid, CLIENT)):
+            kept_at.append((clock(), str(tid)))
         if tick % 2000 == 1000:  # an election every 20 s, in the thick of the flood
             elections += 1
-            elections_kept += kept(decide(sampler, next(gen), ELECTION))
+            tid = next(gen)
+            if kept(decide(sampler, tid, ELECTION)):
+                elections_kept += 1
+                kept_at.append((clock(), str(tid)))
         clock.advance(0.01)
-    assert clients_kept <= 20 * 10 + 20
-    assert clients_kept >= 20 * 10 - elections  # the cap is a cap, not a starvation
-    assert elections == 30
-    assert elections_kept == elections
+    assert max_in_window(kept_at) <= 20
+    assert elections == elections_kept == 30
+    assert len(kept_at) >= 10 * 15  # the cap is a cap, not a starvation
+
+
+# What happens to a trace in the window, activity by activity: (seconds, trace, keep_free).
+activities = st.lists(
+    st.tuples(st.floats(-5.0, 20.0), st.integers(0, 40), st.sampled_from([0, 0, 2])),
+    min_size=1,
+    max_size=300,
+)
 
 
 @deterministic
-@given(
-    st.lists(
-        st.tuples(st.floats(0.0, 30.0), st.booleans()),
-        min_size=1,
-        max_size=300,
-    ),
-    st.sampled_from([0.0, 1.0, 7.0, 20.0, 90.0]),
-)
-def test_no_traffic_pattern_exceeds_the_budget(
-    events: list[tuple[float, bool]], per_minute: float
+@given(activities, st.sampled_from([0, 1, 3, 7, 20]))
+def test_no_pattern_of_activity_exceeds_the_cap_in_any_window(
+    steps: list[tuple[float, int, int]], cap: int
 ) -> None:
+    # Activities mostly move forward in time but may be dated up to 5 s back (a span's
+    # start given explicitly); a trace may act many times. Whatever was admitted, no 60 s
+    # window holds more than the cap, counted the way the audit counts.
+    window = TraceWindow(cap)
+    now = 10**12
+    admitted: list[tuple[int, str]] = []
+    refused: set[int] = set()
+    for seconds, trace_id, keep_free in steps:
+        at = now + round(seconds * 1e9)
+        now = max(now, at)
+        if window.admit(trace_id, at, keep_free=keep_free):
+            assert trace_id not in refused  # refused once, refused for good
+            admitted.append((at, str(trace_id)))
+        elif window.refused(trace_id):
+            refused.add(trace_id)
+    assert max_in_window(admitted) <= cap
+
+
+def test_a_restarted_member_still_counts_the_traces_it_recorded(tmp_path: Path) -> None:
     clock = FakeClock()
-    sampler = RaftdSampler(1.0, per_minute, clock=clock)
-    gen = trace_ids(9)
-    clients = total = 0
-    elapsed = 0.0
-    for delay, is_client in events:
-        clock.advance(delay)
-        elapsed += delay
-        if kept(decide(sampler, next(gen), CLIENT if is_client else ELECTION)):
-            total += 1
-            clients += is_client
-        refilled = elapsed * per_minute / 60
-        assert total <= per_minute + refilled + 1e-6
-        assert clients <= per_minute * 0.75 + refilled + 1e-6
+    journal = tmp_path / "trace-window"
+    before = TraceWindow(5, journal=journal, wall_clock_ns=clock)
+    for trace_id in range(5):
+        assert before.admit(trace_id, clock())
+    clock.advance(30.0)
+    after = TraceWindow(5, journal=journal, wall_clock_ns=clock)  # kill -9 and restart
+    assert not after.admit(99, clock())
+    assert after.room(clock()) == 0
+    assert after.admit(3, clock())  # its own traces still belong to it
+    clock.advance(62.0)
+    assert after.admit(100, clock())
+
+
+def test_a_torn_or_foreign_journal_line_is_ignored(tmp_path: Path) -> None:
+    clock = FakeClock()
+    journal = tmp_path / "trace-window"
+    journal.write_text(f"{7:032x} {clock()}\nnot a line\n{8:032x} soon\n{9:032x}")
+    window = TraceWindow(5, journal=journal, wall_clock_ns=clock)
+    assert window.room(clock()) == 4
+    assert journal.read_text() == f"{7:032x} {clock() + 1_000_000_000}\n"
 
 
 # ------------------------------------------------------------------ parent-based
 
 
-def test_a_follower_with_no_budget_keeps_what_its_leader_kept() -> None:
-    clock = FakeClock()
-    follower = RaftdSampler(1.0, 0, clock=clock)
+def test_a_member_with_no_room_records_nothing_of_a_trace_it_joins() -> None:
+    follower = RaftdSampler(1.0, 0, clock_ns=FakeClock())
     tid = next(trace_ids(10))
     result = decide(follower, tid, {"raft.term": 3}, remote_parent(tid, sampled=True))
-    assert kept(result)
-    assert dict(result.attributes) == {"raft.term": 3}  # no SampleRate: not an edge
-    assert follower.decisions[PARENT_SAMPLED] == 1
-    assert not kept(decide(follower, tid, ELECTION))  # its own budget really is empty
+    assert not kept(result)
+    assert follower.decisions[WINDOW_FULL] == 1
+    assert follower.window.parts_refused == 1
 
 
-def test_following_a_sampled_parent_spends_no_budget() -> None:
-    clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, clock=clock)
+def test_joining_a_sampled_parent_takes_a_place_once_per_trace() -> None:
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
     gen = trace_ids(12)
-    for _ in range(100):
+    for _ in range(5):
         tid = next(gen)
-        assert kept(decide(sampler, tid, None, remote_parent(tid, sampled=True)))
-        assert kept(decide(sampler, tid, None, local_parent(tid, sampled=True)))
-    assert sampler.tokens_available == 20
+        for _ in range(3):
+            assert kept(decide(sampler, tid, None, remote_parent(tid, sampled=True)))
+            assert kept(decide(sampler, tid, None, local_parent(tid, sampled=True)))
+    assert sampler.room() == 15
+
+
+def test_a_trace_already_held_keeps_its_spans_when_the_window_fills() -> None:
+    sampler = RaftdSampler(1.0, 2, reserve_fraction=0.0, clock_ns=FakeClock())
+    first, second, third = islice(trace_ids(22), 3)
+    assert kept(decide(sampler, first, CLIENT))
+    assert kept(decide(sampler, second, None, remote_parent(second, sampled=True)))
+    assert not kept(decide(sampler, third, None, remote_parent(third, sampled=True)))
+    assert kept(decide(sampler, first, None, local_parent(first, sampled=True)))
+    assert not kept(decide(sampler, third, None, local_parent(third, sampled=True)))
 
 
 @pytest.mark.parametrize("make_parent", [remote_parent, local_parent])
@@ -279,7 +365,7 @@ def test_an_unsampled_parent_is_followed(make_parent: Callable[..., Context]) ->
 
 
 def test_an_election_marked_span_with_a_parent_follows_the_parent() -> None:
-    sampler = RaftdSampler(1.0, 0, clock=FakeClock())
+    sampler = RaftdSampler(1.0, 1, clock_ns=FakeClock())
     tid = next(trace_ids(14))
     assert kept(decide(sampler, tid, ELECTION, local_parent(tid, sampled=True)))
     assert not kept(decide(sampler, tid, ELECTION, local_parent(tid, sampled=False)))
@@ -298,7 +384,7 @@ def test_the_parents_tracestate_is_kept() -> None:
         tid, 0x99, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=state
     )
     parent = trace.set_span_in_context(NonRecordingSpan(span_context), Context())
-    result = decide(RaftdSampler(1.0, 0, clock=FakeClock()), tid, None, parent)
+    result = decide(RaftdSampler(1.0, 1, clock_ns=FakeClock()), tid, None, parent)
     assert result.trace_state == state
 
 
@@ -313,8 +399,7 @@ def test_a_client_that_declines_is_not_traced() -> None:
 
 
 def test_a_clients_sampled_flag_is_honoured_only_within_the_budget() -> None:
-    clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, clock=clock)
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
     gen = trace_ids(18)
     results = []
     for _ in range(20):
@@ -326,15 +411,57 @@ def test_a_clients_sampled_flag_is_honoured_only_within_the_budget() -> None:
 
 
 def test_a_clients_sampled_flag_meets_an_empty_budget() -> None:
-    sampler = RaftdSampler(1.0, 0, clock=FakeClock())
+    sampler = RaftdSampler(1.0, 0, clock_ns=FakeClock())
     tid = next(trace_ids(19))
     assert not kept(decide(sampler, tid, CLIENT, remote_parent(tid, sampled=True)))
     assert sampler.decisions[RATE_LIMITED] == 1
 
 
 def test_a_client_without_trace_context_is_decided_by_the_member() -> None:
-    sampler = RaftdSampler(1.0, 20, clock=FakeClock())
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
     assert kept(decide(sampler, next(trace_ids(20)), CLIENT))
+
+
+# ------------------------------------------------------------------ peers' room
+
+
+def test_a_write_starts_only_if_every_peer_has_room_beyond_the_reserve() -> None:
+    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
+    gen = trace_ids(23)
+    sampler.peer_reported(2, 20, 0.0)
+    sampler.peer_reported(3, 6, 0.0)  # room for one write beyond the reserve of 5
+    assert kept(decide(sampler, next(gen), CLIENT, name="kv.set"))
+    assert not kept(decide(sampler, next(gen), CLIENT, name="kv.cas"))
+    assert kept(decide(sampler, next(gen), CLIENT, name="kv.get"))  # peers do not join reads
+    assert kept(decide(sampler, next(gen), ELECTION))  # elections may use the reserve
+    sampler.peer_reported(3, 20, 0.0)
+    assert kept(decide(sampler, next(gen), CLIENT, name="kv.delete"))
+
+
+def test_a_peer_silent_for_long_is_not_waited_for() -> None:
+    now = [100.0]
+    peers = PeerRooms(stale_after_s=3.0, clock=lambda: now[0])
+    peers.report("n2", 0, age_s=0.0)
+    assert peers.least_room() == 0
+    now[0] += 3.5
+    assert peers.least_room() is None
+
+
+def test_traces_started_since_a_report_count_against_it() -> None:
+    now = [100.0]
+    peers = PeerRooms(clock=lambda: now[0])
+    peers.started()  # before the report, but possibly still on its way to the peer
+    now[0] += 1.0
+    peers.report("n2", 10, age_s=0.2)
+    peers.started()
+    peers.started()
+    assert peers.least_room() == 10 - 2
+    now[0] += 0.2
+    peers.report("n2", 9, age_s=0.0)  # it has seen them, but they may still be on the way
+    assert peers.least_room() == 9 - 2
+    now[0] += 0.6
+    peers.report("n2", 9, age_s=0.0)
+    assert peers.least_room() == 9
 
 
 # ------------------------------------------------------------------ across members
@@ -343,7 +470,9 @@ def test_a_client_without_trace_context_is_decided_by_the_member() -> None:
 def provider(sampler: RaftdSampler) -> tuple[TracerProvider, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider(sampler=sampler)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer_provider.add_span_processor(
+        BudgetedSpanProcessor(SimpleSpanProcessor(exporter), sampler.window)
+    )
     return tracer_provider, exporter
 
 
@@ -364,9 +493,9 @@ def context_from_header(value: str) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
 
 
-def test_a_trace_kept_by_the_leader_is_complete_on_followers_with_empty_budgets() -> None:
-    leader_provider, leader_spans = provider(RaftdSampler(1.0, 20, clock=FakeClock()))
-    followers = [provider(RaftdSampler(1.0, 0, clock=FakeClock())) for _ in range(2)]
+def test_a_trace_kept_by_the_leader_is_complete_on_followers_with_room() -> None:
+    leader_provider, leader_spans = provider(RaftdSampler(1.0, 20))
+    followers = [provider(RaftdSampler(1.0, 20)) for _ in range(2)]
     leader = leader_provider.get_tracer("raftd")
 
     with (
@@ -398,8 +527,8 @@ def test_a_trace_kept_by_the_leader_is_complete_on_followers_with_empty_budgets(
 
 
 def test_a_trace_dropped_by_the_leader_is_dropped_on_followers() -> None:
-    leader_provider, leader_spans = provider(RaftdSampler(1.0, 0, clock=FakeClock()))
-    follower_provider, follower_spans = provider(RaftdSampler(1.0, 20, clock=FakeClock()))
+    leader_provider, leader_spans = provider(RaftdSampler(1.0, 0))
+    follower_provider, follower_spans = provider(RaftdSampler(1.0, 20))
     with leader_provider.get_tracer("raftd").start_as_current_span(
         "kv.set", context=Context(), attributes=CLIENT
     ) as root:
@@ -412,26 +541,52 @@ def test_a_trace_dropped_by_the_leader_is_dropped_on_followers() -> None:
     assert follower_spans.get_finished_spans() == ()
 
 
+def test_a_span_dated_too_far_back_is_not_exported_nor_is_the_rest_of_its_trace() -> None:
+    # Two traces fill the window at t = 100 s; a third trace's first span is admitted by
+    # the sampler "now" but says it started at t = 30 s, when the other two were... not
+    # yet there: the processor judges the span by its own start and end, and may refuse
+    # it; here the end, at 100 s, cannot fit, so nothing of the trace is exported.
+    clock = FakeClock()
+    sampler = RaftdSampler(1.0, 2, reserve_fraction=0.0, clock_ns=clock)
+    tracer_provider, spans = provider(sampler)
+    tracer = tracer_provider.get_tracer("raftd")
+    for name in ("a", "b"):
+        tracer.start_span(name, context=Context(), attributes=ELECTION).end(end_time=clock())
+    late = tracer.start_span(
+        "c", context=Context(), attributes=ELECTION, start_time=clock() - 70 * 10**9
+    )
+    assert not late.is_recording()  # the sampler already saw no room
+    assert [s.name for s in spans.get_finished_spans()] == ["a", "b"]
+    assert sampler.window.room(clock()) == 0
+
+
 # ------------------------------------------------------------------ decisions, configuration
 
 
 def test_every_decision_reaches_the_callback_with_its_reason() -> None:
     seen: list[tuple[str, bool]] = []
-    sampler = RaftdSampler(1.0, 0, clock=FakeClock(), on_decision=lambda r, s: seen.append((r, s)))
+
+    def record(reason: str, sampled: bool) -> None:
+        seen.append((reason, sampled))
+
+    sampler = RaftdSampler(1.0, 0, clock_ns=FakeClock(), on_decision=record)
     tid = next(trace_ids(21))
     decide(sampler, tid, CLIENT)
     decide(sampler, tid, CLIENT, remote_parent(tid, sampled=False))
     decide(sampler, tid, None, remote_parent(tid, sampled=True))
     decide(sampler, tid, None, remote_parent(tid, sampled=False))
     decide(sampler, tid, None)
+    roomy = RaftdSampler(1.0, 1, clock_ns=FakeClock(), on_decision=record)
+    decide(roomy, tid, None, remote_parent(tid, sampled=True))
     assert seen == [
         (RATE_LIMITED, False),
         (CLIENT_DECLINED, False),
-        (PARENT_SAMPLED, True),
+        (WINDOW_FULL, False),
         (PARENT_DROPPED, False),
         (UNMARKED_ROOT, False),
+        (PARENT_SAMPLED, True),
     ]
-    assert sum(sampler.decisions.values()) == len(seen)
+    assert sum(sampler.decisions.values()) + sum(roomy.decisions.values()) == len(seen)
 
 
 def test_every_reason_is_counted_from_the_start() -> None:

@@ -12,7 +12,8 @@ from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig, parse_address
 from raftd.core import AppendEntries, Entry, Heartbeat, Message
 from raftd.runtime.peers import Outgoing, PeerTransport
-from wire.api import PEER_REGISTRY
+from wire.api import PEER_REGISTRY, Hello
+from wire.codec import Header
 from wire.stream import FramedStream
 from wire.tracecontext import TraceParent
 
@@ -52,3 +53,50 @@ async def test_an_unframeable_message_is_dropped_and_the_next_ones_still_go(
         "raftd_messages_dropped_total", {"kind": "AppendEntries", "reason": "unencodable"}
     )
     assert dropped == 1
+
+
+class FakeBudget:
+    """The member's trace budget as the transport sees it (``TraceRoom``)."""
+
+    def __init__(self, room: int) -> None:
+        self._room = room
+        self.reports: list[tuple[int, int]] = []
+
+    def room(self) -> int:
+        return self._room
+
+    def peer_reported(self, peer: int, room: int, age_s: float) -> None:
+        assert age_s >= 0
+        self.reports.append((peer, room))
+
+
+async def test_every_frame_tells_the_peer_our_trace_room_and_theirs_reaches_the_budget(
+    tmp_path: Path,
+) -> None:
+    ours_budget, theirs_budget = FakeBudget(7), FakeBudget(3)
+    members = {name: parse_address(f"127.0.0.1:{port}") for name, port in (("a", 1), ("b", 2))}
+    a_config = NodeConfig("a", members, parse_address("127.0.0.1:3"), tmp_path)
+    b_config = NodeConfig("b", members, parse_address("127.0.0.1:4"), tmp_path)
+    delivered: list[Message] = []
+
+    def deliver(msg: Message, parent: TraceParent | None, built: float, f: float | None) -> None:
+        delivered.append(msg)
+
+    a = PeerTransport(a_config, deliver, {}, trace_room=ours_budget)
+    b = PeerTransport(b_config, deliver, {}, trace_room=theirs_budget)
+    a_end, b_end = trio.testing.memory_stream_pair()
+    sender = FramedStream(a_end, PEER_REGISTRY)
+    receiver = FramedStream(b_end, PEER_REGISTRY)
+    a_id, b_id = a_config.node_id, b_config.node_id
+    send, receive = trio.open_memory_channel[Outgoing](8)
+    send.send_nowait(Outgoing(Heartbeat(1, a_id, b_id, 0), None, None, 0))
+    async with trio.open_nursery() as nursery:
+        await sender.send(Header("Hello"), Hello(a_config.cluster_id, "a", "127.0.0.1:3"))
+        nursery.start_soon(b._receive_from_peer, receiver, "test")
+        nursery.start_soon(a._pump, sender, receive)
+        with trio.fail_after(5):
+            while not delivered:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert delivered == [Heartbeat(1, a_id, b_id, 0)]
+    assert theirs_budget.reports == [(a_id, 7)]

@@ -482,6 +482,18 @@ def test_request_id_defaults_to_0() -> None:
     assert header.request_id == 0
 
 
+def test_the_peer_timing_and_trace_room_fields_survive() -> None:
+    sent = Header("Heartbeat", age_us=12, lag_us=3, sent_us=1_700_000_000_000_000, trace_room=5)
+    header, _ = decode_payload(encode_payload(sent, []))
+    assert header == sent
+
+
+@pytest.mark.parametrize("bad", [-1, "5", 1.5, 1 << 63, [5]])
+def test_a_bad_trace_room_is_a_codec_error(bad: object) -> None:
+    with pytest.raises(CodecError, match="'r'"):
+        decode_payload(payload(head("Heartbeat", r=bad), []))
+
+
 def test_unknown_header_keys_are_ignored() -> None:
     header, _ = decode_payload(payload(head("StatusRequest", x=1, **{"2": [None]}), []))
     assert header == Header("StatusRequest")
