@@ -19,13 +19,18 @@ demo: $(STAMP)
 sim-demo: $(STAMP)
 	$(PY) -m tests.sim --demo
 
-test: lint typecheck sim tools unit
+test: tools lint typecheck sim unit
 
-# The tests run Prometheus's own validator (promtool, from Debian's prometheus package).
+# The tests run Prometheus itself and its validator promtool (Debian's prometheus package).
+# As root the package is installed here; otherwise the message says how to get it.
+PROMETHEUS_HINT := the tests need prometheus and promtool on PATH: install Debian's prometheus \
+package (sudo apt-get install prometheus) or a release from prometheus.io, then run make test again
 tools:
-	@command -v promtool >/dev/null || { \
-	  echo "installing Debian's prometheus package for promtool"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test: $(PROMETHEUS_HINT)" >&2; exit 1; fi; \
+	  echo "installing Debian's prometheus package (prometheus, promtool)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+	    || { echo "make test: apt-get could not install prometheus; $(PROMETHEUS_HINT)" >&2; exit 1; }; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -53,14 +58,15 @@ nemesis-long: $(STAMP)
 wal-crash-full: $(STAMP)
 	RAFTD_WAL_CRASH_FULL=1 $(PY) -m pytest -q tests/storage/test_wal_crash.py
 
-# Restart-to-serving of a member whose log holds 100k and 1M entries (issue 11's figures).
+# Restart-to-serving of a member whose log holds 100k and 1M entries.
 restart-bench: $(STAMP)
 	$(PY) -m tests.restart 100000 1000000
 
 failover: $(STAMP)
 	$(PY) -m tests.integration.failover --kills 20
 
-# raftd beside etcd and PySyncObj (../shared/anchors); writes bench-results/report.md.
+# raftd beside etcd and PySyncObj; writes bench-results/report.md. The anchor scripts live
+# outside this repository: RAFTD_BENCH_ANCHORS=DIR RAFTD_BENCH_ANCHOR_PYTHON=PATH (docs/testing.md).
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m tests.perf --out bench-results $(BENCH_ARGS)

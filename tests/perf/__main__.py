@@ -4,26 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.perf.compare import DEFAULT_ANCHORS, compare
+from tests.perf.compare import ANCHOR_PYTHON_ENV, ANCHORS_ENV, compare
 from tests.perf.report import draw, render_markdown
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.perf",
         description="Run raftd, etcd and PySyncObj on the same work, interleaved, and write "
-        "bench-results/report.md (ratios against issue 7's targets) and throughput.png.",
+        "bench-results/report.md (ratios against the performance targets) and throughput.png. "
+        "etcd and PySyncObj need the anchor scripts (kept outside this repository) and the "
+        "Python their setup made; without them raftd is measured alone.",
     )
     parser.add_argument("--reps", type=int, default=1, help="repetitions (default 1)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured s (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up s (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument(
-        "--anchors", type=Path, default=DEFAULT_ANCHORS, help="the anchors' scripts"
+        "--anchors",
+        type=Path,
+        default=_env_path(ANCHORS_ENV),
+        help=f"directory of the anchor scripts (default: ${ANCHORS_ENV})",
+    )
+    parser.add_argument(
+        "--anchor-python",
+        type=Path,
+        default=_env_path(ANCHOR_PYTHON_ENV),
+        help=f"the Python their setup.sh made, for their clients (default: ${ANCHOR_PYTHON_ENV})",
     )
     parser.add_argument(
         "--systems",
@@ -43,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration,
         warmup_s=args.warmup,
         anchors_dir=args.anchors,
+        anchor_python=args.anchor_python,
         systems=systems,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )

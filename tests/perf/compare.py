@@ -1,12 +1,13 @@
 """raftd side by side with etcd and PySyncObj: the same work, on this machine, in one run.
 
-The anchors (../shared/anchors) measured etcd 3.4 and PySyncObj here; their scripts start
-those systems and load them the way issue 7 defines the work (3 replicas on 127.0.0.1,
+The anchors are scripts kept outside this repository (``--anchors DIR``, with the Python that
+their setup made: ``--anchor-python``) that start etcd 3.4 and PySyncObj and load them with
+the same work (3 replicas on 127.0.0.1,
 16-byte keys from 10,000, 16-byte values, closed-loop Python clients, 2 s warm-up, then a
 measured window). This module runs raftd through ``raftctl bench`` on exactly that work,
 runs the anchors' scripts beside it, interleaving the systems repetition by repetition
 (absolute figures drift on a shared machine, ratios within one run much less), and writes
-a markdown report of the ratios that issue 7 sets targets for, with a plot.
+a markdown report of the ratios of the performance targets (docs/testing.md), with a plot.
 
 Every system starts fresh for each measurement (new data directories), so no run inherits
 another's log. A system that cannot run here (no etcd package, no network to install it)
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ANCHORS = ROOT.parent / "shared" / "anchors"
-ANCHORS_VENV = Path("/tmp/anchors/venv/bin/python")
+ANCHORS_ENV = "RAFTD_BENCH_ANCHORS"
+ANCHOR_PYTHON_ENV = "RAFTD_BENCH_ANCHOR_PYTHON"
 PORT_OFFSET = 3300  # clients on 10301-10303: clear of a demo cluster and of the test suite
 ENDPOINTS = ",".join(f"127.0.0.1:{7001 + i + PORT_OFFSET}" for i in range(3))
 READ_KEYS = 1000  # reads: one of 1,000 pre-written keys, as the anchors define them
@@ -238,9 +239,16 @@ def run_raftd(workload: Workload, timing: tuple[str, ...], results: Results) -> 
 class Anchors:
     """The anchors' scripts, copied to a scratch directory (they write beside themselves)."""
 
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path | None, python: Path | None) -> None:
+        if source is None:
+            raise Unavailable(f"no anchor scripts given (--anchors DIR or ${ANCHORS_ENV})")
         if not (source / "etcd_load.py").exists():
             raise Unavailable(f"no anchor scripts at {source}")
+        if python is None:
+            raise Unavailable(
+                f"no Python for the anchors' clients (--anchor-python or ${ANCHOR_PYTHON_ENV})"
+            )
+        self.python = python
         self.dir = Path(tempfile.mkdtemp(prefix="anchors-")) / "anchors"
         shutil.copytree(source, self.dir)
 
@@ -256,7 +264,7 @@ class Anchors:
         try:
             out = _run(
                 [
-                    str(ANCHORS_VENV),
+                    str(self.python),
                     "etcd_load.py",
                     *workload.etcd,
                     "--value-size",
@@ -278,7 +286,7 @@ class Anchors:
         try:
             out = _run(
                 [
-                    str(ANCHORS_VENV),
+                    str(self.python),
                     "pysyncobj_bench.py",
                     *workload.pysyncobj,
                     "--value-size",
@@ -303,7 +311,8 @@ def compare(
     reps: int,
     duration_s: float,
     warmup_s: float,
-    anchors_dir: Path,
+    anchors_dir: Path | None,
+    anchor_python: Path | None,
     systems: Sequence[str],
     log: Callable[[str], None] = print,
 ) -> Results:
@@ -311,7 +320,7 @@ def compare(
     anchors: Anchors | None = None
     if {"etcd", "PySyncObj"} & set(systems):
         try:
-            anchors = Anchors(anchors_dir)
+            anchors = Anchors(anchors_dir, anchor_python)
             log(f"setting up the anchors from {anchors_dir} (etcd from Debian, a venv)")
             anchors.setup(results)
         except Unavailable as exc:

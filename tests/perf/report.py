@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.perf.compare import WORKLOADS, Results
 
-# Issue 7's targets, as (label, numerator, denominator, minimum ratio).
+# The performance targets, as (label, numerator, denominator, minimum ratio).
 Target = tuple[str, tuple[str, str, str], tuple[str, str, str], float]
 TARGETS: tuple[Target, ...] = (
     (
@@ -53,7 +53,7 @@ def render_markdown(results: Results, *, command: str, plot_name: str | None) ->
         f"Python {platform.python_version()}. Produced by `{command}`.",
         "Medians over the repetitions; every ratio below compares figures of this one run.",
         "",
-        "## Targets (issue 7)",
+        "## Targets",
         "",
         "| target | ratio | needed | met |",
         "|---|---|---|---|",
