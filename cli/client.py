@@ -28,6 +28,7 @@ server answers.
 from __future__ import annotations
 
 import math
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -322,13 +323,23 @@ class _Operation:
 
 
 class _Backoff:
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self._next = initial_s
+    """Doubling waits between retries, each drawn between half and all of its step.
+
+    Without the jitter every client that lost its leader at the same instant retried in
+    lockstep, and each retry wave arrived at the new leader at once."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random) -> None:
+        self._step = initial_s
         self._max = max_s
+        self._rng = rng
+
+    def next_delay(self) -> float:
+        delay = self._step * (0.5 + 0.5 * self._rng.random())
+        self._step = min(self._step * 2, self._max)
+        return delay
 
     async def sleep(self) -> None:
-        await trio.sleep(self._next)
-        self._next = min(self._next * 2, self._max)
+        await trio.sleep(self.next_delay())
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -434,6 +445,7 @@ class Client:
         backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         write_sessions: int = DEFAULT_WRITE_SESSIONS,
         tracer: trace.Tracer | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a list of HOST:PORT strings, not one string")
@@ -468,6 +480,9 @@ class Client:
         self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
         self.client_id = client_id if client_id is not None else uuid.uuid4().hex
         self._backoff = (backoff_initial_s, backoff_max_s)
+        # Each client its own draws (seeded by the OS unless a test passes one), so that
+        # clients that failed together do not retry together.
+        self._rng = rng if rng is not None else random.Random()
         self._leader: str | None = None
         self._connections: dict[str, _Connection] = {}
         self._connect_locks: dict[str, trio.Lock] = {}
@@ -670,7 +685,7 @@ class Client:
 
     async def _attempts(self, op: _Operation) -> Any:
         stats = op.stats
-        backoff = _Backoff(*self._backoff)
+        backoff = _Backoff(*self._backoff, self._rng)
         target = self._endpoints[0]
         if op.leader_only and self._leader is not None:
             target = self._leader

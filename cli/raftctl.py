@@ -50,6 +50,7 @@ from cli.client import (
     parse_endpoint,
 )
 from observability.tracing import TracingHandle, setup_tracing
+from raftd import version
 from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES
 
 PROG = "raftctl"
@@ -108,6 +109,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: to the parser's own stdout (argparse's writes to sys.stdout)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        out = parser._out if isinstance(parser, _Parser) else sys.stdout
+        out.write(f"{PROG} {version()}\n")
+        raise SystemExit(0)
 
 
 def _seconds(what: str, *, allow_zero: bool) -> Callable[[str], float]:
@@ -323,6 +336,7 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         **streams,
     )
     add_globals(parser, top=True)
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str, description: str, **kwargs: Any) -> _Parser:
@@ -355,15 +369,22 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         help="accept a value at most this old, from any member",
     )
 
-    set_ = command("set", "set a key", "Set KEY to VALUE; prints OK.")
+    set_ = command(
+        "set",
+        "set a key",
+        "Set KEY to VALUE; prints OK. A VALUE of - is read from standard input, exactly as\n"
+        "it comes (a trailing newline included): the way to write a value too large for the\n"
+        "command line, e.g. raftctl set config - < config.json",
+    )
     set_.add_argument("key", metavar="KEY", help="the key to write")
-    set_.add_argument("value", metavar="VALUE", help="its new value")
+    set_.add_argument("value", metavar="VALUE", help="its new value, or - for standard input")
 
     cas = command(
         "cas",
         "compare and swap",
         "Set KEY to NEW only if it currently holds EXPECTED (or, with --absent, only if it\n"
-        "does not exist). Prints 'swapped', or why not and exits 1.",
+        "does not exist). Prints 'swapped', or why not and exits 1. One of EXPECTED and NEW\n"
+        "may be -, read from standard input as it comes.",
         usage=f"{PROG} cas [-h] [options] KEY (EXPECTED | --absent) NEW",
     )
     cas.add_argument("key", metavar="KEY", help="the key to swap")
@@ -772,12 +793,46 @@ def _setup_tracing(env: Mapping[str, str]) -> TracingHandle:
     )
 
 
+STDIN_VALUE = "-"
+
+
+def _values_from_stdin(args: argparse.Namespace, stdin: TextIO) -> None:
+    """Replace a value given as ``-`` by standard input, read whole and kept exact."""
+    slots: list[int]
+    if args.command == "set":
+        slots = [0] if args.value == STDIN_VALUE else []
+    elif args.command == "cas":
+        slots = [i for i, value in enumerate(args.values) if value == STDIN_VALUE]
+    else:
+        return
+    if not slots:
+        return
+    if len(slots) > 1:
+        raise _UsageError(f"{PROG} cas: error: only one of EXPECTED and NEW can be - (stdin)\n")
+    if stdin.isatty():
+        raise _UsageError(
+            f"{PROG} {args.command}: error: the value is - (standard input), but standard "
+            "input is a terminal; pipe or redirect the value in\n"
+        )
+    try:
+        value = stdin.buffer.read().decode() if hasattr(stdin, "buffer") else stdin.read()
+    except UnicodeDecodeError:
+        raise _UsageError(
+            f"{PROG} {args.command}: error: the value on standard input is not UTF-8 text\n"
+        ) from None
+    if args.command == "set":
+        args.value = value
+    else:
+        args.values[slots[0]] = value
+
+
 def main(
     argv: list[str] | None = None,
     *,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
     """The whole tool; returns the exit code. Streams and environment are parameters so
     tests and embedders can run it without touching process-wide state."""
@@ -790,6 +845,7 @@ def main(
         if args.command == "cas" and len(args.values) != (1 if args.absent else 2):
             form = "KEY --absent NEW" if args.absent else "KEY EXPECTED NEW"
             args.command_parser.error(f"expected {form}")
+        _values_from_stdin(args, stdin if stdin is not None else sys.stdin)
         if args.command == "bench":
             _check_bench(args)
     except _UsageError as exc:

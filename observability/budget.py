@@ -1,9 +1,9 @@
 """The trace budget: at most N traces a minute per member, counted exactly.
 
-The brief caps what a member sends at N traces per minute. Read strictly, and as the
-audit (``python -m tests.tracecheck``) reads it: in every 60-second window, sliding, the
-distinct trace ids for which a member exports spans number at most N, whether the member
-started the trace or joined one another member started. A token bucket is not that: it
+A member may send at most N traces per minute. Read strictly, and as the audit
+(``python -m tests.tracecheck``) reads it: in every 60-second window, sliding, the distinct
+trace ids for which a member exports spans number at most N, whether the member started
+the trace or joined one another member started. A token bucket is not that: it
 starts full and refills, so a member could keep about 2N in its first minute, and it
 never counted the traces a member joins.
 

@@ -6,6 +6,11 @@ it merges their lines for a person. Every line carries the member's name, role a
 (kept current by the driver through ``node_fields``), and every line written while a span
 is current carries that span's trace_id and span_id, so a log line leads to its trace.
 Everything goes to stderr, so stdout stays free for command output.
+
+Libraries log through the standard library's ``logging`` (the OpenTelemetry SDK and its
+exporters warn there when a collector is unreachable); those records are rendered by the
+same processors, so every line a member prints has one format and carries its name,
+role and term, with the library's logger name in ``logger``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any, TextIO
 
 import structlog
 from opentelemetry import trace
+
+_OURS = "_raftd_handler"
 
 # Fields added to every line: the driver updates role and term as they change.
 node_fields: dict[str, Any] = {}
@@ -57,16 +64,29 @@ def configure_logging(
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_node_fields,
+        _add_trace_ids,
+        structlog.processors.format_exc_info,
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _add_node_fields,
-            _add_trace_ids,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(old)  # configured again (tests do): one handler, not two
+    setattr(handler, _OURS, True)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)

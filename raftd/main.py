@@ -21,8 +21,9 @@ import trio
 
 from observability.logs import configure_logging, node_fields
 from observability.metrics import RaftMetrics, driver_state, serve_metrics
-from observability.sampling import RaftdSampler
+from observability.sampling import PER_MINUTE_ENV, RATIO_ENV, RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
+from raftd import version
 from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
 from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. RAFTD_CLIENT_ADDR=127.0.0.1:7001. Exit status: 0 clean shutdown, 1 the member "
         "could not run, 2 configuration error.",
     )
+    parser.add_argument("--version", action="version", version=f"raftd {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -277,6 +279,13 @@ def run_member(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"raftd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for ignored in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        if os.environ.get(ignored, "").strip():
+            log.warning(
+                f"{ignored} is set but ignored: a member always samples with its own "
+                f"sampler; set {RATIO_ENV} and {PER_MINUTE_ENV} instead",
+                value=os.environ[ignored],
+            )
     if config.test_mutations:
         log.critical(
             "DELIBERATE BUGS ENABLED: this member is unsafe by design (a test run)",

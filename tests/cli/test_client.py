@@ -7,6 +7,7 @@ fixed time, they wait for what the fake members recorded.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from cli.client import (
     DefiniteError,
     Unavailable,
     UnknownOutcome,
+    _Backoff,
     parse_endpoint,
 )
 from tests.cli.fakeserver import (
@@ -684,3 +686,14 @@ def test_error_classes() -> None:
 
 async def _ready(response: Response) -> Response:
     return response
+
+
+def test_retry_waits_double_with_jitter_so_clients_do_not_retry_in_lockstep() -> None:
+    first = _Backoff(0.05, 0.5, random.Random(1))
+    second = _Backoff(0.05, 0.5, random.Random(2))
+    a = [first.next_delay() for _ in range(7)]
+    b = [second.next_delay() for _ in range(7)]
+    steps = [0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
+    for delays in (a, b):
+        assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True))
+    assert all(x != y for x, y in zip(a, b, strict=True))

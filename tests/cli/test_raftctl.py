@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import pytest
 import trio
 
 from cli.raftctl import DEFAULT_ENDPOINTS, ENV_ENDPOINTS, main, parse_endpoints
+from raftd import version
 from tests.cli.fakeserver import (
     ClosedPort,
     FakeKV,
@@ -28,6 +32,7 @@ from tests.cli.fakeserver import (
     not_leader,
     start,
 )
+from tests.integration.harness import ROOT
 from wire.api import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -52,9 +57,11 @@ class Run:
         return json.loads(lines[0])
 
 
-async def raftctl(*argv: str, env: dict[str, str] | None = None) -> Run:
+async def raftctl(*argv: str, env: dict[str, str] | None = None, stdin: str = "") -> Run:
     out, err = io.StringIO(), io.StringIO()
-    run = partial(main, list(argv), stdout=out, stderr=err, environ=env or {})
+    run = partial(
+        main, list(argv), stdout=out, stderr=err, environ=env or {}, stdin=io.StringIO(stdin)
+    )
     code = await trio.to_thread.run_sync(run)
     return Run(code, out.getvalue(), err.getvalue())
 
@@ -70,8 +77,8 @@ class Cluster:
         """Follower first, so every leader-only request exercises the redirect."""
         return f"{self.follower.endpoint},{self.leader.endpoint}"
 
-    async def ctl(self, *argv: str) -> Run:
-        return await raftctl("--endpoints", self.endpoints, "--timeout", "2", *argv)
+    async def ctl(self, *argv: str, stdin: str = "") -> Run:
+        return await raftctl("--endpoints", self.endpoints, "--timeout", "2", *argv, stdin=stdin)
 
 
 @pytest.fixture
@@ -500,6 +507,15 @@ async def test_help_explains_arguments_and_exit_codes(argv: list[str]) -> None:
     assert err.getvalue() == ""
 
 
+async def test_version_goes_to_stdout() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as caught:
+        await trio.to_thread.run_sync(partial(main, ["--version"], stdout=out, stderr=err))
+    assert caught.value.code == 0
+    assert out.getvalue() == f"raftctl {version()}\n" and err.getvalue() == ""
+    assert version()[0].isdigit()  # the installed distribution's, not "unknown"
+
+
 def test_parse_endpoints_keeps_order_and_drops_duplicates() -> None:
     assert parse_endpoints(" a:1, b:2 ,a:1", source="x") == ["a:1", "b:2"]
     assert parse_endpoints(DEFAULT_ENDPOINTS, source="x") == DEFAULT_ENDPOINTS.split(",")
@@ -519,3 +535,54 @@ async def test_python_dash_m_cli_runs_raftctl() -> None:
     )
     assert failed.returncode == 2
     assert b"has no port" in failed.stderr
+
+
+# ----------------------------------------------------------------- values on stdin
+
+
+async def test_a_value_too_large_for_the_command_line_comes_from_stdin(cluster: Cluster) -> None:
+    big = "x" * (300 * 1024) + "\n"  # over what one argument may hold; the newline is kept
+    run = await cluster.ctl("set", "big", "-", stdin=big)
+    assert (run.code, run.out) == (0, "OK\n"), run.err
+    assert cluster.kv.data["big"] == big
+    swapped = await cluster.ctl("cas", "big", "-", "small", stdin=big)
+    assert (swapped.code, swapped.out) == (0, "swapped\n"), swapped.err
+    assert cluster.kv.data["big"] == "small"
+
+
+async def test_a_value_from_stdin_over_the_limit_is_refused_before_sending(
+    cluster: Cluster,
+) -> None:
+    run = await cluster.ctl("set", "k", "-", stdin="v" * (MAX_VALUE_BYTES + 1))
+    assert run.code == 1
+    assert "MAX_VALUE_BYTES" in run.err and "nothing was sent" in run.err
+    assert "k" not in cluster.kv.data
+
+
+async def test_only_one_value_of_a_cas_can_come_from_stdin() -> None:
+    run = await raftctl("cas", "k", "-", "-", stdin="v")
+    assert run.code == 2
+    assert "only one of EXPECTED and NEW can be -" in run.err
+
+
+def test_a_value_from_stdin_must_be_utf8_and_not_a_terminal() -> None:
+    def ctl(stdin: Any) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "--endpoints", "127.0.0.1:9", "set", "k", "-"],
+            stdin=stdin, capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+
+    binary = subprocess.run(
+        [sys.executable, "-m", "cli", "--endpoints", "127.0.0.1:9", "set", "k", "-"],
+        input=b"\xff\xfe", capture_output=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert binary.returncode == 2
+    assert b"not UTF-8 text" in binary.stderr and b"Traceback" not in binary.stderr
+    leader, follower = pty.openpty()
+    try:
+        terminal = ctl(follower)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert terminal.returncode == 2
+    assert b"standard input is a terminal" in terminal.stderr

@@ -1,4 +1,4 @@
-"""Core failures found by running raftd as an operator would (issue 11), each pinned.
+"""Core failures found by running raftd as an operator would , each pinned.
 
 - AppendEntries was bounded by entry count only, so large values made catch-up frames that
   the transport could not send;

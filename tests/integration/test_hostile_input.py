@@ -215,3 +215,22 @@ def test_a_port_in_use_is_named_and_the_member_exits_1(tmp_path: Path, what: str
     expected = f"raftd: cannot listen for {what} on 127.0.0.1:{taken}: Address already in use"
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and "Trio nursery" not in result.stderr
+
+
+def test_versions_and_an_ignored_sampler_variable_are_reported(tmp_path: Path) -> None:
+    from raftd import version
+
+    assert run_raftd("--version").stdout == f"raftd {version()}\n"
+    with socket.socket() as holder:  # the member then stops at once, after its warnings
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "raftd", *member_args(tmp_path, port=taken)],
+            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+            env={**os.environ, "OTEL_TRACES_SAMPLER": "always_on"},
+        )  # fmt: skip
+    assert result.returncode == 1
+    warning = next(line for line in result.stdout.splitlines() + result.stderr.splitlines()
+                   if "OTEL_TRACES_SAMPLER is set but ignored" in line)  # fmt: skip
+    assert "RAFTD_TRACE_SAMPLE_RATIO" in warning and "always_on" in warning

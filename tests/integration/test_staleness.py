@@ -1,4 +1,4 @@
-"""``get --max-staleness`` keeps its bound on a follower whose disk is slow (issue 11).
+"""``get --max-staleness`` keeps its bound on a follower whose disk is slow.
 
 The follower's fsync takes 1 s; meanwhile its driver waits and its leader's messages
 queue. The old rule stamped "leader contact" when the driver dequeued one of them, so

@@ -1,4 +1,4 @@
-"""The project's linearizability checker for client histories (../shared/lincheck/README.md).
+"""The project's linearizability checker for client histories (format: docs/testing.md).
 
 The nemesis harness calls `check_history` in-process; people run `python -m tests.lincheck FILE`.
 """

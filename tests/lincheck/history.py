@@ -1,4 +1,4 @@
-"""The client-history format of ../shared/lincheck/README.md: reading, validating, writing.
+"""The client-history format (docs/testing.md): reading, validating, writing.
 
 Validation is strict on purpose: a history the checker misreads yields a verdict that means
 nothing, so anything the format does not define (an unknown field, a float timestamp, an `ok`

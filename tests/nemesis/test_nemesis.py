@@ -46,7 +46,7 @@ TEETH = {
     "contact-at-dequeue": 8,
 }
 # A follower that counts itself current when it dequeues a leader's message answers stale
-# reads with old values as soon as its disk is slow (the bug issue 11 found): the stale
+# reads with old values as soon as its disk is slow (a bug once found by hand): the stale
 # readers ask that follower, and the staleness pass of the checker catches it.
 TEETH_EXTRAS: dict[str, list[str]] = {"contact-at-dequeue": ["slow_follower"]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 import structlog
@@ -59,3 +60,24 @@ def test_bad_settings_are_refused() -> None:
         configure_logging(fmt="xml")
     with pytest.raises(ValueError, match="log level"):
         configure_logging(level="loud")
+
+
+def test_a_library_logging_through_the_standard_library_gets_the_same_format() -> None:
+    out = io.StringIO()
+    configure_logging(stream=out, level="warning")
+    node_fields.update(node="n1", role="leader", term=4)
+    library = logging.getLogger("opentelemetry.sdk.trace.export")
+    library.warning("Exception while exporting Span batch: %s", "refused")
+    library.info("not shown below the level")
+    configure_logging(stream=out, level="warning")  # again: still one line per record
+    library.error("and once more")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "Exception while exporting Span batch: refused",
+        "and once more",
+    ]
+    first = lines[0]
+    assert first["level"] == "warning"
+    assert first["logger"] == "opentelemetry.sdk.trace.export"
+    assert (first["node"], first["role"], first["term"]) == ("n1", "leader", 4)
+    assert "timestamp" in first

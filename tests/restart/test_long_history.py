@@ -1,4 +1,4 @@
-"""A member with a long log restarts without costing the cluster its leader (issue 11).
+"""A member with a long log restarts without costing the cluster its leader.
 
 Start-up replayed the whole log, then applied all of it in one driver turn: at 100k
 entries about 2 s without a tick or a heartbeat, longer than an election timeout, so a

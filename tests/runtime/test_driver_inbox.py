@@ -1,4 +1,4 @@
-"""Peer messages are not starved by queued client requests (issue 11).
+"""Peer messages are not starved by queued client requests.
 
 Both used to share one 4096-slot inbox: with it full of client operations, a heartbeat
 or an acknowledgement was dropped, and overload could trip check-quorum."""

@@ -1,4 +1,4 @@
-"""The driver's loop keeps logical time when its turns are slow (issue 11).
+"""The driver's loop keeps logical time when its turns are slow.
 
 It counted at most one tick per turn, so turns slower than a tick stretched every
 election timeout and heartbeat interval by the same factor."""

@@ -1,4 +1,4 @@
-"""The peer sender survives a message it cannot frame (issue 11: one oversized
+"""The peer sender survives a message it cannot frame (one oversized
 AppendEntries escaped the sender task and took the whole member down)."""
 
 from __future__ import annotations

@@ -308,7 +308,7 @@ def test_a_tail_torn_at_any_byte_is_cut_off_and_the_log_goes_on(tmp_path: Path) 
 def test_a_bit_flip_anywhere_in_the_last_acknowledged_batch_refuses_to_start(
     tmp_path: Path, bit: int
 ) -> None:
-    """Issue 11 (4): format 1 cut a last record failing its checksum as a torn tail, although
+    """Format 1 cut a last record failing its checksum as a torn tail, although
     it was complete, non-zero and fsynced: an acknowledged entry was silently dropped."""
     original = tmp_path / "original"
     _, last_start = build_log(original)

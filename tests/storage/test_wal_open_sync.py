@@ -1,4 +1,4 @@
-"""Issue 11 (3): a restart must make what it reads back durable before trusting it.
+"""A restart must make what it reads back durable before trusting it.
 
 A process killed between its write and its fsync leaves bytes that only the page cache
 holds; the next start reads them back as if they were on disk. These tests watch the fsyncs
