@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench nemesis-long wal-crash-full bench tools clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ nemesis-long: $(STAMP)
 # Every crash state of the WAL's last batches, not the sample make test runs.
 wal-crash-full: $(STAMP)
 	RAFTD_WAL_CRASH_FULL=1 $(PY) -m pytest -q tests/storage/test_wal_crash.py
+
+# The trace budget under ten minutes of 64 clients, then ten minutes of 30% message loss with
+# the leader killed every 15 s: the audit of what every member exported.
+trace-audit-long: $(STAMP)
+	$(PY) -m tests.tracecheck.load flood --minutes 10 --clients 64
+	$(PY) -m tests.tracecheck.load storm --minutes 10 --clients 16 --drop 30 --kill-every 15
 
 # Restart-to-serving of a member whose log holds 100k and 1M entries.
 restart-bench: $(STAMP)

@@ -32,7 +32,10 @@ otherwise the member records nothing of that trace and counts it (``window_full`
 ``raftd_trace_parts_dropped_total``). A quarter of the window (``reserve_fraction``) is
 kept for elections: a client trace starts only if that many places stay free, here and,
 for a write that the followers will join, on every peer as it last reported its room
-(``observability.budget.PeerRooms``). An election may use the whole window.
+(``observability.budget.PeerRooms``). An election may use the whole window. Client traces
+are also paced (``_Pacing``): a burst of a third of their share, then one every
+``60 / share`` seconds (4 s at the defaults), so that a flood's kept traces, and their
+weights, are spread over the minute rather than bunched where the window frees up.
 
 ``SampleRate`` (Honeycomb's weight) on a kept client span is the number of requests of the
 same name (``kv.set``, ``kv.get``, ...) that reached this member's edge since the last one
@@ -107,6 +110,33 @@ REASONS = (
 DecisionCallback = Callable[[str, bool], None]
 
 
+class _Pacing:
+    """Spreads client traces over the minute: a short burst, then one every so often.
+
+    The window alone would let a flood take its whole share at once and then keep nothing
+    until those traces left the window a minute later: the kept traces, and the weights
+    they carry, would all fall in one second of each minute, and a graph of weighted
+    counts would be a comb. Pacing keeps one every ``60 / share`` seconds instead, after a
+    burst of a few (so a person running a handful of commands sees every one traced). Not
+    locked itself: the sampler holds its lock around every use."""
+
+    def __init__(self, per_minute: int, burst: int, now_ns: int) -> None:
+        self._interval_ns = 60_000_000_000 // per_minute if per_minute > 0 else 0
+        self._burst = burst if per_minute > 0 else 0
+        self._tokens = float(self._burst)
+        self._updated = now_ns
+
+    def ready(self, now_ns: int) -> bool:
+        if self._interval_ns and now_ns > self._updated:
+            gained = (now_ns - self._updated) / self._interval_ns
+            self._tokens = min(float(self._burst), self._tokens + gained)
+            self._updated = now_ns
+        return self._tokens >= 1.0 - 1e-9
+
+    def take(self) -> None:
+        self._tokens -= 1.0
+
+
 def _check_ratio(ratio: float, name: str) -> float:
     if not 0.0 <= ratio <= 1.0:  # also refuses NaN
         raise ValueError(f"{name} must be between 0 and 1, not {ratio!r}")
@@ -166,6 +196,8 @@ class RaftdSampler(Sampler):
             raise ValueError(f"the window holds {self.window.cap} traces, the cap is {cap}")
         self.peers = peers if peers is not None else PeerRooms()
         self._reserve = round(cap * reserve_fraction)
+        share = cap - self._reserve
+        self._pacing = _Pacing(share, max(1, share // 3), clock_ns())
         self._bound = TraceIdRatioBased.get_bound_for_rate(ratio)
         self._clock_ns = clock_ns
         self._on_decision = on_decision
@@ -236,10 +268,17 @@ class RaftdSampler(Sampler):
             elif trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._bound:
                 reason = RATIO
             else:
+                with self._lock:
+                    paced = self._pacing.ready(now)
                 joined = name in REPLICATED_SPANS
-                reason = self._start(trace_id, now, keep_free=self._reserve, joined=joined)
+                reason = (
+                    self._start(trace_id, now, keep_free=self._reserve, joined=joined)
+                    if paced
+                    else RATE_LIMITED
+                )
             if reason == SAMPLED:
                 with self._lock:
+                    self._pacing.take()
                     weight = self._unweighted.pop(name, 1)
         elif has_parent:
             if not parent.trace_flags.sampled:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import pytest
@@ -190,12 +190,13 @@ def test_weights_count_what_the_cap_dropped_within_ten_percent_under_a_flood() -
 
 def test_each_request_name_is_weighted_apart() -> None:
     clock = FakeClock()
-    sampler = RaftdSampler(1.0, 2, reserve_fraction=0.0, clock_ns=clock)
+    sampler = RaftdSampler(1.0, 6, reserve_fraction=0.0, clock_ns=clock)  # a burst of 2
     gen = trace_ids(33)
     gets = [decide(sampler, next(gen), CLIENT, name="kv.get") for _ in range(3)]
-    assert [kept(r) for r in gets] == [True, True, False]  # the window is full
-    clock.advance(61.0)
+    assert [kept(r) for r in gets] == [True, True, False]  # the burst is spent
+    clock.advance(10.0)  # one every 10 s at 6 a minute
     kept_set = decide(sampler, next(gen), CLIENT, name="kv.set")
+    clock.advance(10.0)
     kept_get = decide(sampler, next(gen), CLIENT, name="kv.get")
     assert kept_set.attributes[SAMPLE_RATE_ATTRIBUTE] == 1  # sets are counted apart...
     assert kept_get.attributes[SAMPLE_RATE_ATTRIBUTE] == 2  # ...from the get dropped before
@@ -204,38 +205,53 @@ def test_each_request_name_is_weighted_apart() -> None:
 # ------------------------------------------------------------------ the per-minute cap
 
 
-def test_a_burst_of_clients_gets_the_cap_less_the_reserve() -> None:
-    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
+def test_a_burst_of_clients_gets_a_few_then_one_every_four_seconds() -> None:
+    clock = FakeClock()
+    sampler = RaftdSampler(1.0, 20, clock_ns=clock)
     gen = trace_ids(1)
-    assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(1000)) == 15
-    assert sampler.decisions[RATE_LIMITED] == 985
+    assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(1000)) == 5
+    assert sampler.decisions[RATE_LIMITED] == 995
+    kept_at = []
+    for tick in range(60 * 10):  # ten requests a second for a minute
+        clock.advance(0.1)
+        if kept(decide(sampler, next(gen), CLIENT)):
+            kept_at.append(tick / 10)
+    # 15 a minute for clients (20 less the reserve of 5): 5 at once, then one every 4 s.
+    assert len(kept_at) == 10
+    gaps = [b - a for a, b in pairwise(kept_at)]
+    assert all(3.9 <= gap <= 4.1 for gap in gaps), gaps
     assert sampler.room() == 5
 
 
 def test_the_window_slides_it_does_not_refill() -> None:
     clock = FakeClock()
-    sampler = RaftdSampler(1.0, 20, reserve_fraction=0.0, clock_ns=clock)
+    sampler = RaftdSampler(1.0, 20, clock_ns=clock)
     gen = trace_ids(2)
     for _ in range(10):
-        assert kept(decide(sampler, next(gen), CLIENT))
+        assert kept(decide(sampler, next(gen), ELECTION))
         clock.advance(1.0)
     for _ in range(10):
-        assert kept(decide(sampler, next(gen), CLIENT))
+        assert kept(decide(sampler, next(gen), ELECTION))
     # A bucket would have refilled by now; a window holds the 20 for a full minute...
     clock.advance(49.0)
-    assert not kept(decide(sampler, next(gen), CLIENT))
+    assert not kept(decide(sampler, next(gen), ELECTION))
     # ...and frees each place 60 s after the trace in it last acted.
     clock.advance(1.5)
-    assert sum(kept(decide(sampler, next(gen), CLIENT)) for _ in range(5)) == 1
+    assert sum(kept(decide(sampler, next(gen), ELECTION)) for _ in range(5)) == 1
     clock.advance(60.0)
     assert sampler.room() == 20 - 1
 
 
 def test_the_reserve_is_left_to_elections() -> None:
-    sampler = RaftdSampler(1.0, 20, clock_ns=FakeClock())
+    clock = FakeClock()
+    sampler = RaftdSampler(1.0, 20, clock_ns=clock)
     gen = trace_ids(4)
-    for _ in range(100):
-        decide(sampler, next(gen), CLIENT)
+    clients = 0
+    for _ in range(60):  # a request a second: the burst, then one every 4 s, up to 15
+        clients += kept(decide(sampler, next(gen), CLIENT))
+        clock.advance(1.0)
+    assert clients == 15
+    assert sampler.room() == 5
     assert sum(kept(decide(sampler, next(gen), ELECTION)) for _ in range(100)) == 5
     assert sampler.room() == 0
 
@@ -405,9 +421,9 @@ def test_a_clients_sampled_flag_is_honoured_only_within_the_budget() -> None:
     for _ in range(20):
         tid = next(gen)
         results.append(kept(decide(sampler, tid, CLIENT, remote_parent(tid, sampled=True))))
-    assert results == [True] * 15 + [False] * 5
-    assert sampler.decisions[SAMPLED] == 15
-    assert sampler.decisions[RATE_LIMITED] == 5
+    assert results == [True] * 5 + [False] * 15
+    assert sampler.decisions[SAMPLED] == 5
+    assert sampler.decisions[RATE_LIMITED] == 15
 
 
 def test_a_clients_sampled_flag_meets_an_empty_budget() -> None:
