@@ -58,7 +58,8 @@ class _Election:
     root: Span
     phase: Span
     term: int
-    rpcs: dict[tuple[NodeId, bool], Span] = field(default_factory=dict)
+    # (peer, pre_vote) -> (the round's campaign number, its RequestVote span)
+    rpcs: dict[tuple[NodeId, bool], tuple[int, Span]] = field(default_factory=dict)
 
 
 class RaftSpans:
@@ -122,7 +123,7 @@ class RaftSpans:
         if election is None:
             return
         self._election = None
-        for span in election.rpcs.values():
+        for _, span in election.rpcs.values():
             span.add_event("no reply before the election ended")
             span.end()
         election.phase.end()
@@ -151,8 +152,8 @@ class RaftSpans:
                 )
                 previous = election.rpcs.pop((msg.dst, msg.pre_vote), None)
                 if previous is not None:
-                    previous.end()
-                election.rpcs[(msg.dst, msg.pre_vote)] = span
+                    previous[1].end()
+                election.rpcs[(msg.dst, msg.pre_vote)] = (msg.campaign, span)
                 return traceparent_of(span), span
             case AppendEntries(entries=entries) if entries:
                 return self._replicate(msg)
@@ -215,11 +216,16 @@ class RaftSpans:
                     },
                 )
             case RequestVoteResponse() if self._election is not None:
-                span = self._election.rpcs.pop((msg.src, msg.pre_vote), None)
-                if span is not None:
-                    span.set_attribute("raft.vote_granted", msg.vote_granted)
-                    span.set_attribute("raft.reply_term", msg.term)
-                    span.end()
+                # Only the reply to this round's request: a reply delayed from an earlier
+                # round answered a request of another trace (the audit found such replies
+                # recorded here, in a trace the voter had no part in).
+                asked = self._election.rpcs.get((msg.src, msg.pre_vote))
+                if asked is None or asked[0] != msg.campaign:
+                    return
+                _, span = self._election.rpcs.pop((msg.src, msg.pre_vote))
+                span.set_attribute("raft.vote_granted", msg.vote_granted)
+                span.set_attribute("raft.reply_term", msg.term)
+                span.end()
             case AppendEntriesResponse():
                 self._replied(msg)
             case AppendEntries(entries=entries) if entries:

@@ -1,8 +1,9 @@
-"""The trace budget on real members: a client flood and an election storm, then the audit.
+"""The trace budget on real members: a client flood and an election storm under message
+loss, then the audit.
 
 Every member's exported spans go through ``tests.tracecheck``: no member may have spans of
 more than ``RAFTD_TRACES_PER_MINUTE`` traces in any sliding 60 s window, the traces it
-joined included, and the kept traces must be whole. The cap is set low so the flood
+joined included, and the kept client traces must be whole. The cap is set low so the flood
 presses against it within the test's half minute.
 """
 
@@ -44,6 +45,8 @@ async def test_a_flood_and_an_election_storm_keep_every_member_within_its_cap(
     cluster.serve_metrics()
     for member in cluster.members.values():
         member.env["RAFTD_TRACES_PER_MINUTE"] = str(CAP)
+        # One Raft message in ten lost: elections take several rounds, appends are retried.
+        member.env.update({"RAFTD_CHAOS_DROP_PERCENT": "10", "RAFTD_CHAOS_SEED": "3"})
     await cluster.start(nursery)
     try:
         await cluster.wait_all_serving(timeout_s=30)
@@ -75,4 +78,7 @@ async def test_a_flood_and_an_election_storm_keep_every_member_within_its_cap(
     assert not result.over_cap, result.lines()
     assert all(m.most_in_window > 0 for m in result.members)
     assert result.traces >= CAP  # the flood did press against the cap
-    assert result.whole_share >= 0.95, result.lines()
+    # Every client trace whole; an election may lose a voter's part when several candidates
+    # count on the same last place in its window (measured at length: docs/testing.md).
+    assert result.share("client") == 1.0, result.lines()
+    assert result.whole_share >= 0.8, result.lines()

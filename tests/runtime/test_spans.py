@@ -6,7 +6,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from raftd.core import AppendEntries, AppendEntriesResponse, Entry, RequestVote
+from raftd.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    RequestVote,
+    RequestVoteResponse,
+)
 from raftd.core import events as ev
 from raftd.runtime.spans import RaftSpans
 from wire.tracecontext import format_traceparent, parse_traceparent
@@ -100,3 +106,24 @@ def test_a_timed_out_election_ends_as_split_and_the_next_one_starts_fresh() -> N
     spans.after_events((ev.BecameLeader(5, (1, 2)),))
     second = finished(exporter, "raft.election")[1]
     assert second.attributes is not None and second.attributes["raft.election.outcome"] == "won"
+
+
+def test_a_vote_reply_from_an_earlier_round_is_not_recorded_in_this_rounds_trace() -> None:
+    """The first round's RequestVote to n2 reached n2 (its decision is in the first trace),
+    but its reply arrived during the second round: recording it on the second round's
+    RequestVote span claimed n2 answered a request it never saw (the trace audit found it)."""
+    spans, exporter = make()
+    spans.before_send((ev.ElectionStarted(4, True, "timeout"),))
+    spans.outgoing(RequestVote(4, 1, 2, 9, 3, pre_vote=True, campaign=1))
+    spans.before_send(
+        (ev.ElectionTimedOut(4, True, (1,), ()), ev.ElectionStarted(4, True, "timeout"))
+    )
+    spans.outgoing(RequestVote(4, 1, 2, 9, 3, pre_vote=True, campaign=2))
+    spans.incoming(RequestVoteResponse(4, 2, 1, True, pre_vote=True, campaign=1), None)
+    assert finished(exporter, "RequestVote n2") == [
+        first := finished(exporter, "RequestVote n2")[0]
+    ]
+    assert first.attributes is not None and "raft.vote_granted" not in first.attributes
+    spans.incoming(RequestVoteResponse(4, 2, 1, True, pre_vote=True, campaign=2), None)
+    answered = finished(exporter, "RequestVote n2")[1]
+    assert answered.attributes is not None and answered.attributes["raft.vote_granted"] is True

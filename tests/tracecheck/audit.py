@@ -63,6 +63,12 @@ class Audit:
     traces: int = 0
     whole: int = 0
     broken: dict[str, str] = field(default_factory=dict)  # trace id -> why not whole
+    # By what the trace is: "election", "client" (a request), or "other"; (kept, whole).
+    by_kind: dict[str, list[int]] = field(default_factory=dict)
+
+    def share(self, kind: str) -> float:
+        kept, whole = self.by_kind.get(kind, [0, 0])
+        return whole / kept if kept else 1.0
 
     @property
     def over_cap(self) -> list[MemberFigures]:
@@ -83,6 +89,8 @@ class Audit:
         out.append(
             f"kept traces: {self.traces}, whole: {self.whole} ({100 * self.whole_share:.1f}%)"
         )
+        for kind, (kept, whole) in sorted(self.by_kind.items()):
+            out.append(f"  {kind}: {kept} kept, {whole} whole ({100 * self.share(kind):.1f}%)")
         for trace_id, why in list(self.broken.items())[:examples]:
             out.append(f"  not whole: {trace_id}: {why}")
         return out
@@ -115,12 +123,25 @@ def audit(spans: Iterable[SpanRecord], cap: int) -> Audit:
         if all(s["service_name"] in CLIENT_SERVICES for s in trace_spans):
             continue  # a client's own trace that reached no member
         result.traces += 1
+        counts = result.by_kind.setdefault(kind_of(trace_spans), [0, 0])
+        counts[0] += 1
         why = why_not_whole(trace_spans)
         if why is None:
             result.whole += 1
+            counts[1] += 1
         else:
             result.broken[trace_id] = why
     return result
+
+
+def kind_of(spans: list[SpanRecord]) -> str:
+    """What a trace is, by its spans: an election, a client request, or something else."""
+    names = {s["name"] for s in spans}
+    if "raft.election" in names or "raft.vote_decision" in names:
+        return "election"
+    if any(name.startswith("kv.") for name in names):
+        return "client"
+    return "other"
 
 
 def why_not_whole(spans: list[SpanRecord]) -> str | None:
