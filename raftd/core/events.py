@@ -157,6 +157,32 @@ class CommittedEntryConflict:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotSent:
+    """A leader sent its snapshot to a follower that needs entries the log no longer has."""
+
+    peer: NodeId
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInstalled:
+    """A follower replaced its log and state machine with the leader's snapshot."""
+
+    src: NodeId
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogCompacted:
+    """Entries up to ``index`` were dropped; ``snapshot_index`` is the snapshot they are in."""
+
+    index: int
+    snapshot_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadsAborted:
     """Leadership was lost before these ReadIndex requests were confirmed: they were not
     served, and may be retried anywhere."""
@@ -182,5 +208,8 @@ Event = (
     | StaleMessageIgnored
     | MisroutedMessageIgnored
     | CommittedEntryConflict
+    | SnapshotSent
+    | SnapshotInstalled
+    | LogCompacted
     | ReadsAborted
 )

@@ -18,6 +18,11 @@ class LogCompactedError(LookupError):
 class RaftLog:
     __slots__ = ("_entries", "snapshot_index", "snapshot_term")
 
+    @property
+    def first_index(self) -> int:
+        """The first index still held (``last_index + 1`` when empty)."""
+        return self.snapshot_index + 1
+
     def __init__(
         self, entries: tuple[Entry, ...] = (), snapshot_index: int = 0, snapshot_term: int = 0
     ) -> None:
@@ -65,6 +70,22 @@ class RaftLog:
         if entry.index != self.last_index + 1:
             raise ValueError(f"append at {entry.index} but last index is {self.last_index}")
         self._entries.append(entry)
+
+    def compact(self, index: int) -> None:
+        """Forget every entry up to ``index`` (a snapshot covers them); the term of that
+        entry stays known, for the consistency check on the next one."""
+        if index <= self.snapshot_index:
+            return
+        term = self.term_at(index)
+        if term is None:
+            raise ValueError(f"cannot compact to {index}: the log ends at {self.last_index}")
+        del self._entries[: index - self.snapshot_index]
+        self.snapshot_index, self.snapshot_term = index, term
+
+    def reset(self, index: int, term: int) -> None:
+        """Discard the whole log for a snapshot ending at (``index``, ``term``)."""
+        self._entries.clear()
+        self.snapshot_index, self.snapshot_term = index, term
 
     def truncate_from(self, index: int) -> None:
         """Drop every entry at ``index`` or later (a conflicting, uncommitted suffix)."""

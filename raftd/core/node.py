@@ -32,9 +32,12 @@ from raftd.core.events import (
     ElectionTimedOut,
     Event,
     FollowerBackedOff,
+    LogCompacted,
     LogTruncated,
     MisroutedMessageIgnored,
     ReadsAborted,
+    SnapshotInstalled,
+    SnapshotSent,
     StaleMessageIgnored,
     SteppedDown,
     VoteGranted,
@@ -51,11 +54,17 @@ from raftd.core.types import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     NodeId,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
 )
+
+# A snapshot unanswered for this many election timeouts is sent again: long enough for a
+# big one to cross a slow link, short enough that a lost one does not strand a follower.
+SNAPSHOT_RETRY_TIMEOUTS = 4
 
 # What one entry costs an AppendEntries beyond its data and context, for the byte bound:
 # the codec's list header and its index, term and kind fields, rounded up.
@@ -109,12 +118,15 @@ class Config:
 class Ready:
     """One bundle of work for the runtime. Handle the fields in this order:
 
-    1. ``hard_state`` (None when unchanged) and ``entries`` must be durable before any
-       message of this bundle is sent, unless ``send_before_persist`` says otherwise.
-       ``entries[0].index`` may be at or below entries already stored: storage must drop
-       everything from that index on, then append.
+    1. ``hard_state`` (None when unchanged), ``snapshot`` and ``entries`` must be durable
+       before any message of this bundle is sent, unless ``send_before_persist`` says
+       otherwise. A ``snapshot`` came from the leader and replaces the whole stored log
+       (store it first, then the entries, which follow it). ``entries[0].index`` may be at
+       or below entries already stored: storage must drop everything from that index on,
+       then append.
     2. ``messages``: send them; losing some is fine, Raft retransmits.
-    3. ``committed``: apply to the state machine, in index order. These entries are
+    3. ``snapshot``, if any: restore the state machine from it, before ``committed``.
+       ``committed``: apply to the state machine, in index order. These entries are
        already durable on a majority, so they may be applied (and their clients answered)
        before or while this bundle's own ``entries`` are persisted.
        At most ``max_committed_per_ready`` of them: the rest come in the next Readies, so
@@ -137,6 +149,7 @@ class Ready:
     events: tuple[Event, ...]
     read_states: tuple[ReadState, ...] = ()
     send_before_persist: bool = False
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +171,7 @@ class NotLeaderError(Exception):
 class ReplicationState(enum.Enum):
     PROBE = "probe"  # one AppendEntries at a time until the follower's log position is known
     REPLICATE = "replicate"  # pipelined: send ahead without waiting, bounded by inflight
+    SNAPSHOT = "snapshot"  # the follower needs the snapshot: sent, waiting for its answer
 
 
 class Progress:
@@ -167,9 +181,11 @@ class Progress:
         "inflight",
         "match_index",
         "next_index",
+        "pending_snapshot",
         "probe_sent",
         "read_round_acked",
         "recent_active",
+        "snapshot_elapsed",
         "state",
     )
 
@@ -181,6 +197,15 @@ class Progress:
         self.inflight: deque[int] = deque()  # last index carried by each unacknowledged append
         self.recent_active = False
         self.read_round_acked = 0
+        self.pending_snapshot = 0  # the index of the snapshot sent, in SNAPSHOT state
+        self.snapshot_elapsed = 0  # ticks since it was sent
+
+    def become_snapshot(self, index: int) -> None:
+        self.state = ReplicationState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_elapsed = 0
+        self.probe_sent = False
+        self.inflight.clear()
 
     def become_probe(self, next_index: int) -> None:
         self.state = ReplicationState.PROBE
@@ -215,8 +240,25 @@ class RaftNode:
         self.current_term = durable.hard_state.current_term
         self.voted_for = durable.hard_state.voted_for
         self.log = RaftLog(durable.entries, durable.snapshot_index, durable.snapshot_term)
-        self.commit_index = self.log.snapshot_index
-        self.last_applied = self.log.snapshot_index
+        # The newest snapshot: what the state machine restarts from, and what a follower
+        # too far behind is sent. Its index may be past the log's offset (a trailing window
+        # of entries is kept for slightly slow followers).
+        self.snapshot = durable.snapshot
+        restored = 0
+        if durable.snapshot is not None:
+            meta = durable.snapshot.meta
+            restored = meta.index
+            if restored < self.log.snapshot_index:
+                raise ValueError(
+                    f"the snapshot at {restored} is older than the log's start "
+                    f"({self.log.snapshot_index}): the entries between are lost"
+                )
+            if restored > self.log.last_index:
+                # A snapshot may cover committed entries this member had applied but not yet
+                # made durable itself; the log then restarts after the snapshot.
+                self.log.reset(meta.index, meta.term)
+        self.commit_index = max(self.log.snapshot_index, restored)
+        self.last_applied = self.commit_index
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
 
@@ -245,6 +287,7 @@ class RaftNode:
         self._messages: list[Message] = []
         self._events: list[Event] = []
         self._pending_ready: Ready | None = None
+        self._snapshot_to_install: Snapshot | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -294,6 +337,34 @@ class RaftNode:
         else:
             self._reads_awaiting_commit.append(context)
 
+    def compact(self, snapshot: Snapshot, keep_entries: int = 0) -> int:
+        """The state machine was saved as of ``snapshot.meta.index``: keep that snapshot to
+        send to followers too far behind, and drop the log entries it covers, except the
+        last ``keep_entries`` of them (for followers only slightly behind, which catch up
+        faster from entries than from a whole snapshot). Returns the index the log was
+        compacted to, for storage to drop the same entries.
+
+        The runtime must have made the snapshot durable first: after this, the entries it
+        covers may be gone from storage too."""
+        self._require_no_pending_ready()
+        meta = snapshot.meta
+        if meta.index > self.last_applied:
+            raise ValueError(f"snapshot at {meta.index} is past the applied {self.last_applied}")
+        if self.snapshot is not None and meta.index < self.snapshot.meta.index:
+            raise ValueError(
+                f"snapshot at {meta.index} is older than the one at {self.snapshot.meta.index}"
+            )
+        if meta.index > self.log.snapshot_index and self.log.term_at(meta.index) != meta.term:
+            raise ValueError(f"snapshot at {meta.index} has term {meta.term}, the log another")
+        self.snapshot = snapshot
+        upto = max(self.log.snapshot_index, meta.index - max(0, keep_entries))
+        if upto > self.log.snapshot_index:
+            self.log.compact(upto)
+            self._events.append(LogCompacted(upto, meta.index))
+            # Entries not yet durable here but inside the snapshot need no writing now.
+            self._unstable_from = max(self._unstable_from, upto + 1)
+        return self.log.snapshot_index
+
     def step(self, msg: Message) -> None:
         """Feed one message from a peer. Stale or unexpected messages are ordinary input."""
         self._require_no_pending_ready()
@@ -314,7 +385,8 @@ class RaftNode:
             elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.vote_granted:
                 pass  # a granted pre-vote echoes the term we would campaign for
             else:
-                leader = msg.src if isinstance(msg, AppendEntries | Heartbeat) else None
+                from_leader = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+                leader = msg.src if from_leader else None
                 self._become_follower(msg.term, leader, "higher_term")
         elif msg.term < self.current_term:
             self._step_stale(msg)
@@ -336,6 +408,7 @@ class RaftNode:
             or self._reads_unsent
             or self._read_states
             or self._append_pending
+            or self._snapshot_to_install is not None
             or self._unstable_from <= self.log.last_index
             or self.commit_index > self.last_applied
             or self._hard_state() != self._persisted_hard_state
@@ -369,7 +442,9 @@ class RaftNode:
             send_before_persist=(
                 self.role is Role.LEADER and hard_state == self._persisted_hard_state
             ),
+            snapshot=self._snapshot_to_install,
         )
+        self._snapshot_to_install = None
         self._messages.clear()
         self._events.clear()
         self._read_states.clear()
@@ -432,6 +507,17 @@ class RaftNode:
                     return
                 for peer in self._peers:
                     self._progress[peer].recent_active = False
+        for peer in self._peers:
+            pr = self._progress[peer]
+            if pr.state is ReplicationState.SNAPSHOT:
+                pr.snapshot_elapsed += 1
+                if (
+                    pr.snapshot_elapsed
+                    >= SNAPSHOT_RETRY_TIMEOUTS * self.config.election_timeout_ticks
+                ):
+                    # Lost on the way, or the follower restarted mid-install: send again.
+                    pr.become_probe(pr.match_index + 1)
+                    self._send_append(peer)
         if self._heartbeat_elapsed >= self.config.heartbeat_interval_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
@@ -623,7 +709,7 @@ class RaftNode:
         # a partition left behind could keep its followers from ever electing a new one
         # (with pre-vote and check-quorum, terms no longer rise on their own).
         match msg:
-            case AppendEntries():
+            case AppendEntries() | InstallSnapshot():
                 self._send(AppendEntriesResponse(self.current_term, self.id, msg.src, False))
             case Heartbeat():
                 self._send(HeartbeatResponse(self.current_term, self.id, msg.src))
@@ -644,6 +730,9 @@ class RaftNode:
             case Heartbeat():
                 self._follow(msg.src)
                 self._handle_heartbeat(msg)
+            case InstallSnapshot():
+                self._follow(msg.src)
+                self._handle_install_snapshot(msg)
             case RequestVote():
                 self._handle_request_vote(msg)
             case _:
@@ -651,7 +740,7 @@ class RaftNode:
 
     def _step_candidate(self, msg: Message) -> None:
         match msg:
-            case AppendEntries() | Heartbeat():
+            case AppendEntries() | Heartbeat() | InstallSnapshot():
                 # Someone won this term: follow it (section 5.2).
                 self._become_follower(self.current_term, msg.src, "leader_found")
                 self._step_follower(msg)
@@ -695,6 +784,35 @@ class RaftNode:
         # The leader caps leader_commit at what it knows we hold, so adopting it is safe.
         self._commit_to(min(msg.leader_commit, self.log.last_index))
         self._send(HeartbeatResponse(self.current_term, self.id, msg.src, msg.read_round))
+
+    def _handle_install_snapshot(self, msg: InstallSnapshot) -> None:
+        """Figure 13's receiver rules. The answer is an AppendEntriesResponse saying what
+        this follower now holds; it leaves with the Ready that persists the snapshot."""
+        meta = msg.snapshot.meta
+        if meta.index <= self.commit_index:
+            # Already have all of it (a duplicate, or a late one): say how far we are.
+            match_index = self.commit_index
+        elif meta.index <= self.log.last_index and self.log.term_at(meta.index) == meta.term:
+            # Our log holds the snapshot's last entry: keep what follows it, and let the
+            # state machine apply the entries as usual rather than be replaced.
+            self._commit_to(meta.index)
+            match_index = meta.index
+        else:
+            # The snapshot is ahead of or at odds with our log: it replaces all of it.
+            self.log.reset(meta.index, meta.term)
+            self.snapshot = msg.snapshot
+            self._snapshot_to_install = msg.snapshot
+            self._commit_to(meta.index)
+            self.last_applied = meta.index
+            self._stable_last_index = meta.index
+            self._unstable_from = meta.index + 1
+            self._events.append(SnapshotInstalled(msg.src, meta.index, meta.term))
+            match_index = meta.index
+        self._send(
+            AppendEntriesResponse(
+                self.current_term, self.id, msg.src, True, match_index=match_index
+            )
+        )
 
     def _handle_append_entries(self, msg: AppendEntries) -> None:
         prev_index, prev_term, entries = msg.prev_log_index, msg.prev_log_term, msg.entries
@@ -766,10 +884,16 @@ class RaftNode:
         pr.recent_active = True
         if msg.success:
             pr.probe_sent = False
+            if pr.state is ReplicationState.SNAPSHOT and msg.match_index < pr.pending_snapshot:
+                # An answer to something sent before the snapshot: it is still on its way.
+                if msg.match_index > pr.match_index:
+                    pr.match_index = msg.match_index
+                    self._maybe_commit()
+                return
             if msg.match_index > pr.match_index:
                 pr.match_index = msg.match_index
                 pr.acknowledge(msg.match_index)
-                if pr.state is ReplicationState.PROBE:
+                if pr.state is not ReplicationState.REPLICATE:
                     pr.become_replicate()
                 else:
                     pr.next_index = max(pr.next_index, msg.match_index + 1)
@@ -780,6 +904,9 @@ class RaftNode:
                 pr.become_replicate()
                 pr.next_index = msg.match_index + 1
             self._send_append(msg.src)
+            return
+        if pr.state is ReplicationState.SNAPSHOT:
+            self._ignore_unexpected(msg)  # an answer to an append sent before the snapshot
             return
         # A probe is answered by the rejection of exactly its own prev_log_index. In
         # pipelined mode a rejection below match_index predates an acknowledgement; one *at*
@@ -798,7 +925,8 @@ class RaftNode:
             last_of_term = self.log.last_index_of_term(msg.conflict_term)
             if last_of_term is not None:
                 next_index = last_of_term + 1
-        next_index = max(self.log.snapshot_index + 1, min(next_index, msg.rejected_index))
+        # Below our first entry means the follower needs the snapshot (_send_append).
+        next_index = max(1, min(next_index, msg.rejected_index))
         pr.become_probe(next_index)
         self._events.append(FollowerBackedOff(msg.src, next_index))
         self._send_append(msg.src)
@@ -824,6 +952,11 @@ class RaftNode:
 
     def _send_append(self, peer: NodeId, *, send_if_empty: bool = False) -> None:
         pr = self._progress[peer]
+        if pr.state is ReplicationState.SNAPSHOT:
+            return  # its answer (or a timeout) comes first
+        if pr.next_index <= self.log.snapshot_index:
+            self._send_snapshot(peer, pr)
+            return
         limit = self.config.max_entries_per_append
         while True:
             if pr.state is ReplicationState.PROBE and pr.probe_sent:
@@ -857,6 +990,14 @@ class RaftNode:
             pr.next_index = entries[-1].index + 1
             pr.inflight.append(entries[-1].index)
             send_if_empty = False
+
+    def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        snapshot = self.snapshot
+        if snapshot is None:  # a compacted log always has its snapshot: our own bug
+            raise RuntimeError(f"entries up to {self.log.snapshot_index} gone and no snapshot")
+        self._send(InstallSnapshot(self.current_term, self.id, peer, snapshot))
+        pr.become_snapshot(snapshot.meta.index)
+        self._events.append(SnapshotSent(peer, snapshot.meta.index, snapshot.meta.term))
 
     def _bounded(self, entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
         """The longest prefix within ``max_bytes_per_append`` (always at least one entry)."""

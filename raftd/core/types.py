@@ -46,6 +46,28 @@ class HardState:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Where a snapshot stands: the last entry it includes, and the voters at that point.
+
+    ``voters`` is the configuration the snapshot's state was reached under; while the
+    membership is fixed it is the cluster's, and it travels with the snapshot so that a
+    member restored from one knows it (membership changes will need it)."""
+
+    index: int
+    term: int
+    voters: tuple[NodeId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine as of ``meta.index``: ``data`` is opaque to the core (the runtime
+    encodes and restores it), like an entry's data."""
+
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class DurableState:
     """Everything a node restarts from: its hard state and the log after the snapshot point.
 
@@ -58,6 +80,10 @@ class DurableState:
     entries: tuple[Entry, ...] = ()
     snapshot_index: int = 0
     snapshot_term: int = 0
+    # The newest snapshot, if any: the state machine restarts from it, and a leader sends
+    # it to a follower that needs entries the log no longer holds. Its index is at or
+    # after ``snapshot_index`` (a log may keep some entries the snapshot already covers).
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +170,19 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """A leader's snapshot for a follower whose next entry the leader no longer has
+    (Figure 13). Whole here; the runtime's transport moves ``snapshot.data`` in chunks.
+    The follower answers with an ``AppendEntriesResponse`` whose ``match_index`` is what
+    it now holds, as etcd does, so the leader's progress tracking needs no second path."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
 class HeartbeatResponse:
     term: int
     src: NodeId
@@ -158,4 +197,5 @@ Message = (
     | AppendEntriesResponse
     | Heartbeat
     | HeartbeatResponse
+    | InstallSnapshot
 )

@@ -1,6 +1,6 @@
 """Where a node keeps what must survive a crash."""
 
-from raftd.storage.base import Storage, StorageError, stage_ready
+from raftd.storage.base import SnapshotStorage, Storage, StorageError, stage_ready
 from raftd.storage.memory import MemoryStorage
 from raftd.storage.wal import CorruptLogError, DataDirLocked, WalStorage
 
@@ -8,6 +8,7 @@ __all__ = [
     "CorruptLogError",
     "DataDirLocked",
     "MemoryStorage",
+    "SnapshotStorage",
     "Storage",
     "StorageError",
     "WalStorage",

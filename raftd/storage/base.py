@@ -9,10 +9,10 @@ durable state, which is all a restarting node may trust.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from raftd.core.node import Ready
-from raftd.core.types import DurableState, Entry, HardState
+from raftd.core.types import DurableState, Entry, HardState, Snapshot
 
 
 class StorageError(Exception):
@@ -37,6 +37,24 @@ class Storage(Protocol):
         ...
 
 
+@runtime_checkable
+class SnapshotStorage(Storage, Protocol):
+    """A Storage that can also hold snapshots and drop the entries they cover."""
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """Stage a snapshot from the leader: at ``sync`` it replaces the whole log (entries
+        staged after it follow it)."""
+        ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Make a snapshot of this member's own state durable now (before ``compact``)."""
+        ...
+
+    def compact(self, index: int) -> None:
+        """Drop the entries up to ``index``, which a durable snapshot covers."""
+        ...
+
+
 def stage_ready(storage: Storage, ready: Ready) -> None:
     """Stage what a Ready asks to be made durable; the caller's ``sync()`` then commits it.
 
@@ -45,4 +63,8 @@ def stage_ready(storage: Storage, ready: Ready) -> None:
     """
     if ready.hard_state is not None:
         storage.set_hard_state(ready.hard_state)
+    if ready.snapshot is not None:
+        if not isinstance(storage, SnapshotStorage):
+            raise StorageError(f"{type(storage).__name__} cannot hold a snapshot")
+        storage.install_snapshot(ready.snapshot)
     storage.append(ready.entries)

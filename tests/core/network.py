@@ -3,7 +3,8 @@
 Messages are delivered instantly and in order by ``stabilize``; time passes only through
 ``tick``. Links can be cut in one or both directions, nodes crashed (losing everything not
 synced) and restarted from their durable state. Each node's "state machine" is the list of
-applied entries, rebuilt from scratch on restart by re-applying the committed log.
+applied entries, rebuilt on restart from its snapshot (``snapshot`` takes one) and by
+re-applying the committed log after it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from raftd.core import (
     Role,
 )
 from raftd.core.events import Event
+from raftd.core.types import Snapshot, SnapshotMeta
 from raftd.storage import MemoryStorage, stage_ready
 
 E = TypeVar("E")
@@ -80,8 +82,9 @@ class Network:
     def _boot(self, node_id: NodeId) -> None:
         self._restarts += 1
         rng = random.Random(self._seed * 7919 + node_id * 104729 + self._restarts)
-        self.nodes[node_id] = RaftNode(self.config(node_id), rng, self.storages[node_id].load())
-        self.applied[node_id] = []
+        durable = self.storages[node_id].load()
+        self.nodes[node_id] = RaftNode(self.config(node_id), rng, durable)
+        self.applied[node_id] = [] if durable.snapshot is None else decode(durable.snapshot.data)
 
     def crash(self, node_id: NodeId) -> None:
         """Stop a node abruptly: staged writes are lost, messages to it vanish."""
@@ -132,6 +135,8 @@ class Network:
             for observe in self.ready_observers:
                 observe(node_id, ready, storage)
             self.in_flight.extend(ready.messages)
+            if ready.snapshot is not None:
+                self.applied[node_id] = decode(ready.snapshot.data)
             self.applied[node_id].extend(ready.committed)
             self.events[node_id].extend(ready.events)
             node.advance(ready)
@@ -205,6 +210,20 @@ class Network:
         """Put messages (say, ones taken earlier) back on the wire."""
         self.in_flight.extend(messages)
 
+    def snapshot(self, node_id: NodeId, keep_entries: int = 0) -> Snapshot:
+        """Save the node's state machine as of what it applied, and compact its log."""
+        self.process(node_id)
+        node = self.nodes[node_id]
+        index = node.last_applied
+        term = node.log.term_at(index)
+        assert term is not None
+        snapshot = Snapshot(SnapshotMeta(index, term, self.ids), encode(self.applied[node_id]))
+        storage = self.storages[node_id]
+        storage.save_snapshot(snapshot)
+        storage.compact(node.compact(snapshot, keep_entries))
+        self.process(node_id)
+        return snapshot
+
     # ---------------------------------------------------------------- stories
 
     def elect(self, node_id: NodeId) -> RaftNode:
@@ -261,6 +280,22 @@ class Network:
                 if entry.kind is EntryKind.NORMAL and entry.data == data:
                     found[node_id] = entry.index
         return found
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+def encode(applied: list[Entry]) -> bytes:
+    """The test state machine as snapshot data: every applied entry, one per line."""
+    return b"\n".join(f"{e.index} {e.term} {int(e.kind)} {e.data.hex()}".encode() for e in applied)
+
+
+def decode(data: bytes) -> list[Entry]:
+    entries = []
+    for line in data.split(b"\n") if data else []:
+        index, term, kind, hex_data = line.decode().split(" ")
+        entries.append(Entry(int(index), int(term), bytes.fromhex(hex_data), EntryKind(int(kind))))
+    return entries
 
 
 # ------------------------------------------------------------------ checks

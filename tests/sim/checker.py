@@ -70,7 +70,9 @@ class SafetyChecker:
             )
 
     def became_leader(self, node: RaftNode) -> None:
-        for index in range(1, self.highest_committed + 1):
+        # Entries a snapshot replaced were checked entry by entry when it was taken or
+        # restored; the log from its offset on must hold every committed entry.
+        for index in range(max(1, node.log.snapshot_index), self.highest_committed + 1):
             term = self.committed_term.get(index)
             if term is None:
                 continue
@@ -100,6 +102,22 @@ class SafetyChecker:
                 raise Violation(f"n{node_id} applied {entry.data!r} twice")
             seen.add(entry.data)
 
+    def restored(self, node_id: NodeId, applied: list[Entry]) -> None:
+        """A node's state machine was replaced by a snapshot holding ``applied``: it must be
+        the very entries every other node applied at those indexes, and the node goes on
+        from there (state machine safety across snapshots)."""
+        for position, entry in enumerate(applied, start=1):
+            if entry.index != position:
+                raise Violation(f"n{node_id} restored a snapshot with a gap at {position}")
+            known = self.applied_at.setdefault(entry.index, (entry.term, entry.data))
+            if known != (entry.term, entry.data):
+                raise Violation(
+                    f"state machine safety: n{node_id} restored ({entry.index}, term "
+                    f"{entry.term}) from a snapshot, another node applied term {known[0]}"
+                )
+        self.applied_count[node_id] = len(applied)
+        self.applied_commands[node_id] = {e.data for e in applied if e.kind is EntryKind.NORMAL}
+
     def node_state(self, node: RaftNode) -> None:
         """Checks on one node's state after it handled an input."""
         term = node.current_term
@@ -119,7 +137,9 @@ class SafetyChecker:
             )
         if commit > node.log.last_index:
             raise Violation(f"n{node.id} commit_index {commit} beyond its log")
-        for index in range(self.commit_seen.get(node.id, 0) + 1, commit + 1):
+        # Committed entries a snapshot replaced were checked when it was restored.
+        first = max(self.commit_seen.get(node.id, 0), node.log.snapshot_index) + 1
+        for index in range(first, commit + 1):
             term_here = node.log.term_at(index)
             assert term_here is not None
             known = self.committed_term.setdefault(index, term_here)

@@ -9,7 +9,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from raftd.core import Config, DurableState, HardState, RaftLog, RaftNode, ReadState
+from raftd.core import (
+    AppendEntriesResponse,
+    Config,
+    DurableState,
+    HardState,
+    RaftLog,
+    RaftNode,
+    ReadState,
+)
+from raftd.core.types import InstallSnapshot
 from raftd.storage import MemoryStorage
 from tests.sim.simulator import NodeFactory, SimStorage, StorageFactory, default_node
 
@@ -54,6 +63,23 @@ class UnconfirmedReadNode(RaftNode):
             self._read_states.append(ReadState(context, index))
 
 
+class SnapshotIgnoresTermNode(RaftNode):
+    """Installs a snapshot as if any entry at its last index matched (Figure 13's step 6
+    without the term check): a follower keeps a conflicting log under the leader's state."""
+
+    def _handle_install_snapshot(self, msg: InstallSnapshot) -> None:
+        meta = msg.snapshot.meta
+        if self.commit_index < meta.index <= self.log.last_index:
+            self._commit_to(meta.index)
+            self._send(
+                AppendEntriesResponse(
+                    self.current_term, self.id, msg.src, True, match_index=meta.index
+                )
+            )
+            return
+        super()._handle_install_snapshot(msg)
+
+
 class ForgetfulVoteStorage(MemoryStorage):
     """Persists the term but never voted_for: a restarted node may vote twice in a term."""
 
@@ -86,5 +112,9 @@ MUTATIONS: dict[str, Mutation] = {
     "no-log-check-vote": Mutation(
         "votes granted without the up-to-date log check",
         node_factory=_node(NoLogCheckVoteNode),
+    ),
+    "snapshot-ignores-term": Mutation(
+        "a follower keeps its log under a snapshot whose last term it does not hold",
+        node_factory=_node(SnapshotIgnoresTermNode),
     ),
 }

@@ -27,9 +27,11 @@ from raftd.core.events import (
     Event,
     VoteGranted,
 )
-from raftd.storage import MemoryStorage, stage_ready
+from raftd.core.types import Snapshot, SnapshotMeta
+from raftd.storage import MemoryStorage, SnapshotStorage, stage_ready
 from raftd.storage.pagecache import PageCacheStorage
 from tests.sim.checker import SafetyChecker, Violation
+from tests.sim.compaction import Compaction, SnapshotRegistry
 from tests.sim.faults import TICK_UNITS, FaultPlan
 from tests.sim.sizes import FrameCheck, ValueSizes
 
@@ -86,6 +88,7 @@ class Simulation:
         node_factory: NodeFactory = default_node,
         storage_factory: StorageFactory | None = None,
         value_sizes: ValueSizes | None = None,
+        compaction: Compaction | None = None,
         trace: Callable[[str], None] | None = None,
         keep_lines: bool = False,
     ) -> None:
@@ -102,6 +105,8 @@ class Simulation:
         self.ids: tuple[NodeId, ...] = tuple(range(1, self.plan.nodes + 1))
         # Side generators, so sizes and storage do not change the faults a seed draws.
         self.sizes = value_sizes or ValueSizes.draw(seed)
+        self.compaction = compaction or Compaction.draw(seed)
+        self.snapshots = SnapshotRegistry()
         self._size_rng = random.Random(seed * 31 + 7)
         self.frames = FrameCheck()
         if storage_factory is None:
@@ -155,6 +160,9 @@ class Simulation:
         self._down.discard(node_id)
         self.applied[node_id] = []
         self.checker.node_restarted(node_id)
+        snapshot = self.nodes[node_id].snapshot
+        if snapshot is not None:
+            self._restore(node_id, snapshot)
         # Each node's clock runs at its own phase so ticks do not line up exactly.
         first_tick = self.now + self.rng.randrange(1, TICK_UNITS + 1)
         self._schedule(first_tick, _NODE_TICK, (node_id, self.nodes[node_id]))
@@ -217,7 +225,36 @@ class Simulation:
                 self._send(ready)
             self._record_events(node, ready.events)
             node.advance(ready)
+            self._maybe_compact(node_id)
         self.checker.node_state(node)
+
+    def _maybe_compact(self, node_id: NodeId) -> None:
+        """Snapshot a node's state machine and compact its log, at the seed's threshold.
+
+        Only where the storage can hold snapshots (the page-cache WAL cannot yet)."""
+        node = self.nodes[node_id]
+        storage = self.storages[node_id]
+        since = node.snapshot.meta.index if node.snapshot is not None else 0
+        if not isinstance(storage, SnapshotStorage):
+            return
+        if node.has_ready() or not self.compaction.due(node.last_applied, since):
+            return
+        index = node.last_applied
+        term = node.log.term_at(index)
+        assert term is not None and len(self.applied[node_id]) == index
+        token = self.snapshots.save(self.applied[node_id])
+        snapshot = Snapshot(SnapshotMeta(index, term, self.ids), token)
+        storage.save_snapshot(snapshot)
+        storage.compact(node.compact(snapshot, self.compaction.keep_entries))
+        self._emit(node_id, f"snapshot at {index}, log from {node.log.first_index}")
+        self._drain(node_id)
+
+    def _restore(self, node_id: NodeId, snapshot: Snapshot) -> None:
+        applied = self.snapshots.load(snapshot.data)
+        if len(applied) != snapshot.meta.index:
+            raise Violation(f"n{node_id}: snapshot at {snapshot.meta.index} holds {len(applied)}")
+        self.applied[node_id] = applied
+        self.checker.restored(node_id, applied)
 
     def _buggify_moment(self, node: RaftNode, ready: Ready) -> str | None:
         """Crash a leader at the moments where Raft's subtle rules matter (FoundationDB's
@@ -252,6 +289,8 @@ class Simulation:
                 self._schedule(at, _DELIVER, msg)
 
     def _apply(self, node_id: NodeId, ready: Ready) -> None:
+        if ready.snapshot is not None:
+            self._restore(node_id, ready.snapshot)
         for entry in ready.committed:
             self.checker.applied(node_id, entry)
             self.applied[node_id].append(entry)
@@ -509,7 +548,12 @@ class Simulation:
     # ------------------------------------------------------------------- run
 
     def run(self) -> RunResult:
-        self._emit(None, f"SEED={self.seed} {self.plan.describe()}")
+        compaction = self.compaction
+        self._emit(
+            None,
+            f"SEED={self.seed} {self.plan.describe()} compact_every={compaction.every_entries} "
+            f"compact_keep={compaction.keep_entries}",
+        )
         violation: str | None = None
         try:
             self._run_until(self.plan.safety_ticks * TICK_UNITS)
