@@ -19,6 +19,8 @@ from typing import Any, Final, assert_never
 
 import cbor2
 
+from raftd import kvsnapshot
+
 __all__ = [
     "ERROR_STALE_SEQUENCE",
     "ERROR_UNDECODABLE",
@@ -46,8 +48,6 @@ MAX_SEQ: Final = 2**64 - 1
 _OP_SET: Final = 0
 _OP_CAS: Final = 1
 _OP_DELETE: Final = 2
-
-_SNAPSHOT_VERSION: Final = 1
 
 
 class CommandDecodeError(ValueError):
@@ -342,57 +342,37 @@ class KVStore:
         so the driver can hand the expensive digest to a worker and keep its loop moving."""
         return HashableState(dict(self._data), {row[0]: row[1:] for row in self._session_rows()})
 
-    def snapshot(self) -> bytes:
-        """Serialise everything ``restore`` needs to continue exactly where this store is.
-
-        Sessions go in least-recently-used order, so restoring keeps the eviction order;
-        canonical CBOR makes equal stores produce byte-identical snapshots.
-        """
-        return cbor2.dumps(
-            [
-                _SNAPSHOT_VERSION,
-                self._last_applied_index,
-                self._max_sessions,
-                self._data,
-                self._session_rows(),
-            ],
-            canonical=True,
+    def capture(self) -> kvsnapshot.Capture:
+        """A copy of everything a snapshot holds, cheap enough for the consensus loop
+        (a dict copy); encode it with ``kvsnapshot.encode`` off the loop."""
+        return kvsnapshot.Capture(
+            self._last_applied_index, self._max_sessions, dict(self._data), self._session_rows()
         )
+
+    def snapshot(self) -> bytes:
+        """Everything ``restore`` needs to continue exactly where this store is: data in
+        insertion order and sessions in least-recently-used order, so restoring keeps both
+        (and with them eviction and future snapshots) as they were."""
+        return kvsnapshot.encode(self.capture())
 
     @classmethod
     def restore(cls, data: bytes) -> KVStore:
-        """Rebuild a store from ``snapshot`` output; raise ``ValueError`` if it is malformed.
-
-        A snapshot is normally trusted (our own, or the leader's), but a corrupt one must
-        fail here rather than leave a store that diverges later, so it is fully validated.
-        """
-        try:
-            item: Any = cbor2.loads(data, max_depth=3, allow_duplicate_keys=False)
-        except Exception as exc:
-            raise ValueError(f"snapshot is not CBOR: {exc}") from exc
-        if type(item) is not list or len(item) != 5 or item[0] != _SNAPSHOT_VERSION:
-            raise ValueError("not a version 1 KVStore snapshot")
-        _, last_applied, max_sessions, kv, rows = item
-        if type(last_applied) is not int or last_applied < 0:
-            raise ValueError("snapshot last_applied_index must be a non-negative integer")
-        if type(max_sessions) is not int or max_sessions < 1:
-            raise ValueError("snapshot max_sessions must be a positive integer")
-        if type(kv) is not dict or not all(
-            type(k) is str and type(v) is str for k, v in kv.items()
-        ):
-            raise ValueError("snapshot data must map text to text")
-        if type(rows) is not list or len(rows) > max_sessions:
-            raise ValueError("snapshot sessions must be a list within max_sessions")
-        store = cls(max_sessions)
-        store._data = kv
-        store._last_applied_index = last_applied
+        """Rebuild a store from ``snapshot`` output; raise ``ValueError`` (a
+        ``SnapshotFormatError``) if it is damaged or malformed: a corrupt snapshot must fail
+        here rather than leave a store that diverges later."""
+        decoded = kvsnapshot.decode(data)
+        store = cls(decoded.max_sessions)
+        store._data = decoded.data
+        store._last_applied_index = decoded.last_applied_index
         previous_index = 0
-        for row in rows:
+        for row in decoded.session_rows:
             session_id, session = _parse_session_row(row)
-            if not previous_index < session.last_index <= last_applied:
-                raise ValueError("snapshot sessions out of order or used after last_applied")
+            if not previous_index < session.last_index <= decoded.last_applied_index:
+                raise kvsnapshot.SnapshotFormatError(
+                    "snapshot sessions out of order or used after last_applied"
+                )
             if session_id in store._sessions:
-                raise ValueError(f"snapshot repeats session {session_id!r}")
+                raise kvsnapshot.SnapshotFormatError(f"snapshot repeats session {session_id!r}")
             previous_index = session.last_index
             store._sessions[session_id] = session
         return store
@@ -400,7 +380,7 @@ class KVStore:
 
 def _parse_session_row(row: Any) -> tuple[str, _Session]:
     if type(row) is not list or len(row) != 7:
-        raise ValueError("snapshot session must be a 7-item array")
+        raise kvsnapshot.SnapshotFormatError("snapshot session must be a 7-item array")
     cid, seq, last_index, ok, value, found, error = row
     if (
         type(cid) is not str
@@ -413,5 +393,5 @@ def _parse_session_row(row: Any) -> tuple[str, _Session]:
         or type(found) is not bool
         or (error is not None and type(error) is not str)
     ):
-        raise ValueError(f"malformed snapshot session {row!r}")
+        raise kvsnapshot.SnapshotFormatError(f"malformed snapshot session {row!r}")
     return cid, _Session(seq, Result(ok=ok, value=value, found=found, error=error), last_index)

@@ -8,6 +8,7 @@ entry of a random log full of retries, stale writes, evictions and garbage.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import cbor2
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raftd import kvsnapshot
 from raftd.kv import (
     ERROR_STALE_SEQUENCE,
     ERROR_UNDECODABLE,
@@ -481,33 +483,45 @@ def test_restore_empty_store() -> None:
     assert_same_store(KVStore.restore(KVStore(max_sessions=3).snapshot()), KVStore(3))
 
 
-def snapshot_of(*parts: object) -> bytes:
-    return cbor2.dumps(list(parts), canonical=True)
+def snapshot_of(
+    version: int, last_applied: int, max_sessions: int, data: dict[str, object], rows: list[object]
+) -> bytes:
+    """A well-formed, correctly checksummed snapshot of whatever fields it is given."""
+    body = cbor2.dumps([version, last_applied, max_sessions, len(data), rows])
+    if data:
+        body += cbor2.dumps([item for pair in data.items() for item in pair])
+    return kvsnapshot.MAGIC + hashlib.sha256(body).digest() + body
 
 
 ROW = ["alice", 1, 1, True, "v", True, None]
+GOOD = KVStore(max_sessions=3).snapshot()
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(b"\xff", id="not-cbor"),
-        pytest.param(snapshot_of(2, 1, 10, {}, []), id="unknown-version"),
-        pytest.param(snapshot_of(1, -1, 10, {}, []), id="negative-index"),
-        pytest.param(snapshot_of(1, 1, 0, {}, []), id="no-sessions-allowed"),
-        pytest.param(snapshot_of(1, 1, 10, {"k": 1}, []), id="non-text-value"),
-        pytest.param(snapshot_of(1, 1, 10, {}, [ROW[:6]]), id="short-session"),
-        pytest.param(snapshot_of(1, 0, 10, {}, [ROW]), id="session-after-last-applied"),
-        pytest.param(snapshot_of(1, 5, 1, {}, [ROW, ["bob", *ROW[1:]]]), id="too-many"),
-        pytest.param(snapshot_of(1, 5, 10, {}, [ROW, ROW]), id="out-of-order"),
+        pytest.param(b"\xff", id="not-a-snapshot"),
+        pytest.param(cbor2.dumps([1, 1, 10, {}, []]), id="format-1-bytes"),
+        pytest.param(GOOD[:-1], id="truncated"),
+        pytest.param(GOOD + b"\x00", id="trailing-byte"),
+        pytest.param(GOOD[:-1] + bytes([GOOD[-1] ^ 1]), id="bit-flip"),
+        pytest.param(snapshot_of(1, 1, 10, {}, []), id="version-1"),
+        pytest.param(snapshot_of(3, 1, 10, {}, []), id="unknown-version"),
+        pytest.param(snapshot_of(2, -1, 10, {}, []), id="negative-index"),
+        pytest.param(snapshot_of(2, 1, 0, {}, []), id="no-sessions-allowed"),
+        pytest.param(snapshot_of(2, 1, 10, {"k": 1}, []), id="non-text-value"),
+        pytest.param(snapshot_of(2, 1, 10, {}, [ROW[:6]]), id="short-session"),
+        pytest.param(snapshot_of(2, 0, 10, {}, [ROW]), id="session-after-last-applied"),
+        pytest.param(snapshot_of(2, 5, 1, {}, [ROW, ["bob", *ROW[1:]]]), id="too-many"),
+        pytest.param(snapshot_of(2, 5, 10, {}, [ROW, ROW]), id="out-of-order"),
         pytest.param(
-            snapshot_of(1, 5, 10, {}, [ROW, ["alice", 1, 2, True, "v", True, None]]),
+            snapshot_of(2, 5, 10, {}, [ROW, ["alice", 1, 2, True, "v", True, None]]),
             id="repeated-session",
         ),
     ],
 )
 def test_restore_rejects_malformed_snapshots(data: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(kvsnapshot.SnapshotFormatError):
         KVStore.restore(data)
 
 
@@ -621,3 +635,34 @@ def test_a_request_applied_from_its_decoded_form_gives_the_same_results() -> Non
         data = encode_request(request)
         assert by_bytes.apply(index, data) == by_request.apply(index, data, request)
     assert by_bytes.state_hash() == by_request.state_hash()
+
+
+def test_a_snapshot_keeps_insertion_order_and_equal_stores_give_equal_bytes() -> None:
+    store = KVStore()
+    for key in ("zebra", "apple", "mango"):
+        apply1(store, Set(key, key.upper()))
+    apply1(store, Delete("apple"))
+    apply1(store, Set("apple", "again"))  # now last in insertion order
+    restored = KVStore.restore(store.snapshot())
+    assert list(restored.capture().data) == ["zebra", "mango", "apple"]
+    twin = KVStore()
+    for key in ("zebra", "apple", "mango"):
+        apply1(twin, Set(key, key.upper()))
+    apply1(twin, Delete("apple"))
+    apply1(twin, Set("apple", "again"))
+    assert twin.snapshot() == store.snapshot() == restored.snapshot()
+
+
+def test_many_keys_span_chunks_and_come_back_whole() -> None:
+    store = KVStore()
+    count = 3 * kvsnapshot.CHUNK_KEYS + 5
+    for n in range(count):
+        store.apply(n + 1, encode_request(Request("", 0, Set(f"k{n}", f"v{n}"))))
+    restored = KVStore.restore(store.snapshot())
+    assert len(restored) == count and restored.get(f"k{count - 1}") == f"v{count - 1}"
+    assert restored.state_hash() == store.state_hash()
+
+
+def test_a_version_1_snapshot_is_refused_by_name() -> None:
+    with pytest.raises(kvsnapshot.SnapshotFormatError, match="version 1"):
+        KVStore.restore(snapshot_of(1, 1, 10, {}, []))
