@@ -253,9 +253,10 @@ class RaftNode:
                     f"the snapshot at {restored} is older than the log's start "
                     f"({self.log.snapshot_index}): the entries between are lost"
                 )
-            if restored > self.log.last_index:
+            if restored > self.log.last_index or self.log.term_at(restored) != meta.term:
                 # A snapshot may cover committed entries this member had applied but not yet
-                # made durable itself; the log then restarts after the snapshot.
+                # made durable itself, or the log may still hold a suffix the install it came
+                # with was to replace: either way the log restarts after the snapshot.
                 self.log.reset(meta.index, meta.term)
         self.commit_index = max(self.log.snapshot_index, restored)
         self.last_applied = self.commit_index
@@ -357,12 +358,13 @@ class RaftNode:
         if meta.index > self.log.snapshot_index and self.log.term_at(meta.index) != meta.term:
             raise ValueError(f"snapshot at {meta.index} has term {meta.term}, the log another")
         self.snapshot = snapshot
-        upto = max(self.log.snapshot_index, meta.index - max(0, keep_entries))
+        # Never past what this member has made durable itself: storage can only drop what it
+        # holds, and entries still to be written must be written (a snapshot may run ahead
+        # of the log when entries were applied before their own fsync).
+        upto = min(meta.index - max(0, keep_entries), self._stable_last_index)
         if upto > self.log.snapshot_index:
             self.log.compact(upto)
             self._events.append(LogCompacted(upto, meta.index))
-            # Entries not yet durable here but inside the snapshot need no writing now.
-            self._unstable_from = max(self._unstable_from, upto + 1)
         return self.log.snapshot_index
 
     def step(self, msg: Message) -> None:

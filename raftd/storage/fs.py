@@ -5,7 +5,8 @@ WalStorage never calls ``os`` itself: it asks a ``FileSystem``. The daemon uses 
 ``os.write`` / ``os.fsync``); crash-consistency tests and the simulator use
 ``raftd.storage.pagecache.PageCacheDisk``, which keeps what was written apart from what was
 fsynced and can therefore play out what a power cut does to the bytes in between. The seam
-is deliberately narrow (append, truncate, fsync, read back, publish a new file atomically):
+is deliberately narrow (append, truncate, fsync, read back, publish a new file atomically,
+list, delete):
 everything the recovery rules rely on is in these few calls, so a fake that implements them
 faithfully exercises the real recovery code.
 """
@@ -88,6 +89,18 @@ class FileSystem(Protocol):
 
     def sync_dir(self, path: Path) -> None:
         """Make the directory's entries (names created or renamed in it) durable."""
+        ...
+
+    def list_names(self, path: Path) -> list[str]:
+        """The names of the files in directory ``path``."""
+        ...
+
+    def read(self, path: Path) -> bytes:
+        """A whole file, as a reader would see it."""
+        ...
+
+    def remove(self, path: Path) -> None:
+        """Delete a file; the deletion is durable only after ``sync_dir`` of its directory."""
         ...
 
 
@@ -173,6 +186,15 @@ class OsFileSystem:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def list_names(self, path: Path) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def read(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def remove(self, path: Path) -> None:
+        os.unlink(path)
 
 
 def _lock(data_dir: Path) -> int:

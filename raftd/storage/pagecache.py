@@ -14,8 +14,8 @@ and the file length lands anywhere between the synced length and the written len
 are all the states recovery has to cope with, so tests can enumerate them exhaustively for
 small batches (see tests/storage/test_wal_crash.py) and the simulator can draw one at random
 on every crash (``PageCacheStorage``). File creation through ``create`` is atomic and durable,
-as the real ``OsFileSystem.create`` makes it with rename and directory fsyncs; directory
-entries are not otherwise modelled.
+as the real ``OsFileSystem.create`` makes it with rename and directory fsyncs. A ``remove`` is
+durable only after ``sync_dir``: a power cut before it may bring the file back, whole.
 
 Everything is deterministic given the ``random.Random`` a caller passes in.
 """
@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from raftd.core.types import DurableState, Entry, HardState
+from raftd.core.types import DurableState, Entry, HardState, Snapshot
 from raftd.storage.base import StorageError
 from raftd.storage.fs import DataDirLocked, DirLock, WalFile
 from raftd.storage.wal import WalStorage
@@ -131,6 +131,8 @@ class PageCacheDisk:
         self._files: dict[Path, _File] = {}
         self._dirs: set[Path] = set()
         self._locks: dict[Path, _Lock] = {}
+        # Files removed since their directory's last fsync: a power cut may undo that.
+        self._removed: dict[Path, _File] = {}
 
     # ------------------------------------------------------------------ FileSystem
 
@@ -162,12 +164,25 @@ class PageCacheDisk:
 
     def sync_dir(self, path: Path) -> None:
         self.dir_sync_count += 1
+        for removed in [p for p in self._removed if p.parent == path]:
+            del self._removed[removed]
 
-    # ------------------------------------------------------------------ inspection
+    def list_names(self, path: Path) -> list[str]:
+        return sorted(p.name for p in self._files if p.parent == path)
 
     def read(self, path: Path) -> bytes:
-        """What a reader sees now (page cache included)."""
-        return bytes(self._files[path].current)
+        try:
+            return bytes(self._files[path].current)
+        except KeyError:
+            raise FileNotFoundError(2, "No such file", str(path)) from None
+
+    def remove(self, path: Path) -> None:
+        try:
+            self._removed[path] = self._files.pop(path)
+        except KeyError:
+            raise FileNotFoundError(2, "No such file", str(path)) from None
+
+    # ------------------------------------------------------------------ inspection
 
     def durable(self, path: Path) -> bytes:
         """What a power cut right now would leave, at best."""
@@ -231,9 +246,21 @@ class PageCacheDisk:
         file.dirty_from = len(result)
         self.kill_process()
 
+    def undo_removals(self, which: Sequence[Path] | None = None) -> None:
+        """A power cut before the directory fsync: removed files come back (all, or those
+        named), with what was durable in them."""
+        for path in list(self._removed) if which is None else which:
+            file = self._removed.pop(path)
+            file.current = bytearray(file.durable)
+            file.dirty_from = len(file.durable)
+            self._files[path] = file
+        self._removed.clear()
+
     def crash(self, rng: random.Random) -> None:
         """A power cut with a random outcome for every file: any length in range, and each
-        dirty page kept, lost or torn at a random byte with equal odds."""
+        dirty page kept, lost or torn at a random byte with equal odds; each removal not yet
+        made durable is undone or not, at even odds."""
+        self.undo_removals([p for p in sorted(self._removed) if rng.random() < 0.5])
         for path in sorted(self._files):
             if not self._files[path].unsynced:
                 continue
@@ -250,7 +277,8 @@ class PageCacheStorage:
     """WalStorage on a PageCacheDisk, for the deterministic simulator.
 
     It keeps MemoryStorage's contract (``load``, ``append``, ``set_hard_state``, ``sync``,
-    ``crash``, ``sync_count``, ``last_index``), but a ``crash`` plays out on the bytes: it may
+    the snapshot calls, ``crash``, ``sync_count``, ``last_index``), but a ``crash`` plays out
+    on the bytes: it may
     strike inside the fsync of the staged batch (so the batch is in the page cache, not on
     disk), then the process dies, and sometimes the power goes too, tearing or losing
     unsynced pages at random. The WAL is then reopened, so ``load()`` returns exactly what
@@ -262,13 +290,15 @@ class PageCacheStorage:
         rng: random.Random,
         *,
         page_bytes: int = 512,
+        segment_bytes: int = 16 * 1024,
         mid_sync_share: float = 0.5,
         power_cut_share: float = 0.5,
         logger: Callable[[str], None] | None = None,
     ) -> None:
         """``mid_sync_share`` of crashes die inside the staged batch's fsync;
         ``power_cut_share`` of crashes also lose the page cache. A small page keeps files,
-        and so each run, small while still spreading a batch over several pages."""
+        and so each run, small while still spreading a batch over several pages; small
+        segments make the log roll, and compaction delete, many times in one run."""
         self._rng = rng
         self._mid_sync_share = mid_sync_share
         self._power_cut_share = power_cut_share
@@ -276,8 +306,14 @@ class PageCacheStorage:
         self.data_dir = Path("node")
         self.recovery_log: list[str] = []
         self._logger = logger if logger is not None else self.recovery_log.append
-        self._wal = WalStorage.open(self.data_dir, fs=self.disk, logger=self._logger)
+        self._segment_bytes = segment_bytes
+        self._wal = self._open()
         self._syncs_before = 0
+
+    def _open(self) -> WalStorage:
+        return WalStorage.open(
+            self.data_dir, fs=self.disk, logger=self._logger, segment_bytes=self._segment_bytes
+        )
 
     @property
     def sync_count(self) -> int:
@@ -299,6 +335,15 @@ class PageCacheStorage:
     def sync(self) -> None:
         self._wal.sync()
 
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        self._wal.install_snapshot(snapshot)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._wal.save_snapshot(snapshot)
+
+    def compact(self, index: int) -> None:
+        self._wal.compact(index)
+
     def crash(self) -> None:
         """Die (maybe inside the staged batch's fsync), maybe lose power, then recover."""
         wal = self._wal
@@ -314,4 +359,4 @@ class PageCacheStorage:
         self.disk.kill_process()
         if self._rng.random() < self._power_cut_share:
             self.disk.crash(self._rng)
-        self._wal = WalStorage.open(self.data_dir, fs=self.disk, logger=self._logger)
+        self._wal = self._open()

@@ -1,29 +1,40 @@
-"""A write-ahead log file: the durable Storage the daemon runs on.
+"""The write-ahead log and its snapshots: the durable Storage the daemon runs on.
 
-One append-only file, ``raft.wal``, holds both the hard state and the log, so a single fsync
-makes a whole Ready durable at once (group commit) and there is no moment where a vote is on
-disk but the entries it depended on are not, or the reverse. Nothing is ever rewritten in
-place: a conflicting suffix is replaced by appending records whose index is at or below the
-current last index, and replay truncates the log there, exactly as ``append`` does in memory.
+The log is a series of segment files, ``wal-00000001.log``, ``wal-00000002.log``, ...; each
+holds batches, one per ``sync``, so a single fsync makes a whole Ready durable at once (group
+commit) and there is no moment where a vote is on disk but the entries it depended on are
+not, or the reverse. Nothing is ever rewritten in place: a conflicting suffix is replaced by
+appending records whose index is at or below the current last index, and replay truncates
+the log there, exactly as ``append`` does in memory. When the newest segment outgrows
+``segment_bytes`` the next batch opens a new one; once a durable snapshot covers every entry
+of a segment, ``compact`` deletes it. Snapshots live beside the log in ``snap-*.snap`` files
+(``raftd.storage.snapfile``): the newest two are kept.
 
 Layout (big-endian)::
 
-    file    b"RAFTWAL2" batch*
-    batch   header body commit
-    header  0xBA | seq u64 | body length u32 | crc32(body) u32 | crc32(the 17 bytes before) u32
-    body    record+                      (what one sync() wrote: its hard state first)
-    commit  0xC5                         (one byte, never zero: see below)
-    record  type u8 | payload length u32 | crc32(type, length, payload) u32 | payload
+    segment  b"RAFTWAL3" | number u64 | first batch seq u64 | crc32(the 16 bytes before) u32
+             batch*
+    batch    header body commit
+    header   0xBA | seq u64 | body length u32 | crc32(body) u32 | crc32(the 17 bytes before) u32
+    body     record+                      (what one sync() wrote: its hard state first)
+    commit   0xC5                         (one byte, never zero: see below)
+    record   type u8 | payload length u32 | crc32(type, length, payload) u32 | payload
     HARD_STATE payload: current_term u64 | voted_for i64 (-1 for None)
     ENTRY      payload: index u64 | term u64 | kind u8 | data
     TRACED_ENTRY payload: index u64 | term u64 | kind u8 | context length u8 | context | data
                (an entry proposed inside a sampled trace: context is its ASCII traceparent)
+    BASE       payload: index u64 | term u64: the log ends at (index, term) before this
+               segment; the first batch of every segment but the first holds it, with the
+               hard state, so deleting the segments before loses neither
+    RESET      payload: index u64 | term u64: an installed snapshot replaced the whole log,
+               which now restarts after (index, term); its snapshot file was made durable
+               before the batch was written
 
 Why batches. Each ``sync`` writes one batch and fsyncs it before the next batch is written, so
-at any crash at most one batch, the last, holds bytes that were never fsynced: only it can be
-torn, and only its loss is harmless (it was never acknowledged). Damage anywhere else is
-corruption of acknowledged data. Seq numbers count batches from 1, so a whole, checksummed
-batch in the wrong place is caught too.
+at any crash at most one batch, the last of the last segment, holds bytes that were never
+fsynced: only it can be torn, and only its loss is harmless (it was never acknowledged).
+Damage anywhere else is corruption of acknowledged data. Seq numbers count batches from 1
+across segments, so a whole, checksummed batch in the wrong place is caught too.
 
 Why the torn-versus-corrupt rule looks at zeros (after etcd's ``isTornEntry``). A power cut
 loses unsynced pages in any order: a lost page reads as its last synced content (zeros past
@@ -45,6 +56,9 @@ What remains ambiguous, as for etcd: corruption that looks exactly like a tear (
 suffix of zeros, or a bit flip in a record whose own bytes happen to be zero up to a block
 boundary) is cut as torn. A torn batch is always cut whole: a prefix of it is never kept,
 since the records after a lost page would follow a gap.
+
+Format 2 (one file, ``raft.wal``) is migrated on open: replayed as before, written out as
+the first segment, then removed.
 """
 
 from __future__ import annotations
@@ -59,7 +73,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from raftd.core.types import DurableState, Entry, EntryKind, HardState
+from raftd.core.types import DurableState, Entry, EntryKind, HardState, Snapshot
+from raftd.storage import snapfile
 from raftd.storage.base import StorageError
 from raftd.storage.fs import LOCK_NAME, DataDirLocked, DirLock, FileSystem, OsFileSystem, WalFile
 
@@ -72,14 +87,21 @@ __all__ = [
     "WalStorage",
 ]
 
-MAGIC = b"RAFTWAL2"
+MAGIC = b"RAFTWAL3"
+MAGIC_V2 = b"RAFTWAL2"  # format 2: one file, migrated to segments on open
 # Formats this code recognises but will not read: refused with a message, never guessed at.
 OLD_MAGICS = {b"RAFTWAL1": "format 1, whose recovery could not tell a torn batch from damage"}
-WAL_NAME = "raft.wal"
+WAL_NAME = "raft.wal"  # format 2's file
+SEGMENT_PREFIX = "wal-"
+SEGMENT_SUFFIX = ".log"
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+SNAPSHOTS_KEPT = 2
 
 RECORD_HARD_STATE = 1
 RECORD_ENTRY = 2
 RECORD_TRACED_ENTRY = 3
+RECORD_BASE = 4
+RECORD_RESET = 5
 
 BATCH_MARK = 0xBA
 COMMIT_MARK = 0xC5
@@ -95,6 +117,9 @@ _RECORD_HEADER = struct.Struct(">BII")  # type, payload length, crc32(type, leng
 _RECORD_PREFIX = struct.Struct(">BI")  # the part of the header the checksum covers
 RECORD_HEADER_SIZE = _RECORD_HEADER.size
 _HARD_STATE = struct.Struct(">Qq")  # current_term, voted_for (-1 = None)
+_POSITION = struct.Struct(">QQ")  # index, term: BASE and RESET records
+_SEGMENT_HEAD = struct.Struct(">QQ")  # segment number, first batch seq
+SEGMENT_HEADER_SIZE = len(MAGIC) + _SEGMENT_HEAD.size + 4
 _ENTRY_HEAD = struct.Struct(">QQB")  # index, term, kind; the entry data follows
 
 _log = logging.getLogger(__name__)
@@ -156,9 +181,22 @@ class _Replay:
     def __init__(self) -> None:
         self.hard_state = HardState()
         self.entries: list[Entry] = []
-        self.good_end = len(MAGIC)
+        # The log restarts after (base_index, base_term): 0 for a log that was never
+        # compacted, else the first segment's BASE or the newest RESET.
+        self.base_index = 0
+        self.base_term = 0
+        self.based = False
+        self.reset_index = 0  # the newest RESET: a snapshot at least this new must exist
+        self.first_base = 0  # where the oldest segment left says the log starts
+        self.segment_base: int | None = None  # the BASE of the segment being replayed
+        self.good_end = 0  # in the file being replayed
         self.next_seq = 1
         self.torn_reason: str | None = None
+
+    def last(self) -> tuple[int, int]:
+        if self.entries:
+            return self.entries[-1].index, self.entries[-1].term
+        return self.base_index, self.base_term
 
 
 @dataclass(frozen=True)
@@ -274,24 +312,32 @@ def _judge(data: bytes, pos: int, seq: int, damage: _Damage, unit: int) -> str |
     return f"{damage.reason}, and zeros follow: a write the crash cut short"
 
 
-def _replay(path: Path, data: bytes, unit: int) -> _Replay:
-    """Decode every batch; cut a torn last batch whole, raise on damage anywhere else."""
-    result = _Replay()
-    size = len(data)
-    pos = len(MAGIC)
-
+def _corruption(path: Path) -> Callable[[int, str], CorruptLogError]:
     def corrupt(offset: int, reason: str) -> CorruptLogError:
         return CorruptLogError(
             f"{path}: corrupt record at offset {offset}: {reason}; refusing to start, "
             f"the file was left untouched (restore this node from a peer or a backup)"
         )
 
+    return corrupt
+
+
+def _replay(
+    path: Path, data: bytes, start: int, unit: int, result: _Replay, *, last_file: bool
+) -> None:
+    """Decode every batch of one file from ``start``; cut a torn last batch of the last file
+    whole, raise on damage anywhere else."""
+    size = len(data)
+    pos = result.good_end = start
+    corrupt = _corruption(path)
     while pos < size:
         batch = _read_batch(data, pos, result.next_seq, corrupt)
         if isinstance(batch, _Damage):
-            torn = _judge(data, pos, result.next_seq, batch, unit)
+            torn = _judge(data, pos, result.next_seq, batch, unit) if last_file else None
             if torn is None:
-                if batch.batch_end is not None and _written_after(data, batch.batch_end):
+                if not last_file:
+                    reason = f"{batch.reason}, in a segment a newer one follows"
+                elif batch.batch_end is not None and _written_after(data, batch.batch_end):
                     reason = f"{batch.reason}, with more written after its batch"
                 else:
                     reason = f"{batch.reason}, and the bytes are not what a torn write leaves"
@@ -303,7 +349,6 @@ def _replay(path: Path, data: bytes, unit: int) -> _Replay:
             _apply(result, at, record_type, payload, corrupt)
         pos = result.good_end = end
         result.next_seq += 1
-    return result
 
 
 def _apply(
@@ -323,7 +368,28 @@ def _apply(
         if voted_for < -1:
             raise corrupt(at, f"hard state votes for node {voted_for}")
         result.hard_state = HardState(term, None if voted_for == -1 else voted_for)
+    elif record_type in (RECORD_BASE, RECORD_RESET):
+        if length != _POSITION.size:
+            raise corrupt(at, f"position record of {length} bytes")
+        index, term = _POSITION.unpack(payload)
+        if record_type == RECORD_RESET:
+            result.entries.clear()
+            result.base_index, result.base_term = index, term
+            result.reset_index = max(result.reset_index, index)
+            result.based = True
+        elif not result.based:
+            # The oldest segment left: the log starts here; the entries before are in a
+            # snapshot, which loading will insist on.
+            result.base_index, result.base_term = index, term
+            result.first_base = index
+            result.based = True
+        elif result.last() != (index, term):
+            found = result.last()
+            raise corrupt(at, f"segment base {(index, term)} does not follow the log {found}")
+        result.segment_base = index
     elif record_type in (RECORD_ENTRY, RECORD_TRACED_ENTRY):
+        if not result.based:
+            raise corrupt(at, "an entry before the segment says where the log starts")
         if length < _ENTRY_HEAD.size:
             raise corrupt(at, f"entry record of {length} bytes")
         index, term, kind = _ENTRY_HEAD.unpack_from(payload)
@@ -341,20 +407,65 @@ def _apply(
             entry_kind = EntryKind(kind)
         except ValueError:
             raise corrupt(at, f"entry {index} has unknown kind {kind}") from None
-        last = len(result.entries)
+        base = result.base_index
+        last = base + len(result.entries)
         if index < 1 or index > last + 1:
             raise corrupt(at, f"entry {index} does not follow the log, which ends at {last}")
-        del result.entries[index - 1 :]
+        if index <= base:
+            # A truncation below where the oldest segment left says the log started: written
+            # before the segments holding those entries were deleted, once a snapshot covered
+            # them. The log now ends at this entry, and the snapshot holds its content.
+            result.entries.clear()
+            result.base_index, result.base_term = index, term
+            return
+        del result.entries[index - base - 1 :]
         result.entries.append(Entry(index, term, payload[data_start:], entry_kind, context))
     else:
         raise corrupt(at, f"unknown record type {record_type}")
+
+
+def segment_name(number: int) -> str:
+    return f"{SEGMENT_PREFIX}{number:08d}{SEGMENT_SUFFIX}"
+
+
+def _segment_number(name: str) -> int | None:
+    if not (name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)):
+        return None
+    digits = name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)]
+    return int(digits) if digits.isdigit() and len(digits) == 8 else None
+
+
+def segment_header(number: int, first_seq: int) -> bytes:
+    head = MAGIC + _SEGMENT_HEAD.pack(number, first_seq)
+    return head + _HEADER_CRC.pack(zlib.crc32(head))
+
+
+def _read_segment_header(path: Path, data: bytes, number: int) -> int:
+    """The first batch seq a segment declares, after checking its header."""
+    header = data[: len(MAGIC)]
+    if header in OLD_MAGICS:
+        raise StorageError(
+            f"{path} is a raftd write-ahead log in {OLD_MAGICS[header]}; this raftd reads "
+            f"only {MAGIC!r}. Refusing to start, the file was left untouched: restore this "
+            f"member from a peer (empty its data directory) to upgrade"
+        )
+    if header != MAGIC or len(data) < SEGMENT_HEADER_SIZE:
+        raise StorageError(
+            f"{path} is not a raftd log segment (header {data[:8]!r}, expected {MAGIC!r}); "
+            f"refusing to start, the file was left untouched"
+        )
+    (crc,) = _HEADER_CRC.unpack_from(data, len(MAGIC) + _SEGMENT_HEAD.size)
+    declared, first_seq = _SEGMENT_HEAD.unpack_from(data, len(MAGIC))
+    if zlib.crc32(data[: len(MAGIC) + _SEGMENT_HEAD.size]) != crc or declared != number:
+        raise CorruptLogError(f"{path}: the segment header is damaged; refusing to start")
+    return int(first_seq)
 
 
 # ---------------------------------------------------------------------------- the store
 
 
 class WalStorage:
-    """The Storage protocol over one write-ahead log file, with the data directory locked.
+    """The SnapshotStorage protocol over segment files, with the data directory locked.
 
     Staged writes live only in this process until ``sync``: a crash loses them, as the
     protocol allows, and a ``sync`` turns them into a single batch, one write and one fsync,
@@ -368,22 +479,32 @@ class WalStorage:
     def __init__(
         self,
         data_dir: Path,
-        wal_file: WalFile,
+        fs: FileSystem,
         lock: DirLock,
-        replay: _Replay,
+        state: _Opened,
+        segment_bytes: int,
     ) -> None:
-        """Use ``open``: this only adopts a file that ``open`` has locked and replayed."""
+        """Use ``open``: this only adopts segments that ``open`` has locked and replayed."""
         self.data_dir = data_dir
-        self.path = data_dir / WAL_NAME
-        self._file = wal_file
+        self._fs = fs
         self._lock = lock
+        self._segment_bytes = segment_bytes
+        replay = state.replay
         self._hard_state = replay.hard_state
         self._entries = replay.entries
+        self._base_index, self._base_term = replay.base_index, replay.base_term
+        self._snapshot = state.snapshot
+        self._segments = state.segments  # (number, base index), oldest first
+        self._file = state.active
+        self._segment_size = state.active_size
+        self._segment_written = state.active_written
         self._next_seq = replay.next_seq
         self._staged_hard_state: tuple[HardState, bytes] | None = None
+        self._staged_snapshot: Snapshot | None = None
         self._staged_appends: list[tuple[Entry, ...]] = []
         self._staged_records = bytearray()
-        self._staged_last_index = len(self._entries)
+        self._staged_first_index = self._base_index + 1
+        self._staged_last_index = self._base_index + len(self._entries)
         self._failed: str | None = None
         self._closed = False
         self.sync_count = 0
@@ -392,6 +513,11 @@ class WalStorage:
         self._state = threading.Lock()
         self._sync_order = threading.Lock()
 
+    @property
+    def path(self) -> Path:
+        """The segment being written."""
+        return self.data_dir / segment_name(self._segments[-1][0])
+
     @classmethod
     def open(
         cls,
@@ -399,8 +525,10 @@ class WalStorage:
         *,
         logger: Callable[[str], None] | None = None,
         fs: FileSystem | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> WalStorage:
-        """Lock ``data_dir``, recover ``raft.wal`` (creating both if new) and return the store.
+        """Lock ``data_dir``, recover its segments and snapshots (creating the first segment
+        if new, migrating a format 2 ``raft.wal``) and return the store.
 
         ``fs`` is the file system to work on: the real one unless a test or the simulator
         passes a fake (``raftd.storage.pagecache.PageCacheDisk``).
@@ -408,62 +536,22 @@ class WalStorage:
         warn = logger if logger is not None else _log.warning
         fs = fs if fs is not None else OsFileSystem()
         data_dir = Path(data_dir)
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be positive")
         try:
             fs.ensure_dir(data_dir)
         except OSError as exc:
             raise StorageError(f"cannot create data directory {data_dir}: {exc}") from exc
         lock = fs.lock(data_dir)
-        wal_file: WalFile | None = None
-        path = data_dir / WAL_NAME
+        opened: _Opened | None = None
         try:
-            if not fs.exists(path):
-                fs.create(path, MAGIC)
-            wal_file = fs.open(path)
-            # What a read returns may still be only in the page cache: a previous process
-            # killed between its write and its fsync leaves exactly that. Trusting those bytes
-            # (granting votes, acknowledging entries) is only safe once they are durable, so
-            # the file and its name are fsynced before anything is read back.
-            wal_file.sync()
-            fs.sync_dir(data_dir)
-            data = wal_file.read_all()
-            if len(data) < len(MAGIC) and MAGIC.startswith(data):
-                # Only reachable if something other than fs.create made the file; it holds no
-                # records, so finishing the header loses nothing.
-                warn(f"{path}: header incomplete ({len(data)} bytes); rewriting it")
-                wal_file.truncate(0)
-                wal_file.append(MAGIC)
-                wal_file.sync()
-                data = MAGIC
-            header = data[: len(MAGIC)]
-            if header in OLD_MAGICS:
-                raise StorageError(
-                    f"{path} is a raftd write-ahead log in {OLD_MAGICS[header]}; this raftd "
-                    f"reads only {MAGIC!r}. Refusing to start, the file was left untouched: "
-                    f"restore this member from a peer (empty its data directory) to upgrade"
-                )
-            if header != MAGIC:
-                raise StorageError(
-                    f"{path} is not a raftd write-ahead log (header {data[:8]!r}, expected "
-                    f"{MAGIC!r}); refusing to start, the file was left untouched"
-                )
-            replay = _replay(path, data, fs.tear_unit)
-            if replay.good_end < len(data):
-                dropped = len(data) - replay.good_end
-                wal_file.truncate(replay.good_end)
-                wal_file.sync()
-                warn(
-                    f"{path}: dropped {dropped} bytes of torn tail at offset "
-                    f"{replay.good_end} ({replay.torn_reason}); keeping "
-                    f"{len(replay.entries)} entries"
-                )
+            opened = _open_segments(data_dir, fs, warn)
         except BaseException as exc:
-            if wal_file is not None:
-                wal_file.close()
             lock.release()
             if isinstance(exc, OSError):
-                raise StorageError(f"cannot open {path}: {exc}") from exc
+                raise StorageError(f"cannot open the log in {data_dir}: {exc}") from exc
             raise
-        return cls(data_dir, wal_file, lock, replay)
+        return cls(data_dir, fs, lock, opened, segment_bytes)
 
     # ------------------------------------------------------------------ Storage protocol
 
@@ -471,12 +559,18 @@ class WalStorage:
     def last_index(self) -> int:
         """The last durable index."""
         with self._state:
-            return len(self._entries)
+            return self._base_index + len(self._entries)
 
     def load(self) -> DurableState:
         with self._state:
             self._check_usable()
-            return DurableState(hard_state=self._hard_state, entries=tuple(self._entries))
+            return DurableState(
+                hard_state=self._hard_state,
+                entries=tuple(self._entries),
+                snapshot_index=self._base_index,
+                snapshot_term=self._base_term,
+                snapshot=self._snapshot,
+            )
 
     def append(self, entries: Sequence[Entry]) -> None:
         if not entries:
@@ -484,10 +578,10 @@ class WalStorage:
         with self._state:
             self._check_usable()
             first = entries[0].index
-            if first < 1 or first > self._staged_last_index + 1:
+            if first < self._staged_first_index or first > self._staged_last_index + 1:
                 raise StorageError(
                     f"append at index {first} leaves a gap or rewrites the snapshot "
-                    f"(log holds 1..{self._staged_last_index})"
+                    f"(log holds {self._staged_first_index}..{self._staged_last_index})"
                 )
             # Checked here rather than trusted: a gap inside the batch would be written fine
             # and only found at the next start, as corruption.
@@ -509,28 +603,98 @@ class WalStorage:
             self._check_usable()
             self._staged_hard_state = (hard_state, record)
 
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """Stage a leader's snapshot: at ``sync`` its file is made durable first, then the
+        batch says the log restarts after it (entries staged before it are superseded)."""
+        with self._state:
+            self._check_usable()
+            self._staged_snapshot = snapshot
+            self._staged_appends = []
+            self._staged_records = bytearray()
+            self._staged_first_index = snapshot.meta.index + 1
+            self._staged_last_index = snapshot.meta.index
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Write this member's own snapshot durably now (its entries stay until ``compact``),
+        and keep only the newest ``SNAPSHOTS_KEPT`` snapshot files."""
+        with self._sync_order:
+            with self._state:
+                self._check_usable()
+                if self._snapshot is not None and snapshot.meta.index < self._snapshot.meta.index:
+                    raise StorageError(
+                        f"snapshot at {snapshot.meta.index} is older than the one at "
+                        f"{self._snapshot.meta.index}"
+                    )
+            self._write_snapshot_file(snapshot)
+            with self._state:
+                self._snapshot = snapshot
+
+    def compact(self, index: int) -> None:
+        """Forget the entries up to ``index`` (a durable snapshot holds them) and delete
+        every segment whose entries are all at or below it."""
+        with self._sync_order:
+            with self._state:
+                self._check_usable()
+                if self._snapshot is None or index > self._snapshot.meta.index:
+                    raise StorageError(f"no durable snapshot covers index {index}")
+                index = min(index, self._base_index + len(self._entries))
+                if index > self._base_index:
+                    self._base_term = self._entries[index - self._base_index - 1].term
+                    del self._entries[: index - self._base_index]
+                    self._base_index = index
+                    self._staged_first_index = max(self._staged_first_index, index + 1)
+                doomed = []
+                while len(self._segments) > 1 and self._segments[1][1] <= index:
+                    doomed.append(self._segments.pop(0)[0])
+            try:
+                for number in doomed:
+                    self._fs.remove(self.data_dir / segment_name(number))
+                if doomed:
+                    self._fs.sync_dir(self.data_dir)
+            except OSError as exc:
+                # Only space is at stake: the segments left are still a valid log.
+                _log.warning("could not delete old log segments in %s: %s", self.data_dir, exc)
+
     def sync(self) -> None:
         with self._sync_order:
             with self._state:
                 self._check_usable()
                 staged_hard_state = self._staged_hard_state
+                snapshot = self._staged_snapshot
                 appends = self._staged_appends
                 records = self._staged_records
-                if staged_hard_state is None and not appends:
+                if staged_hard_state is None and snapshot is None and not appends:
                     return
                 self._staged_hard_state = None
+                self._staged_snapshot = None
                 self._staged_appends = []
                 self._staged_records = bytearray()
                 seq = self._next_seq
-            # The newest hard state goes first in the batch. A torn batch is cut whole, so
-            # the order no longer matters for recovery; it keeps the file readable in the
-            # order a Ready states its contract.
-            body = records
-            if staged_hard_state is not None:
-                body = bytearray(staged_hard_state[1])
-                body += records
+                hard_state = staged_hard_state or (
+                    self._hard_state,
+                    _encode_hard_state(self._hard_state),
+                )
+                base = (self._base_index + len(self._entries), self._last_term())
             try:
-                self._file.append(encode_batch(seq, body))
+                new_segment = self._segment_written and self._segment_size >= self._segment_bytes
+                if new_segment:
+                    self._open_next_segment(seq)
+                if snapshot is not None:
+                    self._write_snapshot_file(snapshot)
+                # The newest hard state goes first in the batch; a segment's first batch
+                # also says where the log stands, so the segments before it can go.
+                body = bytearray()
+                opening = not self._segment_written and self._segments[-1][0] > 1
+                if staged_hard_state is not None or opening:
+                    body += hard_state[1]
+                if opening:
+                    body += _record(RECORD_BASE, _POSITION.pack(*base))
+                if snapshot is not None:
+                    meta = snapshot.meta
+                    body += _record(RECORD_RESET, _POSITION.pack(meta.index, meta.term))
+                body += records
+                encoded = encode_batch(seq, body)
+                self._file.append(encoded)
                 self._file.sync()
             except OSError as exc:
                 with self._state:
@@ -541,11 +705,48 @@ class WalStorage:
             with self._state:
                 self._next_seq = seq + 1
                 self.sync_count += 1
+                self._segment_size += len(encoded)
+                self._segment_written = True
                 if staged_hard_state is not None:
                     self._hard_state = staged_hard_state[0]
+                if snapshot is not None:
+                    self._entries.clear()
+                    self._base_index, self._base_term = snapshot.meta.index, snapshot.meta.term
+                    self._snapshot = snapshot
                 for batch_entries in appends:
-                    del self._entries[batch_entries[0].index - 1 :]
-                    self._entries.extend(batch_entries)
+                    kept = [e for e in batch_entries if e.index > self._base_index]
+                    if kept:
+                        del self._entries[kept[0].index - self._base_index - 1 :]
+                        self._entries.extend(kept)
+
+    def _last_term(self) -> int:
+        return self._entries[-1].term if self._entries else self._base_term
+
+    def _open_next_segment(self, first_seq: int) -> None:
+        number = self._segments[-1][0] + 1
+        path = self.data_dir / segment_name(number)
+        self._fs.create(path, segment_header(number, first_seq))
+        new_file = self._fs.open(path)
+        self._file.close()
+        with self._state:
+            self._file = new_file
+            self._segments.append((number, self._base_index + len(self._entries)))
+            self._segment_size = SEGMENT_HEADER_SIZE
+            self._segment_written = False
+
+    def _write_snapshot_file(self, snapshot: Snapshot) -> None:
+        path = self.data_dir / snapfile.file_name(snapshot.meta)
+        try:
+            self._fs.create(path, snapfile.encode(snapshot))
+            kept = _snapshot_files(self._fs, self.data_dir)[-SNAPSHOTS_KEPT:]
+            for old in _snapshot_files(self._fs, self.data_dir):
+                if old not in kept:
+                    self._fs.remove(self.data_dir / old[2])
+            self._fs.sync_dir(self.data_dir)
+        except OSError as exc:
+            with self._state:
+                self._failed = f"writing a snapshot to {path} failed: {exc}"
+            raise StorageError(f"{path}: writing the snapshot failed ({exc})") from exc
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -556,6 +757,7 @@ class WalStorage:
                 return
             self._closed = True
             self._staged_hard_state = None
+            self._staged_snapshot = None
             self._staged_appends = []
             self._staged_records = bytearray()
             self._file.close()
@@ -577,3 +779,185 @@ class WalStorage:
             raise StorageError(f"{self.path} is closed")
         if self._failed is not None:
             raise StorageError(f"{self._failed}; restart to recover")
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+@dataclass
+class _Opened:
+    replay: _Replay
+    snapshot: Snapshot | None
+    segments: list[tuple[int, int]]
+    active: WalFile
+    active_size: int
+    active_written: bool
+
+
+def _snapshot_files(fs: FileSystem, data_dir: Path) -> list[tuple[int, int, str]]:
+    """(index, term, name) of every snapshot file, oldest first."""
+    found = []
+    for name in fs.list_names(data_dir):
+        parsed = snapfile.parse_name(name)
+        if parsed is not None:
+            found.append((*parsed, name))
+    return sorted(found)
+
+
+def _open_segments(data_dir: Path, fs: FileSystem, warn: Callable[[str], None]) -> _Opened:
+    names = fs.list_names(data_dir)
+    # A file half-written under its temporary name when the process died: never trusted.
+    for name in names:
+        if name.endswith(".tmp") and name.startswith((SEGMENT_PREFIX, "snap-")):
+            fs.remove(data_dir / name)
+    names = [n for n in names if not n.endswith(".tmp")]
+    numbers = sorted(n for n in map(_segment_number, names) if n is not None)
+    if not numbers:
+        numbers = [_migrate_or_create(data_dir, fs, warn)]
+    elif WAL_NAME in names:
+        # A migration wrote its segment but died before removing the old file.
+        fs.remove(data_dir / WAL_NAME)
+        fs.sync_dir(data_dir)
+    for previous, number in itertools.pairwise(numbers):
+        if number != previous + 1:
+            raise CorruptLogError(
+                f"{data_dir}: log segment {previous + 1} is missing between {previous} and "
+                f"{number}; refusing to start, the files were left untouched"
+            )
+    replay = _Replay()
+    segments: list[tuple[int, int]] = []
+    active: WalFile | None = None
+    try:
+        for position, number in enumerate(numbers):
+            path = data_dir / segment_name(number)
+            last = position == len(numbers) - 1
+            if last:
+                active = fs.open(path)
+                # What a read returns may still be only in the page cache: a previous process
+                # killed between its write and its fsync leaves exactly that. Trusting those
+                # bytes (granting votes, acknowledging entries) is only safe once they are
+                # durable, so the file and its name are fsynced before anything is read back.
+                active.sync()
+                fs.sync_dir(data_dir)
+                data = active.read_all()
+            else:
+                data = fs.read(path)
+            header = segment_header(1, 1)
+            if numbers == [1] and len(data) < len(header) and header.startswith(data):
+                # Only reachable if something other than fs.create made the file; it holds
+                # no records, so finishing the header loses nothing.
+                warn(f"{path}: header incomplete ({len(data)} bytes); rewriting it")
+                active.truncate(0)  # type: ignore[union-attr]
+                active.append(header)  # type: ignore[union-attr]
+                active.sync()  # type: ignore[union-attr]
+                data = header
+            first_seq = _read_segment_header(path, data, number)
+            if position == 0:
+                replay.next_seq = first_seq
+                replay.based = number == 1
+            elif first_seq != replay.next_seq:
+                raise CorruptLogError(
+                    f"{path}: starts at batch {first_seq}, but the log before it ends with "
+                    f"batch {replay.next_seq - 1}; refusing to start"
+                )
+            before = replay.last()[0] if replay.based else None
+            replay.segment_base = None
+            _replay(path, data, SEGMENT_HEADER_SIZE, fs.tear_unit, replay, last_file=last)
+            if number > 1 and replay.segment_base is None and replay.good_end > SEGMENT_HEADER_SIZE:
+                raise CorruptLogError(f"{path}: its first batch does not say where it starts")
+            base = replay.segment_base if replay.segment_base is not None else before
+            segments.append((number, base if base is not None else replay.base_index))
+            if last and replay.good_end < len(data):
+                dropped = len(data) - replay.good_end
+                active.truncate(replay.good_end)  # type: ignore[union-attr]
+                active.sync()  # type: ignore[union-attr]
+                warn(
+                    f"{path}: dropped {dropped} bytes of torn tail at offset "
+                    f"{replay.good_end} ({replay.torn_reason}); keeping "
+                    f"{len(replay.entries)} entries"
+                )
+        assert active is not None
+        snapshot = _load_snapshot(data_dir, fs, replay, warn)
+    except BaseException:
+        if active is not None:
+            active.close()
+        raise
+    return _Opened(
+        replay,
+        snapshot,
+        segments,
+        active,
+        replay.good_end,
+        replay.good_end > SEGMENT_HEADER_SIZE,
+    )
+
+
+def _load_snapshot(
+    data_dir: Path, fs: FileSystem, replay: _Replay, warn: Callable[[str], None]
+) -> Snapshot | None:
+    """The newest snapshot file that reads back whole and still meets the log; None if the
+    log never needed one. A damaged newest one falls back to an older one only while the log
+    still reaches back to it; otherwise the member refuses to start."""
+    needed = max(replay.first_base, replay.reset_index)
+    files = _snapshot_files(fs, data_dir)
+    problems = []
+    for index, term, name in reversed(files):
+        if index < needed:
+            break
+        path = data_dir / name
+        try:
+            snapshot = snapfile.decode(fs.read(path), name=str(path))
+        except snapfile.SnapshotFileError as exc:
+            problems.append(str(exc))
+            warn(f"{exc}; trying an older snapshot")
+            continue
+        if (snapshot.meta.index, snapshot.meta.term) != (index, term):
+            problems.append(f"{path} holds the snapshot at {snapshot.meta.index}, not {index}")
+            continue
+        return snapshot
+    if needed == 0:
+        return None
+    found = "; ".join(problems) if problems else "no snapshot file at or after it"
+    raise StorageError(
+        f"{data_dir}: the log starts after entry {needed}, so a snapshot of at least that "
+        f"entry is needed, and none can be read ({found}). Refusing to start rather than "
+        f"serve less than was acknowledged: restore this member from a peer (empty its data "
+        f"directory) or from a backup"
+    )
+
+
+def _migrate_or_create(data_dir: Path, fs: FileSystem, warn: Callable[[str], None]) -> int:
+    """Segment 1, holding a format 2 log's replayed content if there is one."""
+    old = data_dir / WAL_NAME
+    if not fs.exists(old):
+        fs.create(data_dir / segment_name(1), segment_header(1, 1))
+        return 1
+    data = fs.read(old)
+    header = data[: len(MAGIC_V2)]
+    if len(data) < len(MAGIC_V2) and MAGIC_V2.startswith(data):
+        data = header = MAGIC_V2  # a header cut short holds no records
+    if header in OLD_MAGICS:
+        raise StorageError(
+            f"{old} is a raftd write-ahead log in {OLD_MAGICS[header]}; this raftd reads only "
+            f"format 2 and later. Refusing to start, the file was left untouched: restore "
+            f"this member from a peer (empty its data directory) to upgrade"
+        )
+    if header != MAGIC_V2:
+        raise StorageError(
+            f"{old} is not a raftd write-ahead log (header {data[:8]!r}); refusing to start, "
+            f"the file was left untouched"
+        )
+    replay = _Replay()
+    replay.based = True
+    _replay(old, data, len(MAGIC_V2), fs.tear_unit, replay, last_file=True)
+    body = bytearray(_encode_hard_state(replay.hard_state))
+    for entry in replay.entries:
+        _encode_entry(entry, body)
+    fs.create(data_dir / segment_name(1), segment_header(1, 1) + encode_batch(1, body))
+    fs.remove(old)
+    fs.sync_dir(data_dir)
+    warn(
+        f"{old}: migrated {len(replay.entries)} entries from log format 2 to segments "
+        f"({segment_name(1)})"
+    )
+    return 1

@@ -34,7 +34,8 @@ from raftd.storage import (
 )
 from raftd.storage import wal as wal_module
 
-MAGIC = b"RAFTWAL2"
+MAGIC = b"RAFTWAL3" + struct.pack(">QQ", 1, 1)  # segment 1, starting with batch 1
+MAGIC += struct.pack(">I", zlib.crc32(MAGIC))
 BATCH_HEADER = 21  # mark 0xBA, seq u64, body length u32, crc32(body) u32, crc32(header) u32
 HEADER = 9  # type u8, length u32, crc u32
 ENTRY_HEAD = 17  # index u64, term u64, kind u8
@@ -77,7 +78,7 @@ class Logs(list[str]):
 
 
 def wal_file(data_dir: Path) -> Path:
-    return data_dir / "raft.wal"
+    return data_dir / "wal-00000001.log"
 
 
 @pytest.fixture
@@ -468,9 +469,14 @@ def test_zeros_followed_by_data_are_a_hole_not_a_tail(data_dir: Path) -> None:
 def test_a_file_with_the_wrong_magic_is_refused(data_dir: Path) -> None:
     data_dir.mkdir()
     wal_file(data_dir).write_bytes(b"SQLite format 3\x00" + bytes(100))
-    with pytest.raises(StorageError, match="not a raftd write-ahead log"):
+    with pytest.raises(StorageError, match="not a raftd log segment"):
         WalStorage.open(data_dir)
     assert wal_file(data_dir).read_bytes().startswith(b"SQLite")
+    wal_file(data_dir).unlink()
+    (data_dir / "raft.wal").write_bytes(b"SQLite format 3\x00" + bytes(100))
+    with pytest.raises(StorageError, match="not a raftd write-ahead log"):
+        WalStorage.open(data_dir)
+    assert (data_dir / "raft.wal").read_bytes().startswith(b"SQLite")
 
 
 # ----------------------------------------------------------------- failures

@@ -20,10 +20,10 @@ import pytest
 
 from raftd.core.types import DurableState, Entry, HardState
 from raftd.storage.pagecache import PageCacheDisk, ProcessKilled
-from raftd.storage.wal import WAL_NAME, CorruptLogError, WalStorage
+from raftd.storage.wal import CorruptLogError, WalStorage, segment_name
 
 DATA_DIR = Path("member")
-PATH = DATA_DIR / WAL_NAME
+PATH = DATA_DIR / segment_name(1)
 PAGE = 512
 FULL = os.environ.get("RAFTD_WAL_CRASH_FULL") == "1"
 
