@@ -457,7 +457,10 @@ def _read_segment_header(path: Path, data: bytes, number: int) -> int:
     (crc,) = _HEADER_CRC.unpack_from(data, len(MAGIC) + _SEGMENT_HEAD.size)
     declared, first_seq = _SEGMENT_HEAD.unpack_from(data, len(MAGIC))
     if zlib.crc32(data[: len(MAGIC) + _SEGMENT_HEAD.size]) != crc or declared != number:
-        raise CorruptLogError(f"{path}: the segment header is damaged; refusing to start")
+        raise CorruptLogError(
+            f"{path}: the segment header is damaged; refusing to start, the file was left "
+            f"untouched (restore this node from a peer or a backup)"
+        )
     return int(first_seq)
 
 

@@ -189,9 +189,9 @@ def test_a_corrupt_log_refuses_to_start_and_a_locked_data_dir_is_refused(
         storage.sync()
         locked = run_raftd(*member_args(tmp_path))
         assert locked.returncode == 2 and "in use" in locked.stderr
-    wal = tmp_path / "raft.wal"
+    wal = tmp_path / "wal-00000001.log"
     data = bytearray(wal.read_bytes())
-    data[20] ^= 0xFF  # inside the first record: not a torn tail
+    data[60] ^= 0xFF  # inside the first record: not a torn tail
     wal.write_bytes(bytes(data))
     corrupt = run_raftd(*member_args(tmp_path))
     assert corrupt.returncode == 1

@@ -71,6 +71,6 @@ async def test_raftd_cluster_runs_members_merges_logs_and_stops_on_ctrl_c(tmp_pa
     assert f"127.0.0.1:{7001 + offset}" in output  # the endpoint table
     for name in ("n1", "n2", "n3"):
         assert f"{name} | " in output  # each member's lines, prefixed
-        assert (tmp_path / "data" / name / "raft.wal").exists()  # kept for the next start
+        assert (tmp_path / "data" / name / "wal-00000001.log").exists()  # kept for the next start
     assert "became leader" in output
     assert "stopped cleanly" in output

@@ -109,7 +109,7 @@ def test_a_fresh_directory_gets_a_header_and_a_lock_naming_us(tmp_path: Path) ->
         assert wal.load() == DurableState()
         assert wal_file(data_dir).read_bytes() == MAGIC
         assert (data_dir / "LOCK").read_text().strip() == str(os.getpid())
-    assert not (data_dir / "raft.wal.tmp").exists()
+    assert not [p for p in data_dir.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_the_file_holds_exactly_the_documented_records(data_dir: Path) -> None:
