@@ -57,6 +57,7 @@ __all__ = [
     "PORTS",
     "ROLES",
     "SAMPLER_REASONS",
+    "SNAPSHOT_KINDS",
     "MetricsServer",
     "NodeState",
     "RaftMetrics",
@@ -85,6 +86,7 @@ DROP_REASONS = (
     "unencodable",
     "inbox_full",
     "chaos",
+    "superseded",
 )
 CHAOS_KINDS = ("drop", "delay", "fsync_delay", "fsync_fail")
 CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status")
@@ -101,6 +103,7 @@ CLIENT_OUTCOMES = (
     "leadership_lost",
     "error",
 )
+SNAPSHOT_KINDS = ("taken", "installed", "sent", "received")
 SAMPLER_REASONS = (
     "sampled",
     "ratio",
@@ -118,6 +121,8 @@ _SAMPLED_BY_REASON = {"sampled": "true", "parent_sampled": "true"}
 CLIENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Round trips on a LAN and fsyncs on an SSD can take a tenth of a millisecond; a chaos
 # fsync delay or a stalled disk can take seconds.
+# A snapshot of a small store takes milliseconds; a million keys, seconds.
+SNAPSHOT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 IO_BUCKETS = (
     0.0001,
     0.00025,
@@ -151,6 +156,8 @@ class NodeState:
     commit_index: int
     applied_index: int
     last_log_index: int
+    snapshot_index: int = 0  # of the newest snapshot (0: none yet)
+    log_entries: int = 0  # entries held in the log (and in memory) since its compaction point
 
 
 class _Bound:
@@ -349,6 +356,32 @@ class RaftMetrics:
             ),
             _Bound(),
         )
+        snapshot_kind = _Bound(SNAPSHOT_KINDS)
+        self._snapshots: _Children[Counter] = _Children(
+            Counter(
+                "raftd_snapshots",
+                "Snapshots taken here, installed from a leader, sent to and received from "
+                "peers, by kind.",
+                ["kind"],
+                registry=reg,
+            ),
+            snapshot_kind,
+        )
+        self._snapshot_seconds: _Children[Histogram] = _Children(
+            Histogram(
+                "raftd_snapshot_duration_seconds",
+                "Time to take, install, send or receive one snapshot, by kind.",
+                ["kind"],
+                buckets=SNAPSHOT_BUCKETS,
+                registry=reg,
+            ),
+            snapshot_kind,
+        )
+        self._snapshot_bytes = Gauge(
+            "raftd_snapshot_bytes",
+            "Size of the last snapshot this member took, installed, sent or received.",
+            registry=reg,
+        )
         self._fsync_seconds = Histogram(
             "raftd_fsync_duration_seconds",
             "Time to make one batch of log writes durable.",
@@ -479,6 +512,15 @@ class RaftMetrics:
         self._fsync_seconds.observe(seconds)
         self._fsync_batch.observe(entries)
 
+    def snapshot(self, kind: str, seconds: float, size: int) -> None:
+        """``kind`` is one of ``SNAPSHOT_KINDS``: taken here, installed from a leader, sent
+        to a follower or received from a leader (the transfer alone)."""
+        child = self._snapshots.get(kind)
+        (child or self._snapshots.child(kind)).inc()
+        timed = self._snapshot_seconds.get(kind)
+        (timed or self._snapshot_seconds.child(kind)).observe(seconds)
+        self._snapshot_bytes.set(size)
+
     def append_entries_sent(self, entries: int) -> None:
         self._append_batch.observe(entries)
 
@@ -555,6 +597,16 @@ def _state_families(state: NodeState | None = None) -> Iterator[GaugeMetricFamil
     )
     yield gauge("raftd_applied_index", "Highest log index applied.", lambda s: s.applied_index)
     yield gauge("raftd_last_log_index", "Last index in the local log.", lambda s: s.last_log_index)
+    yield gauge(
+        "raftd_snapshot_index",
+        "Last log index the member's newest snapshot includes (0: none yet).",
+        lambda s: s.snapshot_index,
+    )
+    yield gauge(
+        "raftd_log_entries",
+        "Log entries held since the compaction point (memory and disk grow with it).",
+        lambda s: s.log_entries,
+    )
 
 
 def driver_state(driver: Driver) -> Callable[[], NodeState]:
@@ -571,6 +623,8 @@ def driver_state(driver: Driver) -> Callable[[], NodeState]:
             commit_index=node.commit_index,
             applied_index=driver.applied_index,
             last_log_index=node.log.last_index,
+            snapshot_index=0 if node.snapshot is None else node.snapshot.meta.index,
+            log_entries=node.log.last_index - node.log.snapshot_index,
         )
 
     return read

@@ -75,6 +75,7 @@ from observability.budget import PeerRooms, TraceWindow
 EDGE_ATTRIBUTE = "raftd.edge"
 EDGE_CLIENT = "client"
 EDGE_ELECTION = "election"
+EDGE_SNAPSHOT = "snapshot"  # a leader sending its snapshot: the follower joins
 SAMPLE_RATE_ATTRIBUTE = "SampleRate"
 
 RATIO_ENV = "RAFTD_TRACE_SAMPLE_RATIO"

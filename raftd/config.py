@@ -72,6 +72,13 @@ class NodeConfig:
     # and the client port takes at most this many connections at once.
     frame_timeout_s: float = 5.0
     max_client_connections: int = 1024
+    # Log compaction: a snapshot once this many entries, or this many bytes of entry data,
+    # were applied since the last one (0: never by that measure), keeping the last
+    # ``snapshot_keep_entries`` entries for followers only slightly behind (etcd keeps 5,000).
+    snapshot_entries: int = 10_000
+    snapshot_bytes: int = 64 * 1024 * 1024
+    snapshot_keep_entries: int = 5_000
+    wal_segment_bytes: int = 64 * 1024 * 1024
     test_mutations: frozenset[str] = frozenset()  # deliberate bugs, see runtime/mutations
 
     def __post_init__(self) -> None:
@@ -84,6 +91,10 @@ class NodeConfig:
             raise ConfigError("the frame timeout must be positive")
         if self.max_client_connections < 1:
             raise ConfigError("the client connection limit must be at least 1")
+        if min(self.snapshot_entries, self.snapshot_bytes, self.snapshot_keep_entries) < 0:
+            raise ConfigError("snapshot thresholds and the kept entries cannot be negative")
+        if self.wal_segment_bytes < 1:
+            raise ConfigError("the log segment size must be positive")
 
     @property
     def node_ids(self) -> dict[str, NodeId]:

@@ -31,7 +31,7 @@ from raftd.runtime.clients import ClientServer
 from raftd.runtime.driver import Driver
 from raftd.runtime.listen import start_listening
 from raftd.runtime.peers import PeerTransport
-from raftd.storage import Storage, StorageError, WalStorage
+from raftd.storage import SnapshotStorage, StorageError, WalStorage
 from raftd.storage.wal import DataDirLocked
 
 log = structlog.get_logger("raftd")
@@ -55,6 +55,16 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+def _at_least_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cannot be negative: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
         "so (default 1024)",
     )
     run.add_argument(
+        "--snapshot-entries",
+        type=_at_least_zero,
+        default=_env_default("snapshot_entries", "10000"),
+        metavar="N",
+        help="take a snapshot and compact the log once N entries were applied since the last "
+        "(default 10000; 0: never by count)",
+    )
+    run.add_argument(
+        "--snapshot-mb",
+        type=_at_least_zero,
+        default=_env_default("snapshot_mb", "64"),
+        metavar="MB",
+        help="or once this many MiB of entry data were applied since the last (default 64; "
+        "0: never by size)",
+    )
+    run.add_argument(
+        "--snapshot-keep",
+        type=_at_least_zero,
+        default=_env_default("snapshot_keep", "5000"),
+        metavar="N",
+        help="entries kept in the log below a snapshot, for followers slightly behind "
+        "(default 5000)",
+    )
+    run.add_argument(
+        "--wal-segment-mb",
+        type=_positive(int),
+        default=_env_default("wal_segment_mb", "64"),
+        metavar="MB",
+        help="size at which the log starts a new segment file; whole segments are deleted "
+        "once a snapshot covers them (default 64)",
+    )
+    run.add_argument(
         "--log-format",
         choices=("auto", "console", "json"),
         default=_env_default("log_format", "auto"),
@@ -175,6 +217,10 @@ def config_from_args(
         tick_seconds=args.tick_ms / 1000,
         frame_timeout_s=args.frame_timeout,
         max_client_connections=int(args.max_client_connections),
+        snapshot_entries=int(args.snapshot_entries),
+        snapshot_bytes=int(args.snapshot_mb) * 1024 * 1024,
+        snapshot_keep_entries=int(args.snapshot_keep),
+        wal_segment_bytes=int(args.wal_segment_mb) * 1024 * 1024,
         test_mutations=mutations.from_env(environ),
     )
 
@@ -208,7 +254,7 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(config: NodeConfig, storage: Storage, observe: Observability) -> None:
+async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observability) -> None:
     """Run one member until SIGINT or SIGTERM."""
     client_addrs: dict[str, str] = {}
     tracer = observe.tracing.tracer("raftd")
@@ -295,7 +341,11 @@ def run_member(args: argparse.Namespace) -> int:
     if chaos is not None:
         log.warning(chaos.config.describe(), **chaos.config.as_attributes())
     try:
-        wal = WalStorage.open(config.data_dir, logger=lambda line: log.warning(line))
+        wal = WalStorage.open(
+            config.data_dir,
+            logger=lambda line: log.warning(line),
+            segment_bytes=config.wal_segment_bytes,
+        )
     except DataDirLocked as exc:
         print(f"raftd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -303,7 +353,7 @@ def run_member(args: argparse.Namespace) -> int:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
     sampler.window.open_journal(config.data_dir / TRACE_WINDOW_JOURNAL)
-    storage: Storage = wal
+    storage: SnapshotStorage = wal
     if "ack-before-fsync" in config.test_mutations:
         storage = mutations.LazySyncStorage(storage)
     if chaos is not None and chaos.config.fsync_enabled:

@@ -35,6 +35,25 @@ class Hello:
     client_addr: str
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """One piece of a leader's InstallSnapshot: the transport sends a snapshot as chunks of
+    at most ``raftd.runtime.transfer.CHUNK_BYTES`` so that heartbeats and appends to the same
+    follower pass between them and no frame nears the frame limit. ``digest`` is the sha256
+    of the whole data, checked before the follower's core ever sees the snapshot."""
+
+    term: int
+    src: int
+    dst: int
+    index: int
+    snapshot_term: int
+    voters: tuple[int, ...]
+    total_bytes: int
+    offset: int
+    digest: bytes
+    data: bytes
+
+
 PEER_REGISTRY = Registry()
 PEER_REGISTRY.register(
     Hello,
@@ -44,6 +63,7 @@ PEER_REGISTRY.register(
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    SnapshotChunk,
 )
 
 # -------------------------------------------------------------- clients

@@ -11,10 +11,13 @@ from raftd.core.types import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     NodeId,
     RequestVote,
     RequestVoteResponse,
+    Snapshot,
+    SnapshotMeta,
 )
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "HardState",
     "Heartbeat",
     "HeartbeatResponse",
+    "InstallSnapshot",
     "LogCompactedError",
     "Message",
     "NodeId",
@@ -39,4 +43,6 @@ __all__ = [
     "RequestVote",
     "RequestVoteResponse",
     "Role",
+    "Snapshot",
+    "SnapshotMeta",
 ]

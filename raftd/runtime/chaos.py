@@ -52,8 +52,8 @@ from typing import Final, Generic, TypeVar
 import trio
 
 from raftd.config import ConfigError
-from raftd.core.types import DurableState, Entry, HardState, Message
-from raftd.storage.base import Storage, StorageError
+from raftd.core.types import DurableState, Entry, HardState, Message, Snapshot
+from raftd.storage.base import SnapshotStorage, StorageError
 
 ENV_DROP_PERCENT: Final = "RAFTD_CHAOS_DROP_PERCENT"
 ENV_DELAY_PERCENT: Final = "RAFTD_CHAOS_DELAY_PERCENT"
@@ -338,7 +338,7 @@ class Chaos:
         return FsyncVerdict(delay_s=delay_s, fail=fail)
 
     def wrap_storage(
-        self, storage: Storage, *, sleep: Callable[[float], None] = time.sleep
+        self, storage: SnapshotStorage, *, sleep: Callable[[float], None] = time.sleep
     ) -> ChaosStorage:
         return ChaosStorage(storage, self, sleep=sleep)
 
@@ -376,7 +376,7 @@ class ChaosStorage:
     """
 
     def __init__(
-        self, inner: Storage, chaos: Chaos, *, sleep: Callable[[float], None] = time.sleep
+        self, inner: SnapshotStorage, chaos: Chaos, *, sleep: Callable[[float], None] = time.sleep
     ) -> None:
         self.inner = inner
         self.chaos = chaos
@@ -397,6 +397,18 @@ class ChaosStorage:
     def set_hard_state(self, hard_state: HardState) -> None:
         self._check_usable()
         self.inner.set_hard_state(hard_state)
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        self._check_usable()
+        self.inner.install_snapshot(snapshot)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._check_usable()
+        self.inner.save_snapshot(snapshot)
+
+    def compact(self, index: int) -> None:
+        self._check_usable()
+        self.inner.compact(index)
 
     def sync(self) -> None:
         self._check_usable()

@@ -25,7 +25,7 @@ from opentelemetry.trace import Span
 from observability.logs import node_fields
 from observability.metrics import RaftMetrics
 from observability.propagation import entry_context
-from raftd import kv
+from raftd import kv, kvsnapshot
 from raftd.config import NodeConfig
 from raftd.core import (
     AppendEntries,
@@ -41,12 +41,14 @@ from raftd.core import (
     RequestVote,
     RequestVoteResponse,
     Role,
+    Snapshot,
 )
 from raftd.core import events as ev
+from raftd.core.types import SnapshotMeta
 from raftd.runtime.chaos import ChaosStorage
 from raftd.runtime.freshness import Freshness
 from raftd.runtime.spans import RaftSpans
-from raftd.storage import Storage, StorageError, stage_ready
+from raftd.storage import SnapshotStorage, StorageError, stage_ready
 from wire.api import ClientReply, ErrorCode, ErrorReply, GetReply, StatusReply, WriteReply
 from wire.tracecontext import TraceParent
 
@@ -155,7 +157,7 @@ class Driver:
     def __init__(
         self,
         config: NodeConfig,
-        storage: Storage,
+        storage: SnapshotStorage,
         send: Send,
         *,
         client_addrs: dict[str, str] | None = None,
@@ -177,14 +179,21 @@ class Driver:
             election_timeout_ticks=config.election_timeout_ticks,
             heartbeat_interval_ticks=config.heartbeat_interval_ticks,
         )
-        self.node = RaftNode(core_config, rng or random.Random(), storage.load())
+        durable = storage.load()
+        self.node = RaftNode(core_config, rng or random.Random(), durable)
+        store: type[kv.KVStore] = kv.KVStore
         if "no-dedup" in config.test_mutations:
             from raftd.runtime.mutations import NoDedupStore
 
-            self.kv: kv.KVStore = NoDedupStore()
-        else:
-            self.kv = kv.KVStore()
+            store = NoDedupStore
+        # A restart begins from the newest snapshot (the core restarts from its index).
+        self.kv = store() if durable.snapshot is None else store.restore(durable.snapshot.data)
         self.applied_index = self.node.last_applied
+        # Applied since the last snapshot, to decide the next one; one in the making at a
+        # time, and its result waits here until the loop can hand it to the core.
+        self._since_snapshot = (0, 0)  # (entries, bytes of entry data)
+        self._snapshotting = False
+        self._snapshot_ready: Snapshot | None = None
         self.inbox_send, self._inbox = trio.open_memory_channel[ClientOp | _Wake](INBOX_CAPACITY)
         self._peer_inbox: deque[Inbound] = deque()
         self._helpers: trio.Nursery | None = None
@@ -268,6 +277,9 @@ class Driver:
                 except trio.WouldBlock:
                     break
                 self._handle(item)
+            if self._snapshot_ready is not None:
+                self._compact(self._snapshot_ready)
+                self._snapshot_ready = None
             now = trio.current_time()
             if now >= next_tick:
                 # Count every tick that passed, so a slow turn does not stretch logical
@@ -284,6 +296,7 @@ class Driver:
                 self.spans.sweep()
                 next_sweep = now + SWEEP_INTERVAL_S
             await self._process_ready(budget_s=tick / 2)
+            self._maybe_snapshot()
 
     def _take_peer_messages(self) -> None:
         inbox = self._peer_inbox
@@ -461,7 +474,11 @@ class Driver:
         while self.node.has_ready() and trio.current_time() < deadline:
             ready = self.node.ready()
             self.spans.before_send(ready.events)
-            durable = ready.hard_state is not None or bool(ready.entries)
+            durable = (
+                ready.hard_state is not None or bool(ready.entries) or ready.snapshot is not None
+            )
+            if ready.snapshot is not None:
+                await self._install(ready.snapshot)
             sent = False
             if ready.send_before_persist or not durable:
                 # A leader's fsync overlaps the round trip to its followers.
@@ -533,8 +550,11 @@ class Driver:
 
     def _apply(self, ready: Ready) -> None:
         leading = self.node.role is Role.LEADER
+        entries, size = self._since_snapshot
         for entry in ready.committed:
             self.applied_index = entry.index
+            entries += 1
+            size += len(entry.data)
             if entry.kind is not EntryKind.NORMAL:
                 continue
             if entry.context and leading:
@@ -552,8 +572,84 @@ class Driver:
                 waiting[1].set(_write_reply(result, entry.index))
             else:
                 waiting[1].set(_leadership_lost("another leader's entry took its place"))
+        self._since_snapshot = (entries, size)
         if ready.committed:
             self.freshness.applied(self.applied_index)
+
+    # ------------------------------------------------------- snapshots
+
+    async def _install(self, snapshot: Snapshot) -> None:
+        """A leader's snapshot replaces the state machine (before this Ready's committed
+        entries, which follow it). Decoding a large one takes a while: off the loop."""
+        started = time.perf_counter()
+        try:
+            restored = await trio.to_thread.run_sync(type(self.kv).restore, snapshot.data)
+        except kvsnapshot.SnapshotFormatError as exc:
+            # The core has already taken it; a member that cannot read what it agreed to
+            # hold must stop rather than serve a state it does not have.
+            raise StorageError(f"the leader's snapshot at {snapshot.meta.index}: {exc}") from exc
+        self.kv = restored
+        self.applied_index = snapshot.meta.index
+        self._since_snapshot = (0, 0)
+        self.freshness.applied(self.applied_index)
+        took = time.perf_counter() - started
+        self.spans.installed(took)
+        self.metrics.snapshot("installed", took, len(snapshot.data))
+        log.info("installed a snapshot from the leader", index=snapshot.meta.index)
+
+    def _maybe_snapshot(self) -> None:
+        config = self.config
+        entries, size = self._since_snapshot
+        due = (config.snapshot_entries and entries >= config.snapshot_entries) or (
+            config.snapshot_bytes and size >= config.snapshot_bytes
+        )
+        if not due or self._snapshotting or self._helpers is None:
+            return
+        index = self.applied_index
+        term = self.node.log.term_at(index)
+        if term is None:  # cannot happen: what is applied is in the log
+            return
+        meta = SnapshotMeta(index, term, tuple(sorted(self.names)))
+        self._snapshotting = True
+        self._since_snapshot = (0, 0)
+        self._helpers.start_soon(self._take_snapshot, meta, self.kv.capture())
+
+    async def _take_snapshot(self, meta: SnapshotMeta, capture: kvsnapshot.Capture) -> None:
+        """Encode and save off the loop; the loop then hands it to the core (``_compact``)."""
+        started = time.perf_counter()
+        try:
+            data = await trio.to_thread.run_sync(kvsnapshot.encode, capture)
+            snapshot = Snapshot(meta, data)
+            await trio.to_thread.run_sync(self.storage.save_snapshot, snapshot)
+        except StorageError as exc:
+            log.warning("could not save a snapshot; the log is not compacted", error=str(exc))
+            self._snapshotting = False
+            return
+        self.metrics.snapshot("taken", time.perf_counter() - started, len(data))
+        self._snapshot_ready = snapshot
+        with contextlib.suppress(trio.WouldBlock):
+            self.inbox_send.send_nowait(WAKE)
+
+    def _compact(self, snapshot: Snapshot) -> None:
+        try:
+            upto = self.node.compact(snapshot, self.config.snapshot_keep_entries)
+        except ValueError as exc:
+            # A leader's snapshot was installed while ours was being written: it is newer.
+            log.info("a snapshot was overtaken before it could compact the log", why=str(exc))
+            self._snapshotting = False
+            return
+        log.info("snapshot taken", index=snapshot.meta.index, log_from=upto + 1)
+        if self._helpers is not None:
+            self._helpers.start_soon(self._compact_storage, upto)
+
+    async def _compact_storage(self, upto: int) -> None:
+        try:
+            # Off the loop: it waits for a sync in progress, then deletes files.
+            await trio.to_thread.run_sync(self.storage.compact, upto)
+        except StorageError as exc:
+            log.error("could not compact the log", error=str(exc))
+        finally:
+            self._snapshotting = False
 
     def _serve_reads(self, ready: Ready) -> None:
         for state in ready.read_states:

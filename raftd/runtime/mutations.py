@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 
 from raftd import kv
 from raftd.config import ConfigError
-from raftd.core.types import DurableState, Entry, HardState
-from raftd.storage.base import Storage
+from raftd.core.types import DurableState, Entry, HardState, Snapshot
+from raftd.storage.base import SnapshotStorage
 
 ENV = "RAFTD_TEST_MUTATION"
 MUTATIONS = ("follower-local-reads", "no-dedup", "ack-before-fsync", "contact-at-dequeue")
@@ -54,7 +54,7 @@ class LazySyncStorage:
     """Makes staged writes durable only on every eighth sync; the others return at once,
     as if done, which is exactly what acknowledging before fsync amounts to."""
 
-    def __init__(self, inner: Storage) -> None:
+    def __init__(self, inner: SnapshotStorage) -> None:
         self._inner = inner
         self._calls = 0
 
@@ -71,3 +71,12 @@ class LazySyncStorage:
         self._calls += 1
         if self._calls % LAZY_SYNC_EVERY == 0:
             self._inner.sync()
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        self._inner.install_snapshot(snapshot)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._inner.save_snapshot(snapshot)
+
+    def compact(self, index: int) -> None:
+        self._inner.compact(index)

@@ -24,11 +24,12 @@ from opentelemetry.trace import Span
 
 from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig
-from raftd.core import Message
+from raftd.core import InstallSnapshot, Message
 from raftd.runtime.chaos import Chaos, DelayLine
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
-from wire.api import PEER_REGISTRY, Hello
+from raftd.runtime.transfer import Reassembly, chunks, digest_of
+from wire.api import PEER_REGISTRY, Hello, SnapshotChunk
 from wire.codec import Header
 from wire.frame import WireError
 from wire.stream import FramedStream, FrameTimeout
@@ -233,20 +234,47 @@ class PeerTransport:
         raise failure[0]
 
     async def _pump(self, stream: FramedStream, outbox: Any) -> None:
+        transfers: list[_Transfer] = []  # the one in progress, if any
+        try:
+            await self._pump_into(stream, outbox, transfers)
+        finally:
+            for transfer in transfers:
+                transfer.end("the connection was lost; the leader will send it again")
+
+    async def _pump_into(
+        self, stream: FramedStream, outbox: Any, transfers: list[_Transfer]
+    ) -> None:
+        transfer: _Transfer | None = None
         while True:
-            batch: list[Outgoing] = [await outbox.receive()]
+            # While a snapshot is on its way, one chunk goes per write and whatever else is
+            # queued for this peer goes with it, so its heartbeats never wait for the rest.
+            batch: list[Outgoing] = [] if transfer is not None else [await outbox.receive()]
             while len(batch) < MAX_MESSAGES_PER_WRITE:
                 try:
                     batch.append(outbox.receive_nowait())
                 except trio.WouldBlock:
                     break
+            for item in [i for i in batch if isinstance(i.msg, InstallSnapshot)]:
+                batch.remove(item)
+                if transfer is not None:
+                    self.metrics.message_dropped("InstallSnapshot", "superseded")
+                    transfer.end("superseded by a newer snapshot")
+                transfer = await _Transfer.start(item)
+                transfers[:] = [transfer]
             frames = self._encode(stream, batch)
+            if transfer is not None:
+                frames.append(transfer.next_frame(stream))
             try:
                 await stream.send_encoded(frames)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 for item in batch:  # some may have arrived; none can be known to have
                     self.metrics.message_dropped(type(item.msg).__name__, "send_failed")
                 raise
+            if transfer is not None and transfer.done:
+                self.metrics.snapshot("sent", transfer.seconds, transfer.size)
+                transfer.end(None)
+                transfer = None
+                transfers.clear()
             now = time.time_ns()
             for item in batch:
                 # The span may have ended meanwhile (a voter's vote span ends with its Ready,
@@ -314,6 +342,8 @@ class PeerTransport:
                 await stream.aclose()
 
     async def _receive_from_peer(self, stream: FramedStream, remote: str) -> None:
+        reassembly = Reassembly()
+        first_chunk_at = 0.0
         try:
             peer_id = await self._accept_hello(stream, remote)
             if peer_id is None:
@@ -336,6 +366,15 @@ class PeerTransport:
                 if header.trace_room is not None and self._trace_room is not None:
                     self._trace_room.peer_reported(peer_id, header.trace_room, waited)
                 built_at = trio.current_time() - waited
+                if isinstance(msg, SnapshotChunk):
+                    if msg.offset == 0:
+                        first_chunk_at = trio.current_time()
+                    completed = reassembly.add(msg)
+                    if completed is None:
+                        continue
+                    msg = await trio.to_thread.run_sync(completed.verify)
+                    took = trio.current_time() - first_chunk_at
+                    self.metrics.snapshot("received", took, len(msg.snapshot.data))
                 leader_fresh = None if header.lag_us is None else built_at - header.lag_us / 1e6
                 self._deliver(msg, header.traceparent, built_at, leader_fresh)
         except FrameTimeout as exc:
@@ -400,3 +439,55 @@ def _waited(header: Header) -> float:
 
 def _micros(seconds: float) -> int:
     return max(0, round(seconds * 1e6))
+
+
+class _Transfer:
+    """One snapshot on its way to a peer, chunk by chunk, with its span's chunk events."""
+
+    def __init__(self, item: Outgoing, digest: bytes) -> None:
+        self.item = item
+        msg = item.msg
+        assert isinstance(msg, InstallSnapshot)
+        self.size = len(msg.snapshot.data)
+        self._chunks = chunks(msg, digest)
+        self._next = next(self._chunks, None)
+        self._started = trio.current_time()
+        self.sent = 0
+
+    @classmethod
+    async def start(cls, item: Outgoing) -> _Transfer:
+        msg = item.msg
+        assert isinstance(msg, InstallSnapshot)
+        digest = await trio.to_thread.run_sync(digest_of, msg.snapshot.data)
+        return cls(item, digest)
+
+    @property
+    def done(self) -> bool:
+        return self._next is None
+
+    @property
+    def seconds(self) -> float:
+        return trio.current_time() - self._started
+
+    def next_frame(self, stream: FramedStream) -> bytes:
+        chunk = self._next
+        assert chunk is not None
+        self._next = next(self._chunks, None)
+        self.sent += 1
+        span = self.item.span
+        if span is not None and span.is_recording():
+            span.add_event(
+                "chunk sent", {"raftd.offset": chunk.offset, "raftd.bytes": len(chunk.data)}
+            )
+        header = Header("SnapshotChunk", traceparent=self.item.parent)
+        return stream.encode(header, chunk)
+
+    def end(self, why: str | None) -> None:
+        span = self.item.span
+        if span is None or not span.is_recording():
+            return
+        span.set_attribute("raftd.snapshot.bytes", self.size)
+        span.set_attribute("raftd.snapshot.chunks", self.sent)
+        if why is not None:
+            span.add_event(f"abandoned: {why}")
+        span.end()

@@ -29,11 +29,12 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from observability.propagation import context_of, span_context_of, traceparent_of
-from observability.sampling import EDGE_ATTRIBUTE, EDGE_ELECTION
+from observability.sampling import EDGE_ATTRIBUTE, EDGE_ELECTION, EDGE_SNAPSHOT
 from raftd.core import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    InstallSnapshot,
     Message,
     NodeId,
     RequestVote,
@@ -70,6 +71,7 @@ class RaftSpans:
         self._vote_decisions: dict[tuple[NodeId, int, bool], Span] = {}
         self._replication: dict[NodeId, list[tuple[int, Span, int]]] = {}
         self._appends: dict[str, Span] = {}  # entry context -> this member's append span
+        self._install: Span | None = None  # a snapshot being installed here
 
     # ------------------------------------------------------------ elections
 
@@ -157,6 +159,25 @@ class RaftSpans:
                 return traceparent_of(span), span
             case AppendEntries(entries=entries) if entries:
                 return self._replicate(msg)
+            case InstallSnapshot():
+                meta = msg.snapshot.meta
+                peer = self.names.get(msg.dst, str(msg.dst))
+                # A trace of its own, rooted here: the transport adds a chunk event per
+                # chunk and ends it once the last one is written.
+                span = self.tracer.start_span(
+                    f"InstallSnapshot {peer}",
+                    context=Context(),
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        EDGE_ATTRIBUTE: EDGE_SNAPSHOT,
+                        "raft.peer": peer,
+                        "raft.term": msg.term,
+                        "raft.snapshot.index": meta.index,
+                        "raft.snapshot.term": meta.term,
+                        "raftd.snapshot.bytes": len(msg.snapshot.data),
+                    },
+                )
+                return traceparent_of(span), span
             case RequestVoteResponse():
                 decision = self._vote_decisions.get((msg.dst, msg.term, msg.pre_vote))
                 return (traceparent_of(decision), decision) if decision else (None, None)
@@ -230,6 +251,17 @@ class RaftSpans:
                 self._replied(msg)
             case AppendEntries(entries=entries) if entries:
                 self._follower_append(msg, parent)
+            case InstallSnapshot() if parent is not None and parent.flags & 1:
+                self._install = self.tracer.start_span(
+                    "raft.install_snapshot",
+                    context=context_of(parent),
+                    kind=SpanKind.SERVER,
+                    attributes={
+                        "raft.leader": self.names.get(msg.src, str(msg.src)),
+                        "raft.snapshot.index": msg.snapshot.meta.index,
+                        "raftd.snapshot.bytes": len(msg.snapshot.data),
+                    },
+                )
             case _:
                 pass
 
@@ -311,11 +343,20 @@ class RaftSpans:
                 span.set_status(Status(StatusCode.ERROR, error))
             span.end(end_time=end_ns)
 
+    def installed(self, restore_s: float) -> None:
+        """The state machine was restored from the snapshot being installed."""
+        if self._install is not None and self._install.is_recording():
+            self._install.add_event("state machine restored", {"raftd.restore_s": restore_s})
+
     def after_ready(self) -> None:
-        """A follower's append spans end once its entries are durable and it has replied."""
+        """A follower's append spans end once its entries are durable and it has replied;
+        so does an install's, once the snapshot is durable and answered."""
         for span in self._appends.values():
             span.end()
         self._appends.clear()
+        if self._install is not None:
+            self._install.end()
+            self._install = None
 
     def committed(self, entry: Entry, commit_index: int) -> None:
         parent = parse_traceparent(entry.context)

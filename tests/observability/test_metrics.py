@@ -21,6 +21,7 @@ from observability.metrics import (
     OTHER,
     ROLES,
     SAMPLER_REASONS,
+    SNAPSHOT_KINDS,
     NodeState,
     RaftMetrics,
     render,
@@ -50,6 +51,11 @@ FAMILIES = {
     "raftd_commit_index",
     "raftd_applied_index",
     "raftd_last_log_index",
+    "raftd_snapshot_index",
+    "raftd_log_entries",
+    "raftd_snapshots",
+    "raftd_snapshot_duration_seconds",
+    "raftd_snapshot_bytes",
     "raftd_elections_started",
     "raftd_leader_changes",
     "raftd_messages_sent",
@@ -85,6 +91,8 @@ def exercise(metrics: RaftMetrics) -> None:
     with samples in it."""
     metrics.bind_state(lambda: LEADER)
     metrics.bind_span_counts(lambda: (12, 3))
+    for kind in SNAPSHOT_KINDS:
+        metrics.snapshot(kind, 0.25, 4096)
     metrics.bind_sampler_totals(lambda: {"sampled": 1, "ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)

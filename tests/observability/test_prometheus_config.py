@@ -53,6 +53,7 @@ def exported_metrics() -> tuple[set[str], set[str]]:
     metrics.bind_state(lambda: NodeState(3, "leader", True, 10, 9, 11))
     metrics.bind_span_counts(lambda: (5, 1))
     metrics.bind_trace_budget(lambda: (2, 7))
+    metrics.snapshot("taken", 0.1, 100)
     metrics.bind_sampler_totals(lambda: {"ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)

@@ -40,6 +40,7 @@ from wire.api import (
     GetRequest,
     Hello,
     SetRequest,
+    SnapshotChunk,
     StateHashRequest,
     StatusReply,
     StatusRequest,
@@ -79,6 +80,7 @@ PEER_CLASSES: dict[str, type] = {
         AppendEntriesResponse,
         Heartbeat,
         HeartbeatResponse,
+        SnapshotChunk,
     )
 }
 CLIENT_CLASSES: dict[str, type] = {
