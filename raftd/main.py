@@ -345,6 +345,7 @@ def run_member(args: argparse.Namespace) -> int:
             config.data_dir,
             logger=lambda line: log.warning(line),
             segment_bytes=config.wal_segment_bytes,
+            cluster_id=config.cluster_id,
         )
     except DataDirLocked as exc:
         print(f"raftd: {exc}", file=sys.stderr)

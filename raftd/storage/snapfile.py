@@ -3,12 +3,13 @@
 Layout (big-endian)::
 
     b"RAFTSNP1" | meta length u32 | meta | data length u64 | data | sha256(all before) 32 bytes
-    meta = CBOR [index, term, [voter, ...]]
+    meta = CBOR [index, term, [voter, ...], cluster id]
 
 Named ``snap-<index>-<term>.snap`` (20 digits each), so the newest sorts last. A file is
 written whole under a temporary name, fsynced, renamed and its directory fsynced
 (``FileSystem.create``): a crash leaves either the whole file or none of it, and the
-checksum catches what the disk damages afterwards.
+checksum catches what the disk damages afterwards. The cluster id keeps a snapshot of one
+cluster out of another's data directory (a backup restored into the wrong place).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from dataclasses import dataclass
 from typing import Any, Final
 
 import cbor2
@@ -45,15 +47,21 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return None if match is None else (int(match.group(1)), int(match.group(2)))
 
 
-def encode(snapshot: Snapshot) -> bytes:
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    snapshot: Snapshot
+    cluster_id: str
+
+
+def encode(snapshot: Snapshot, cluster_id: str) -> bytes:
     meta = snapshot.meta
-    meta_bytes = cbor2.dumps([meta.index, meta.term, list(meta.voters)])
+    meta_bytes = cbor2.dumps([meta.index, meta.term, list(meta.voters), cluster_id])
     head = MAGIC + _META_LENGTH.pack(len(meta_bytes)) + meta_bytes
     body = head + _DATA_LENGTH.pack(len(snapshot.data)) + snapshot.data
     return body + hashlib.sha256(body).digest()
 
 
-def decode(content: bytes, *, name: str = "snapshot") -> Snapshot:
+def decode(content: bytes, *, name: str = "snapshot") -> SnapshotFile:
     if not content.startswith(MAGIC):
         raise SnapshotFileError(f"{name} is not a raftd snapshot file (wrong magic)")
     if len(content) < len(MAGIC) + _META_LENGTH.size + _DATA_LENGTH.size + _DIGEST_BYTES:
@@ -66,29 +74,30 @@ def decode(content: bytes, *, name: str = "snapshot") -> Snapshot:
     at += _META_LENGTH.size
     if meta_length > MAX_META_BYTES or at + meta_length + _DATA_LENGTH.size > len(body):
         raise SnapshotFileError(f"{name} has a malformed header")
-    meta = _meta(body[at : at + meta_length], name)
+    meta, cluster_id = _meta(body[at : at + meta_length], name)
     at += meta_length
     (data_length,) = _DATA_LENGTH.unpack_from(body, at)
     at += _DATA_LENGTH.size
     if at + data_length != len(body):
         raise SnapshotFileError(f"{name} says it holds {data_length} bytes of state, not so")
-    return Snapshot(meta, bytes(body[at:]))
+    return SnapshotFile(Snapshot(meta, bytes(body[at:])), cluster_id)
 
 
-def _meta(raw: bytes, name: str) -> SnapshotMeta:
+def _meta(raw: bytes, name: str) -> tuple[SnapshotMeta, str]:
     try:
         item: Any = cbor2.loads(raw)
     except Exception as exc:  # several cbor2 error types; all mean a bad header
         raise SnapshotFileError(f"{name} has a header that is not CBOR: {exc}") from exc
     if (
         type(item) is not list
-        or len(item) != 3
+        or len(item) != 4
         or type(item[0]) is not int
         or type(item[1]) is not int
         or item[0] < 0
         or item[1] < 0
         or type(item[2]) is not list
         or not all(type(v) is int and v >= 0 for v in item[2])
+        or type(item[3]) is not str
     ):
         raise SnapshotFileError(f"{name} has a malformed header {item!r}")
-    return SnapshotMeta(item[0], item[1], tuple(item[2]))
+    return SnapshotMeta(item[0], item[1], tuple(item[2])), item[3]

@@ -96,6 +96,7 @@ SEGMENT_PREFIX = "wal-"
 SEGMENT_SUFFIX = ".log"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 SNAPSHOTS_KEPT = 2
+DEFAULT_CLUSTER_ID = "raftd"  # as NodeConfig's default
 
 RECORD_HARD_STATE = 1
 RECORD_ENTRY = 2
@@ -486,12 +487,14 @@ class WalStorage:
         lock: DirLock,
         state: _Opened,
         segment_bytes: int,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
     ) -> None:
         """Use ``open``: this only adopts segments that ``open`` has locked and replayed."""
         self.data_dir = data_dir
         self._fs = fs
         self._lock = lock
         self._segment_bytes = segment_bytes
+        self.cluster_id = cluster_id
         replay = state.replay
         self._hard_state = replay.hard_state
         self._entries = replay.entries
@@ -529,12 +532,14 @@ class WalStorage:
         logger: Callable[[str], None] | None = None,
         fs: FileSystem | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
     ) -> WalStorage:
         """Lock ``data_dir``, recover its segments and snapshots (creating the first segment
         if new, migrating a format 2 ``raft.wal``) and return the store.
 
         ``fs`` is the file system to work on: the real one unless a test or the simulator
-        passes a fake (``raftd.storage.pagecache.PageCacheDisk``).
+        passes a fake (``raftd.storage.pagecache.PageCacheDisk``). Snapshot files name the
+        ``cluster_id`` they belong to; one of another cluster refuses to start.
         """
         warn = logger if logger is not None else _log.warning
         fs = fs if fs is not None else OsFileSystem()
@@ -548,13 +553,13 @@ class WalStorage:
         lock = fs.lock(data_dir)
         opened: _Opened | None = None
         try:
-            opened = _open_segments(data_dir, fs, warn)
+            opened = _open_segments(data_dir, fs, warn, cluster_id)
         except BaseException as exc:
             lock.release()
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot open the log in {data_dir}: {exc}") from exc
             raise
-        return cls(data_dir, fs, lock, opened, segment_bytes)
+        return cls(data_dir, fs, lock, opened, segment_bytes, cluster_id)
 
     # ------------------------------------------------------------------ Storage protocol
 
@@ -740,7 +745,7 @@ class WalStorage:
     def _write_snapshot_file(self, snapshot: Snapshot) -> None:
         path = self.data_dir / snapfile.file_name(snapshot.meta)
         try:
-            self._fs.create(path, snapfile.encode(snapshot))
+            self._fs.create(path, snapfile.encode(snapshot, self.cluster_id))
             kept = _snapshot_files(self._fs, self.data_dir)[-SNAPSHOTS_KEPT:]
             for old in _snapshot_files(self._fs, self.data_dir):
                 if old not in kept:
@@ -807,7 +812,9 @@ def _snapshot_files(fs: FileSystem, data_dir: Path) -> list[tuple[int, int, str]
     return sorted(found)
 
 
-def _open_segments(data_dir: Path, fs: FileSystem, warn: Callable[[str], None]) -> _Opened:
+def _open_segments(
+    data_dir: Path, fs: FileSystem, warn: Callable[[str], None], cluster_id: str
+) -> _Opened:
     names = fs.list_names(data_dir)
     # A file half-written under its temporary name when the process died: never trusted.
     for name in names:
@@ -880,7 +887,7 @@ def _open_segments(data_dir: Path, fs: FileSystem, warn: Callable[[str], None]) 
                     f"{len(replay.entries)} entries"
                 )
         assert active is not None
-        snapshot = _load_snapshot(data_dir, fs, replay, warn)
+        snapshot = _load_snapshot(data_dir, fs, replay, warn, cluster_id)
     except BaseException:
         if active is not None:
             active.close()
@@ -896,7 +903,11 @@ def _open_segments(data_dir: Path, fs: FileSystem, warn: Callable[[str], None]) 
 
 
 def _load_snapshot(
-    data_dir: Path, fs: FileSystem, replay: _Replay, warn: Callable[[str], None]
+    data_dir: Path,
+    fs: FileSystem,
+    replay: _Replay,
+    warn: Callable[[str], None],
+    cluster_id: str,
 ) -> Snapshot | None:
     """The newest snapshot file that reads back whole and still meets the log; None if the
     log never needed one. A damaged newest one falls back to an older one only while the log
@@ -909,21 +920,28 @@ def _load_snapshot(
             break
         path = data_dir / name
         try:
-            snapshot = snapfile.decode(fs.read(path), name=str(path))
+            found = snapfile.decode(fs.read(path), name=str(path))
         except snapfile.SnapshotFileError as exc:
             problems.append(str(exc))
             warn(f"{exc}; trying an older snapshot")
             continue
+        if found.cluster_id != cluster_id:
+            raise StorageError(
+                f"{path} is a snapshot of cluster {found.cluster_id!r}, and this member is in "
+                f"cluster {cluster_id!r}: refusing to start, the files were left untouched "
+                f"(was a backup restored into the wrong data directory?)"
+            )
+        snapshot = found.snapshot
         if (snapshot.meta.index, snapshot.meta.term) != (index, term):
             problems.append(f"{path} holds the snapshot at {snapshot.meta.index}, not {index}")
             continue
         return snapshot
     if needed == 0:
         return None
-    found = "; ".join(problems) if problems else "no snapshot file at or after it"
+    why = "; ".join(problems) if problems else "no snapshot file at or after it"
     raise StorageError(
         f"{data_dir}: the log starts after entry {needed}, so a snapshot of at least that "
-        f"entry is needed, and none can be read ({found}). Refusing to start rather than "
+        f"entry is needed, and none can be read ({why}). Refusing to start rather than "
         f"serve less than was acknowledged: restore this member from a peer (empty its data "
         f"directory) or from a backup"
     )

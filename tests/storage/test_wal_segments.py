@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,31 @@ def last_of(state: DurableState) -> tuple[int, int]:
     if state.entries:
         return state.entries[-1].index, state.entries[-1].term
     return state.snapshot_index, state.snapshot_term
+
+
+def test_a_snapshot_of_another_cluster_refuses_to_start() -> None:
+    disk = PageCacheDisk()
+    wal = WalStorage.open(DIR, fs=disk, cluster_id="blue")
+    write(wal, 1, 5)
+    wal.save_snapshot(snapshot(5))
+    wal.close()
+    disk.kill_process()
+    with pytest.raises(StorageError, match=r"snapshot of cluster 'blue'.*cluster 'green'"):
+        WalStorage.open(DIR, fs=disk, cluster_id="green")
+    assert WalStorage.open(DIR, fs=disk, cluster_id="blue").load().snapshot == snapshot(5)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b[:20], id="truncated"),
+        pytest.param(lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:], id="bit-flip"),
+        pytest.param(lambda b: b"NOTASNAP" + b[8:], id="foreign-file"),
+    ],
+)
+def test_a_damaged_snapshot_file_is_refused_clearly(damage: Callable[[bytes], bytes]) -> None:
+    content = snapfile.encode(snapshot(9), "raftd")
+    with pytest.raises(snapfile.SnapshotFileError) as refused:
+        snapfile.decode(damage(content), name="backup.snap")
+    assert "backup.snap" in str(refused.value)
+    assert snapfile.decode(content).snapshot == snapshot(9)
