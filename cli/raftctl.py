@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TextIO
 import trio
 from opentelemetry import trace
 
-from cli import benchplot
+from cli import backup, benchplot
 from cli import trace as trace_command
 from cli.bench import (
     DEFAULT_CONNECTIONS,
@@ -406,6 +406,17 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         "indexes). Exits 0 if at least one member answered, 3 if none did.",
     )
 
+    snapshot = command(
+        "snapshot",
+        "back up the store",
+        "snapshot save FILE: fetch a consistent snapshot of the whole store from the leader\n"
+        "(every write acknowledged before the request is in it) and write it to FILE, whole\n"
+        "or not at all. `raftd restore --snapshot FILE ...` seeds the members of a new\n"
+        "cluster from it.",
+    )
+    snapshot.add_argument("action", choices=("save",), help="save: write a backup to FILE")
+    snapshot.add_argument("file", metavar="FILE", type=Path, help="where the backup goes")
+
     bench = command(
         "bench",
         "measure throughput and latency under load",
@@ -647,9 +658,33 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[i
 _WRITES = frozenset({"set", "cas", "delete"})
 
 
+async def _snapshot(args: argparse.Namespace, endpoints: list[str], output: _Output) -> int:
+    try:
+        fetched = await backup.fetch(endpoints, args.timeout)
+        size = backup.write_file(args.file, fetched)
+    except ClientError as exc:
+        return output.error(exc, write=False)
+    meta = fetched.snapshot.meta
+    output.result(
+        {
+            "file": str(args.file),
+            "index": meta.index,
+            "term": meta.term,
+            "bytes": size,
+            "cluster_id": fetched.cluster_id,
+            "served_by": fetched.served_by,
+        },
+        f"saved the snapshot at index {meta.index} ({size} bytes, cluster "
+        f"{fetched.cluster_id!r}) to {args.file}",
+    )
+    return EXIT_OK
+
+
 async def _run(
     args: argparse.Namespace, endpoints: list[str], output: _Output, tracer: trace.Tracer
 ) -> int:
+    if args.command == "snapshot":
+        return await _snapshot(args, endpoints, output)
     # raftctl's root span: the trace of a write starts here and continues in the members.
     with tracer.start_as_current_span(
         f"raftctl {args.command}", attributes={"raftctl.endpoints": len(endpoints)}

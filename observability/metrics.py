@@ -89,7 +89,7 @@ DROP_REASONS = (
     "superseded",
 )
 CHAOS_KINDS = ("drop", "delay", "fsync_delay", "fsync_fail")
-CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status")
+CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status", "snapshot")
 PORTS = ("client", "peer")
 # Why a member closed or refused a connection on one of its ports (hostile or broken input).
 CONNECTION_CLOSE_REASONS = ("limit", "bad_frame", "frame_timeout", "handshake", "misaddressed")

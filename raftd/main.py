@@ -23,7 +23,7 @@ from observability.logs import configure_logging, node_fields
 from observability.metrics import RaftMetrics, driver_state, serve_metrics
 from observability.sampling import PER_MINUTE_ENV, RATIO_ENV, RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
-from raftd import version
+from raftd import restore, version
 from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
 from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): console on a terminal, JSON lines elsewhere",
     )
     run.add_argument("--log-level", default=_env_default("log_level", "info"))
+
+    restore.add_parser(commands)
 
     cluster = commands.add_parser(
         "cluster",
@@ -398,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_member(args)
+    if args.command == "restore":
+        return restore.run_restore(args)
     from raftd.cluster import run_cluster
 
     return run_cluster(args)

@@ -128,6 +128,27 @@ class StateHashRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """A consistent snapshot of the whole store, for a backup (``raftctl snapshot save``).
+    The leader answers with ``SnapshotPart`` frames under the request's id, in order, until
+    ``offset + len(data) == total_bytes``; anyone else with an ErrorReply (a redirect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPart:
+    """One piece of a backup: the state machine's snapshot as of ``index`` (a state every
+    write the leader had acknowledged is in), with what restoring it needs to know."""
+
+    cluster_id: str
+    index: int
+    term: int
+    total_bytes: int
+    offset: int
+    digest: bytes  # sha256 of the whole data
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class GetReply:
     found: bool
     value: str | None
@@ -183,7 +204,13 @@ class ErrorReply:
 
 
 ClientRequest = (
-    GetRequest | SetRequest | CasRequest | DeleteRequest | StatusRequest | StateHashRequest
+    GetRequest
+    | SetRequest
+    | CasRequest
+    | DeleteRequest
+    | StatusRequest
+    | StateHashRequest
+    | SnapshotRequest
 )
 ClientReply = GetReply | WriteReply | StatusReply | ErrorReply
 
@@ -195,10 +222,12 @@ CLIENT_REGISTRY.register(
     DeleteRequest,
     StatusRequest,
     StateHashRequest,
+    SnapshotRequest,
     GetReply,
     WriteReply,
     StatusReply,
     ErrorReply,
+    SnapshotPart,
 )
 
 

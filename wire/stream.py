@@ -116,6 +116,7 @@ class BatchedSender:
         self._stream = stream
         self._on_sent = on_sent
         self._frames: list[bytes] = []
+        self._weights: list[int] = []  # replies each frame completes (1, or 0 for a part)
         self._expected = 0
         self._wakeup = trio.Event()
         self._closing = False
@@ -130,6 +131,20 @@ class BatchedSender:
             self._on_sent(1)
             return
         self._frames.append(frame)
+        self._weights.append(1)
+        self._wakeup.set()
+
+    def queue_many(self, frames: list[bytes]) -> None:
+        """One expected reply made of several frames (a backup in parts), written in order."""
+        self._expected -= 1
+        if self.broken:
+            self._on_sent(1)
+            return
+        # Only the last frame completes the reply: the caller's accounting counts replies.
+        self._frames.extend(frames[:-1])
+        self._weights.extend([0] * (len(frames) - 1))
+        self._frames.append(frames[-1])
+        self._weights.append(1)
         self._wakeup.set()
 
     def queue_nothing(self) -> None:
@@ -148,15 +163,16 @@ class BatchedSender:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             frames, self._frames = self._frames, []
+            weights, self._weights = self._weights, []
             if frames:
                 try:
                     await self._stream.send_encoded(frames)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     self.broken = True
-                    dropped = len(frames) + len(self._frames)
-                    self._frames = []
+                    dropped = sum(weights) + sum(self._weights)
+                    self._frames, self._weights = [], []
                     self._on_sent(dropped)
                     return
-                self._on_sent(len(frames))
+                self._on_sent(sum(weights))
             if self._closing and not self._frames and self._expected <= 0:
                 return

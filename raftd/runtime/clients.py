@@ -27,8 +27,9 @@ from opentelemetry.trace import Span, SpanKind
 from observability.metrics import RaftMetrics
 from observability.propagation import context_of, traceparent_of
 from observability.sampling import EDGE_ATTRIBUTE, EDGE_CLIENT
-from raftd import kv
+from raftd import kv, kvsnapshot
 from raftd.config import NodeConfig, parse_address
+from raftd.core import SnapshotMeta
 from raftd.runtime.driver import (
     Driver,
     Read,
@@ -40,6 +41,7 @@ from raftd.runtime.driver import (
 )
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
+from raftd.runtime.transfer import CHUNK_BYTES, digest_of
 from wire.api import (
     CLIENT_REGISTRY,
     MAX_KEY_BYTES,
@@ -52,6 +54,8 @@ from wire.api import (
     GetReply,
     GetRequest,
     SetRequest,
+    SnapshotPart,
+    SnapshotRequest,
     StateHashRequest,
     StatusRequest,
     WriteReply,
@@ -246,6 +250,9 @@ class ClientServer:
     async def _answer(
         self, stream: FramedStream, header: Header, request: object, sender: BatchedSender
     ) -> None:
+        if isinstance(request, SnapshotRequest):
+            await self._backup(stream, header, sender)
+            return
         op = _operation_name(request)
         started = trio.current_time()
         span = self._request_span(header, request, op)
@@ -254,6 +261,53 @@ class ClientServer:
             reply = await self.handle(request, span)
         finally:
             self._finish(stream, header, op, span, started, reply, sender)
+
+    async def _backup(self, stream: FramedStream, header: Header, sender: BatchedSender) -> None:
+        """A backup: a linearizable read confirms this member leads and waits until it has
+        applied every write acknowledged before the request; the state is captured in that
+        same driver turn, then encoded off the loop and sent in parts."""
+        started = trio.current_time()
+        span = self._request_span(header, SnapshotRequest(), "snapshot")
+        captured: list[tuple[SnapshotMeta, kvsnapshot.Capture]] = []
+
+        def capture_now(reply: ClientReply) -> None:
+            if isinstance(reply, GetReply):  # in the driver's turn, at the read's index
+                captured.append(self.driver.backup_capture())
+
+        reply = await self.driver.submit(Read("", None, ReplyBox(capture_now)))
+        if not captured:
+            self._finish(stream, header, "snapshot", span, started, reply, sender)
+            return
+        meta, capture = captured[0]
+        try:
+            data = await trio.to_thread.run_sync(kvsnapshot.encode, capture)
+            digest = await trio.to_thread.run_sync(digest_of, data)
+            frames = [
+                stream.encode(
+                    Header("SnapshotPart", header.request_id),
+                    SnapshotPart(
+                        self.config.cluster_id,
+                        meta.index,
+                        meta.term,
+                        len(data),
+                        offset,
+                        digest,
+                        data[offset : offset + CHUNK_BYTES],
+                    ),
+                )
+                for offset in range(0, max(len(data), 1), CHUNK_BYTES)
+            ]
+        except Exception as exc:  # a bug here must cost the backup, not the member
+            log.exception("could not send a backup")
+            failure = ErrorReply(ErrorCode.UNAVAILABLE, f"the backup failed: {exc}", True)
+            self._finish(stream, header, "snapshot", span, started, failure, sender)
+            return
+        if span.is_recording():
+            span.set_attribute("raft.snapshot.index", meta.index)
+            span.set_attribute("raftd.snapshot.bytes", len(data))
+        span.end()
+        self.metrics.client_request("snapshot", "ok", trio.current_time() - started)
+        sender.queue_many(frames)
 
     def _request_span(self, header: Header, request: object, op: str) -> Span:
         """The request's server span (INVALID_SPAN for status polls).
@@ -411,6 +465,8 @@ def _operation_name(request: object) -> str:
             return "delete"
         case StatusRequest() | StateHashRequest():
             return "status"
+        case SnapshotRequest():
+            return "snapshot"
         case _:
             return "invalid"
 

@@ -578,6 +578,13 @@ class Driver:
 
     # ------------------------------------------------------- snapshots
 
+    def backup_capture(self) -> tuple[SnapshotMeta, kvsnapshot.Capture]:
+        """The applied state as it is now, for a backup: call it inside the driver's turn
+        (a read's reply callback), where nothing is half-applied."""
+        index = self.applied_index
+        term = self.node.log.term_at(index) or 0
+        return SnapshotMeta(index, term, tuple(sorted(self.names))), self.kv.capture()
+
     async def _install(self, snapshot: Snapshot) -> None:
         """A leader's snapshot replaces the state machine (before this Ready's committed
         entries, which follow it). Decoding a large one takes a while: off the loop."""

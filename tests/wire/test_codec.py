@@ -41,6 +41,8 @@ from wire.api import (
     Hello,
     SetRequest,
     SnapshotChunk,
+    SnapshotPart,
+    SnapshotRequest,
     StateHashRequest,
     StatusReply,
     StatusRequest,
@@ -92,10 +94,12 @@ CLIENT_CLASSES: dict[str, type] = {
         DeleteRequest,
         StatusRequest,
         StateHashRequest,
+        SnapshotRequest,
         GetReply,
         WriteReply,
         StatusReply,
         ErrorReply,
+        SnapshotPart,
     )
 }
 REGISTRIES: dict[str, tuple[Registry, dict[str, type]]] = {
