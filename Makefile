@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench resources-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ trace-audit-long: $(STAMP)
 # Restart-to-serving of a member whose log holds 100k and 1M entries.
 restart-bench: $(STAMP)
 	$(PY) -m tests.restart 100000 1000000
+
+# Memory and disk after a million writes with compaction on; restart and rejoin times.
+resources-bench: $(STAMP)
+	$(PY) -m tests.perf.resources
 
 failover: $(STAMP)
 	$(PY) -m tests.integration.failover --kills 20

@@ -785,7 +785,11 @@ class RaftNode:
     def _handle_heartbeat(self, msg: Heartbeat) -> None:
         # The leader caps leader_commit at what it knows we hold, so adopting it is safe.
         self._commit_to(min(msg.leader_commit, self.log.last_index))
-        self._send(HeartbeatResponse(self.current_term, self.id, msg.src, msg.read_round))
+        self._send(
+            HeartbeatResponse(
+                self.current_term, self.id, msg.src, msg.read_round, self.log.last_index
+            )
+        )
 
     def _handle_install_snapshot(self, msg: InstallSnapshot) -> None:
         """Figure 13's receiver rules. The answer is an AppendEntriesResponse saying what
@@ -937,6 +941,13 @@ class RaftNode:
         pr = self._progress[msg.src]
         pr.recent_active = True
         pr.probe_sent = False
+        if msg.last_index < pr.match_index and pr.state is not ReplicationState.SNAPSHOT:
+            # Answers come in order on one connection, and a follower's log never shrinks
+            # below what it acknowledged to this leader: it lost entries (a wiped or damaged
+            # disk). Find where it really is; commit_index never moves back for this.
+            pr.match_index = msg.last_index
+            pr.become_probe(msg.last_index + 1)
+            self._events.append(FollowerBackedOff(msg.src, msg.last_index + 1))
         if msg.read_round > pr.read_round_acked:
             pr.read_round_acked = msg.read_round
             self._release_confirmed_reads()

@@ -184,10 +184,16 @@ class InstallSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResponse:
+    """``last_index`` is the follower's last log index: a leader that finds it below what it
+    believed the follower held learns that the follower lost entries (its data directory
+    was wiped or damaged) and probes it again, instead of waiting for the next write to
+    fail an append."""
+
     term: int
     src: NodeId
     dst: NodeId
     read_round: int = 0
+    last_index: int = 0
 
 
 Message = (

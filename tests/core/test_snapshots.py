@@ -196,3 +196,24 @@ def test_compact_refuses_a_snapshot_it_cannot_stand_behind() -> None:
     net.snapshot(leader)
     with pytest.raises(ValueError, match="older"):
         node.compact(Snapshot(SnapshotMeta(2, 1, net.ids)))
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_follower_that_lost_its_disk_is_found_out_by_heartbeats_alone(compacted: bool) -> None:
+    """No write follows the wipe, so no append can fail: the heartbeat answers must carry
+    the follower's real last index for the leader to probe it (and send the snapshot)."""
+    net = Network()
+    leader = net.elect(1).id
+    write(net, leader, 30)
+    if compacted:
+        net.snapshot(leader)
+    assert net.nodes[leader].progress(3).match_index == 31
+    net.crash(3)
+    net.storages[3] = MemoryStorage()
+    net.restart(3)
+    net.tick(10)
+    assert net.nodes[leader].role is Role.LEADER
+    assert net.nodes[3].log.last_index == 31
+    assert net.applied[3] == net.applied[leader]
+    assert net.nodes[leader].progress(3).match_index == 31
+    assert len(net.events_of(3, SnapshotInstalled)) == int(compacted)

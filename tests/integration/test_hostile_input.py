@@ -100,7 +100,7 @@ async def test_strangers_are_refused_by_the_peer_port(cluster: Cluster) -> None:
     other = next(n for n in cluster.members if n != leader)
     await stream.send(Header("Hello"), Hello("raftd", other, "127.0.0.1:1"))
     forged = encode_frame(
-        encode_payload(Header("HeartbeatResponse"), [1, 99, 1, 0])  # src 99: not the sender
+        encode_payload(Header("HeartbeatResponse"), [1, 99, 1, 0, 0])  # src 99: not the sender
     )
     await stream.send_encoded([forged])
     with trio.fail_after(10):

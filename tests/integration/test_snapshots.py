@@ -99,11 +99,11 @@ async def test_a_follower_whose_disk_was_wiped_catches_up_from_the_leaders_snaps
         victim = next(name for name in cluster.members if name != leader)
         await cluster.stop(victim)
         shutil.rmtree(cluster.members[victim].data_dir)
-        for n in range(200, 260):
-            await writer.set(f"k{n % 40}", f"{n}:{VALUE}", timeout_s=30)
+        # No write comes after the restart: the leader must learn from the heartbeats
+        # alone that the member lost what it had acknowledged.
         await cluster.start_member(victim)
         hashes = await converged(cluster)
-        assert hashes[victim][0] >= 260
+        assert hashes[victim][0] >= 200
         text = await cluster.scrape(victim)
         assert metric(text, 'raftd_snapshots_total{kind="installed"}') >= 1
         assert metric(text, 'raftd_snapshots_total{kind="received"}') >= 1
