@@ -6,9 +6,11 @@ commit) and there is no moment where a vote is on disk but the entries it depend
 not, or the reverse. Nothing is ever rewritten in place: a conflicting suffix is replaced by
 appending records whose index is at or below the current last index, and replay truncates
 the log there, exactly as ``append`` does in memory. When the newest segment outgrows
-``segment_bytes`` the next batch opens a new one; once a durable snapshot covers every entry
-of a segment, ``compact`` deletes it. Snapshots live beside the log in ``snap-*.snap`` files
-(``raftd.storage.snapfile``): the newest two are kept.
+``segment_bytes``, and after each snapshot of this member's own, the next batch opens a new
+one; once a durable snapshot covers every entry of a segment, ``compact`` deletes it. So a
+restart replays about two snapshot intervals of entries, however long the history.
+Snapshots live beside the log in ``snap-*.snap`` files (``raftd.storage.snapfile``): the
+newest two are kept.
 
 Layout (big-endian)::
 
@@ -504,6 +506,10 @@ class WalStorage:
         self._file = state.active
         self._segment_size = state.active_size
         self._segment_written = state.active_written
+        # Set by a snapshot: the next batch opens a segment, so that the segment holding the
+        # snapshot's entries can be deleted once the trailing window passes it. Without it a
+        # small-entry log fills one segment with a million entries, all replayed at a restart.
+        self._rotate_requested = False
         self._next_seq = replay.next_seq
         self._staged_hard_state: tuple[HardState, bytes] | None = None
         self._staged_snapshot: Snapshot | None = None
@@ -636,6 +642,7 @@ class WalStorage:
             self._write_snapshot_file(snapshot)
             with self._state:
                 self._snapshot = snapshot
+                self._rotate_requested = True
 
     def compact(self, index: int) -> None:
         """Forget the entries up to ``index`` (a durable snapshot holds them) and delete
@@ -684,7 +691,9 @@ class WalStorage:
                 )
                 base = (self._base_index + len(self._entries), self._last_term())
             try:
-                new_segment = self._segment_written and self._segment_size >= self._segment_bytes
+                new_segment = self._segment_written and (
+                    self._rotate_requested or self._segment_size >= self._segment_bytes
+                )
                 if new_segment:
                     self._open_next_segment(seq)
                 if snapshot is not None:
@@ -741,6 +750,7 @@ class WalStorage:
             self._segments.append((number, self._base_index + len(self._entries)))
             self._segment_size = SEGMENT_HEADER_SIZE
             self._segment_written = False
+            self._rotate_requested = False
 
     def _write_snapshot_file(self, snapshot: Snapshot) -> None:
         path = self.data_dir / snapfile.file_name(snapshot.meta)

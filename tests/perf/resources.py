@@ -77,6 +77,18 @@ async def commit_of(cluster: Cluster) -> tuple[str, int]:
     return leader, (await cluster.statuses([leader]))[leader].commit_index
 
 
+async def restart_follower(cluster: Cluster) -> str:
+    """Restart a follower and time it to applied and serving at the leader's commit."""
+    leader, commit = await commit_of(cluster)
+    follower = next(n for n in cluster.members if n != leader)
+    await cluster.stop(follower)
+    started = time.monotonic()
+    await cluster.start_member(follower)
+    await applied_to(cluster, follower, commit)
+    took = time.monotonic() - started
+    return f"  {follower} restart to serving at index {commit:,}: {took:.2f} s"
+
+
 async def long_history(base: Path, writes: int, report: list[str]) -> None:
     cluster = Cluster(base / "long", 3)
     async with trio.open_nursery() as nursery:
@@ -86,8 +98,11 @@ async def long_history(base: Path, writes: int, report: list[str]) -> None:
             first = await bench(cluster, "--op", "set", "--keys", "10000", "--clients", "64",
                                 "--duration", "10", "--warmup", "0")  # fmt: skip
             done = int(first["ops"])
+            # Restarted before the first measure, so both measures see the same processes.
+            restarted = await restart_follower(cluster)
             early = rss_mb(cluster)
             report.append(f"after {done:,} writes: resident {_mb(early)}")
+            report.append(restarted)
             while done < writes:
                 more = await bench(cluster, "--op", "set", "--keys", "10000", "--clients", "64",
                                    "--duration", "60", "--warmup", "0")  # fmt: skip
@@ -99,14 +114,7 @@ async def long_history(base: Path, writes: int, report: list[str]) -> None:
             report.append("  growth: " + ", ".join(f"{n} x{r:.2f}" for n, r in ratios.items()))
             for name, what in disk_mb(cluster).items():
                 report.append(f"  {name} data directory: {what}")
-            leader, commit = await commit_of(cluster)
-            follower = next(n for n in cluster.members if n != leader)
-            await cluster.stop(follower)
-            started = time.monotonic()
-            await cluster.start_member(follower)
-            await applied_to(cluster, follower, commit)
-            took = time.monotonic() - started
-            report.append(f"  {follower} restart to serving at index {commit:,}: {took:.2f} s")
+            report.append(await restart_follower(cluster))
         finally:
             await cluster.shutdown()
             nursery.cancel_scope.cancel()
@@ -146,14 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf.resources", description=__doc__)
     parser.add_argument("--writes", type=int, default=1_000_000)
     parser.add_argument("--wiped-keys", type=int, default=100_000)
+    parser.add_argument("--only", choices=("long", "wiped"), help="run one of the two measurements")
     args = parser.parse_args(argv)
     report: list[str] = []
     with tempfile.TemporaryDirectory(prefix="raftd-resources-") as base:
-        trio.run(long_history, Path(base), args.writes, report)
-        print("\n".join(report), flush=True)
-        report.clear()
-        trio.run(wiped_member, Path(base), args.wiped_keys, report)
-        print("\n".join(report), flush=True)
+        if args.only != "wiped":
+            trio.run(long_history, Path(base), args.writes, report)
+            print("\n".join(report), flush=True)
+            report.clear()
+        if args.only != "long":
+            trio.run(wiped_member, Path(base), args.wiped_keys, report)
+            print("\n".join(report), flush=True)
     return 0
 
 

@@ -94,6 +94,28 @@ def test_compaction_deletes_the_segments_a_snapshot_covers_and_a_restart_keeps_t
     assert [e.index for e in reopened.entries] == list(range(reopened.snapshot_index + 1, 61))
 
 
+def test_a_snapshot_rolls_the_log_so_a_restart_replays_only_the_entries_after_it() -> None:
+    # With a segment limit no batch reaches, the log would otherwise stay one segment and a
+    # restart would replay every entry ever written, however often a snapshot was taken.
+    disk = PageCacheDisk()
+    logs: list[str] = []
+    wal = WalStorage.open(DIR, fs=disk, segment_bytes=1 << 30, logger=logs.append)
+    for round_ in range(5):
+        first = round_ * 100 + 1
+        write(wal, first, first + 99)
+        wal.save_snapshot(snapshot(first + 99))
+        wal.compact(first + 99 - 20)  # a trailing window of 20 entries
+    write(wal, 501, 510)
+    assert len(segments(disk)) == 2
+    wal.close()
+    disk.kill_process()
+    reopened = open_wal(disk).load()
+    assert reopened.snapshot == snapshot(500)
+    # The replay starts where the segment opened after the snapshot at 400 does.
+    assert reopened.snapshot_index == 400
+    assert [e.index for e in reopened.entries] == list(range(401, 511))
+
+
 def test_only_the_newest_two_snapshot_files_are_kept() -> None:
     disk = PageCacheDisk()
     wal = open_wal(disk)
