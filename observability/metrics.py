@@ -58,6 +58,7 @@ __all__ = [
     "ROLES",
     "SAMPLER_REASONS",
     "SNAPSHOT_KINDS",
+    "TRANSFER_SIDES",
     "MetricsServer",
     "NodeState",
     "RaftMetrics",
@@ -104,6 +105,7 @@ CLIENT_OUTCOMES = (
     "error",
 )
 SNAPSHOT_KINDS = ("taken", "installed", "sent", "received")
+TRANSFER_SIDES = ("sender", "receiver")
 SAMPLER_REASONS = (
     "sampled",
     "ratio",
@@ -377,6 +379,16 @@ class RaftMetrics:
             ),
             snapshot_kind,
         )
+        self._transfers_cut: _Children[Counter] = _Children(
+            Counter(
+                "raftd_snapshot_transfers_cut",
+                "Snapshot transfers a lost connection cut short, by side (a sender knows "
+                "only of those a write failed in); the leader sends it again from the start.",
+                ["side"],
+                registry=reg,
+            ),
+            _Bound(TRANSFER_SIDES),
+        )
         self._snapshot_bytes = Gauge(
             "raftd_snapshot_bytes",
             "Size of the last snapshot this member took, installed, sent or received.",
@@ -520,6 +532,11 @@ class RaftMetrics:
         timed = self._snapshot_seconds.get(kind)
         (timed or self._snapshot_seconds.child(kind)).observe(seconds)
         self._snapshot_bytes.set(size)
+
+    def snapshot_transfer_cut(self, side: str) -> None:
+        """``side`` is one of ``TRANSFER_SIDES``."""
+        child = self._transfers_cut.get(side)
+        (child or self._transfers_cut.child(side)).inc()
 
     def append_entries_sent(self, entries: int) -> None:
         self._append_batch.observe(entries)

@@ -180,7 +180,7 @@ class PeerTransport:
                 (log.debug if quiet else log.info)(
                     "connected to peer", peer=name, address=str(address)
                 )
-                await self._pump_while_open(stream, outbox)
+                await self._pump_while_open(stream, outbox, name)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 lasted = trio.current_time() - opened
                 stable = lasted >= STABLE_CONNECTION_S
@@ -205,7 +205,7 @@ class PeerTransport:
         self._discard(outbox)
         return min(delay * 2, RECONNECT_MAX_S)
 
-    async def _pump_while_open(self, stream: FramedStream, outbox: Any) -> None:
+    async def _pump_while_open(self, stream: FramedStream, outbox: Any, peer: str) -> None:
         """Pump until the link breaks; raises the reason.
 
         A peer never writes on a connection we dialled, so a read on it returns only when
@@ -214,6 +214,7 @@ class PeerTransport:
         its pre-vote, right after a leader died) would be lost, costing a whole election
         timeout. Reconnecting at the first sign of EOF sends it on a live connection."""
         failure: list[BaseException] = []
+        transfers: list[_Transfer] = []
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -227,14 +228,26 @@ class PeerTransport:
 
             nursery.start_soon(watch)
             try:
-                await self._pump(stream, outbox)
+                await self._pump(stream, outbox, transfers)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 failure.append(exc)
                 nursery.cancel_scope.cancel()
+        for transfer in transfers:
+            self.metrics.snapshot_transfer_cut("sender")
+            log.warning(
+                "snapshot transfer cut short: the connection was lost; it will be sent again",
+                peer=peer,
+                written_bytes=transfer.written_bytes,
+                snapshot_bytes=transfer.size,
+            )
         raise failure[0]
 
-    async def _pump(self, stream: FramedStream, outbox: Any) -> None:
-        transfers: list[_Transfer] = []  # the one in progress, if any
+    async def _pump(
+        self, stream: FramedStream, outbox: Any, transfers: list[_Transfer] | None = None
+    ) -> None:
+        """Send the outbox into ``stream``; ``transfers`` holds the snapshot transfer in
+        progress, if any, still there when the link breaks."""
+        transfers = [] if transfers is None else transfers
         try:
             await self._pump_into(stream, outbox, transfers)
         finally:
@@ -351,11 +364,11 @@ class PeerTransport:
             while True:
                 received = await stream.receive()
                 if received is None:
-                    return
+                    break
                 header, msg = received
                 if isinstance(msg, Hello) or msg.src != peer_id or msg.dst != self.config.node_id:
                     self._refuse(remote, "misaddressed", f"misaddressed {type(msg).__name__}")
-                    return
+                    break
                 if header.dropped_traceparent:
                     self.metrics.bad_traceparent("peer")
                     self._quiet.warning(
@@ -383,6 +396,15 @@ class PeerTransport:
             self._refuse(remote, "bad_frame", f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        # Not reached when the member shuts down (cancelled): only a connection that ended.
+        if reassembly.key is not None:
+            self.metrics.snapshot_transfer_cut("receiver")
+            log.warning(
+                "snapshot transfer cut short: the connection ended; the leader sends it again",
+                remote=remote,
+                snapshot_index=reassembly.key[1],
+                received_bytes=reassembly.received,
+            )
 
     async def _accept_hello(self, stream: FramedStream, remote: str) -> int | None:
         with trio.move_on_after(HELLO_TIMEOUT_S):
@@ -453,6 +475,7 @@ class _Transfer:
         self._next = next(self._chunks, None)
         self._started = trio.current_time()
         self.sent = 0
+        self.written_bytes = 0  # handed to the connection, not known to have arrived
 
     @classmethod
     async def start(cls, item: Outgoing) -> _Transfer:
@@ -474,6 +497,7 @@ class _Transfer:
         assert chunk is not None
         self._next = next(self._chunks, None)
         self.sent += 1
+        self.written_bytes += len(chunk.data)
         span = self.item.span
         if span is not None and span.is_recording():
             span.add_event(

@@ -54,6 +54,12 @@ class LinkProxy:
         self.target_port = target_port
         self.blocked = False
         self._streams: set[trio.SocketStream] = set()
+        self._cut_after: int | None = None
+
+    def cut_after(self, nbytes: int) -> None:
+        """Close the link's connections once ``nbytes`` more have gone through it towards
+        its target, once; later connections pass (a connection lost mid-transfer)."""
+        self._cut_after = nbytes
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
@@ -77,20 +83,29 @@ class LinkProxy:
         self._streams |= {inbound, outbound}
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pipe, inbound, outbound, nursery.cancel_scope)
-                nursery.start_soon(self._pipe, outbound, inbound, nursery.cancel_scope)
+                nursery.start_soon(self._pipe, inbound, outbound, nursery.cancel_scope, True)
+                nursery.start_soon(self._pipe, outbound, inbound, nursery.cancel_scope, False)
         finally:
             self._streams -= {inbound, outbound}
             for stream in (inbound, outbound):
                 await stream.aclose()
 
     async def _pipe(
-        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        scope: trio.CancelScope,
+        towards_target: bool,
     ) -> None:
         try:
             while data := await source.receive_some(65536):
                 if self.blocked:
                     break
+                if towards_target and self._cut_after is not None:
+                    if len(data) >= self._cut_after:
+                        self._cut_after = None
+                        break
+                    self._cut_after -= len(data)
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

@@ -113,3 +113,43 @@ async def test_a_follower_whose_disk_was_wiped_catches_up_from_the_leaders_snaps
         assert "installed a snapshot from the leader" in cluster.log_text(victim)
     finally:
         await cluster.shutdown()
+
+
+async def test_a_snapshot_transfer_cut_short_by_a_lost_connection_is_sent_again(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = Cluster(tmp_path, 3)
+    cluster.serve_metrics()
+    for member in cluster.members.values():
+        member.extra_args += FLAGS
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_for_leader(timeout_s=30)
+        writer = Writer(cluster)
+        # 120 keys of 20 kB: a snapshot of about 2.4 MB, three chunks of 1 MiB.
+        for n in range(240):
+            await writer.set(f"k{n % 120}", f"{n}:{VALUE}", timeout_s=30)
+        leader = await cluster.wait_for_leader()
+        victim = next(name for name in cluster.members if name != leader)
+        await cluster.stop(victim)
+        shutil.rmtree(cluster.members[victim].data_dir)
+        # The leader's connection to the victim breaks inside the snapshot's second chunk.
+        cluster.links[(leader, victim)].cut_after(1_500_000)
+        await cluster.start_member(victim)
+        hashes = await converged(cluster)
+        assert hashes[victim][0] >= 240
+        receiver = await cluster.scrape(victim)
+        assert metric(receiver, 'raftd_snapshot_transfers_cut_total{side="receiver"}') >= 1
+        assert metric(receiver, 'raftd_snapshots_total{kind="installed"}') >= 1
+        assert "snapshot transfer cut short" in cluster.log_text(victim)
+        # The leader sent it twice. It knows the first was cut short only if a write of
+        # it failed: the socket's buffers may have taken every chunk before the cut.
+        sender = await cluster.scrape(leader)
+        sent = metric(sender, 'raftd_snapshots_total{kind="sent"}')
+        if "snapshot transfer cut short" in cluster.log_text(leader):
+            assert metric(sender, 'raftd_snapshot_transfers_cut_total{side="sender"}') >= 1
+            assert sent >= 1
+        else:
+            assert sent >= 2
+    finally:
+        await cluster.shutdown()

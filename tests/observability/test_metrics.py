@@ -22,6 +22,7 @@ from observability.metrics import (
     ROLES,
     SAMPLER_REASONS,
     SNAPSHOT_KINDS,
+    TRANSFER_SIDES,
     NodeState,
     RaftMetrics,
     render,
@@ -42,6 +43,7 @@ ALLOWED_LABEL_NAMES = {
     "role",
     "le",
     "port",
+    "side",
 }
 
 FAMILIES = {
@@ -56,6 +58,7 @@ FAMILIES = {
     "raftd_snapshots",
     "raftd_snapshot_duration_seconds",
     "raftd_snapshot_bytes",
+    "raftd_snapshot_transfers_cut",
     "raftd_elections_started",
     "raftd_leader_changes",
     "raftd_messages_sent",
@@ -93,6 +96,8 @@ def exercise(metrics: RaftMetrics) -> None:
     metrics.bind_span_counts(lambda: (12, 3))
     for kind in SNAPSHOT_KINDS:
         metrics.snapshot(kind, 0.25, 4096)
+    for side in TRANSFER_SIDES:
+        metrics.snapshot_transfer_cut(side)
     metrics.bind_sampler_totals(lambda: {"sampled": 1, "ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)

@@ -54,6 +54,7 @@ def exported_metrics() -> tuple[set[str], set[str]]:
     metrics.bind_span_counts(lambda: (5, 1))
     metrics.bind_trace_budget(lambda: (2, 7))
     metrics.snapshot("taken", 0.1, 100)
+    metrics.snapshot_transfer_cut("sender")
     metrics.bind_sampler_totals(lambda: {"ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)

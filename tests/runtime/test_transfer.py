@@ -21,7 +21,7 @@ from raftd.runtime.transfer import (
     chunks,
     digest_of,
 )
-from wire.api import PEER_REGISTRY, Hello
+from wire.api import PEER_REGISTRY, Hello, SnapshotChunk
 from wire.codec import Header
 from wire.stream import FramedStream
 from wire.tracecontext import TraceParent
@@ -107,3 +107,28 @@ async def test_heartbeats_pass_between_the_chunks_of_a_big_snapshot(tmp_path: Pa
     ]
     received = metrics.registry.get_sample_value("raftd_snapshots_total", {"kind": "received"})
     assert received == 1
+
+
+async def test_a_transfer_cut_short_is_counted_and_the_next_one_starts_afresh(
+    tmp_path: Path,
+) -> None:
+    _, b, delivered, metrics = _pair(tmp_path)
+    pieces = list(chunks(INSTALL, digest_of(DATA)))
+
+    async def connection(frames: list[SnapshotChunk]) -> None:
+        ours, theirs = trio.testing.memory_stream_pair()
+        sender = FramedStream(ours, PEER_REGISTRY)
+        await sender.send(Header("Hello"), Hello("raftd", "a", "127.0.0.1:3"))
+        for frame in frames:
+            await sender.send(Header("SnapshotChunk"), frame)
+        await sender.aclose()
+        with trio.fail_after(10):
+            await b._receive_from_peer(FramedStream(theirs, PEER_REGISTRY), "test")
+
+    await connection(pieces[:2])
+    assert delivered == []
+    cut = {"side": "receiver"}
+    assert metrics.registry.get_sample_value("raftd_snapshot_transfers_cut_total", cut) == 1
+    await connection(pieces)
+    assert delivered == [INSTALL]
+    assert metrics.registry.get_sample_value("raftd_snapshot_transfers_cut_total", cut) == 1
