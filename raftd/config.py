@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raftd.core import NodeId
+from raftd.storage.identity import bootstrap_ids
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -80,6 +81,9 @@ class NodeConfig:
     snapshot_keep_entries: int = 5_000
     wal_segment_bytes: int = 64 * 1024 * 1024
     test_mutations: frozenset[str] = frozenset()  # deliberate bugs, see runtime/mutations
+    # Every member's id as stored in the data directory (raftd.storage.identity); None
+    # before the directory was opened, when they are what a bootstrap would assign.
+    ids: dict[str, NodeId] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in self.members:
@@ -95,11 +99,13 @@ class NodeConfig:
             raise ConfigError("snapshot thresholds and the kept entries cannot be negative")
         if self.wal_segment_bytes < 1:
             raise ConfigError("the log segment size must be positive")
+        if self.ids is not None and sorted(self.ids) != sorted(self.members):
+            raise ConfigError(f"stored member ids {self.ids} do not match --cluster")
 
     @property
     def node_ids(self) -> dict[str, NodeId]:
-        """Names to the core's integer ids: sorted, so every member derives the same map."""
-        return {name: i + 1 for i, name in enumerate(sorted(self.members))}
+        """Names to the core's integer ids, as stored in the data directory."""
+        return dict(self.ids) if self.ids is not None else bootstrap_ids(self.members)
 
     @property
     def node_id(self) -> NodeId:

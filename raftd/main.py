@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from observability.sampling import PER_MINUTE_ENV, RATIO_ENV, RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import restore, version
 from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
+from raftd.core import HardState
 from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
 from raftd.runtime.clients import ClientServer
@@ -32,6 +33,8 @@ from raftd.runtime.driver import Driver
 from raftd.runtime.listen import start_listening
 from raftd.runtime.peers import PeerTransport
 from raftd.storage import SnapshotStorage, StorageError, WalStorage
+from raftd.storage.fs import OsFileSystem
+from raftd.storage.identity import IdentityMismatch, reconcile
 from raftd.storage.wal import DataDirLocked
 
 log = structlog.get_logger("raftd")
@@ -355,6 +358,16 @@ def run_member(args: argparse.Namespace) -> int:
     except (StorageError, OSError) as exc:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    try:
+        config = _with_stored_identity(config, wal)
+    except IdentityMismatch as exc:
+        wal.close()
+        print(f"raftd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StorageError, OSError) as exc:
+        wal.close()
+        print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     sampler.window.open_journal(config.data_dir / TRACE_WINDOW_JOURNAL)
     storage: SnapshotStorage = wal
     if "ack-before-fsync" in config.test_mutations:
@@ -382,6 +395,24 @@ def run_member(args: argparse.Namespace) -> int:
     if status == EXIT_OK:
         log.info("stopped cleanly")
     return status
+
+
+def _with_stored_identity(config: NodeConfig, wal: WalStorage) -> NodeConfig:
+    """``config`` with the member ids its data directory holds (raftd.storage.identity),
+    after checking the flags against them."""
+    state = wal.load()
+    history = state.hard_state != HardState() or bool(state.entries) or state.snapshot is not None
+    identity, wrote = reconcile(
+        OsFileSystem(),
+        config.data_dir,
+        name=config.name,
+        cluster_id=config.cluster_id,
+        names=config.members,
+        has_history=history,
+    )
+    if wrote is not None:
+        log.info(wrote, ids=identity.ids)
+    return replace(config, ids=identity.ids)
 
 
 E = TypeVar("E", bound=BaseException)

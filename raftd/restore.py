@@ -16,6 +16,8 @@ from raftd import kvsnapshot
 from raftd.config import ConfigError, parse_cluster
 from raftd.core import HardState, Snapshot, SnapshotMeta
 from raftd.storage import StorageError, WalStorage, snapfile
+from raftd.storage.fs import OsFileSystem
+from raftd.storage.identity import IDENTITY_NAME, MemberIdentity, bootstrap_ids
 from raftd.storage.wal import SEGMENT_PREFIX, WAL_NAME
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -61,7 +63,9 @@ def run_restore(args: argparse.Namespace) -> int:
         return _fail(f"cannot restore from it: {exc}", EXIT_FAILED)
     data_dir: Path = args.data_dir
     if data_dir.exists() and any(
-        p.name == WAL_NAME or p.name.startswith(SEGMENT_PREFIX) or p.suffix == snapfile.SUFFIX
+        p.name in (WAL_NAME, IDENTITY_NAME)
+        or p.name.startswith(SEGMENT_PREFIX)
+        or p.suffix == snapfile.SUFFIX
         for p in data_dir.iterdir()
     ):
         return _fail(
@@ -70,14 +74,16 @@ def run_restore(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     old = backup.snapshot.meta
-    voters = tuple(range(1, len(members) + 1))  # ids follow the sorted names (NodeConfig)
+    identity = MemberIdentity(args.cluster_id, args.id, bootstrap_ids(members))
+    voters = tuple(sorted(identity.ids.values()))
     snapshot = Snapshot(SnapshotMeta(old.index, old.term, voters), backup.snapshot.data)
     try:
         with WalStorage.open(data_dir, cluster_id=args.cluster_id) as wal:
+            OsFileSystem().create(data_dir / IDENTITY_NAME, identity.encode())
             wal.set_hard_state(HardState(old.term, None))
             wal.install_snapshot(snapshot)
             wal.sync()
-    except StorageError as exc:
+    except (StorageError, OSError) as exc:
         return _fail(str(exc), EXIT_FAILED)
     renamed = (
         ""

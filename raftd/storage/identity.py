@@ -1,0 +1,126 @@
+"""Who a data directory belongs to: its member's name, its cluster, and every member's id.
+
+The core knows members by integer ids, and a vote is stored as one. Those ids were once
+derived at every start from the sorted ``--cluster`` names, so editing ``--cluster`` (adding
+``n0``, replacing a member) silently renumbered everyone and turned a stored vote into a
+vote for someone else: two leaders in one term. Now the ids are assigned once, when a
+member first starts in an empty directory (bootstrap: still the sorted positions, so every
+member of a new cluster assigns the same ones without talking), and stored here with the
+member's name and its cluster's id. Every later start checks ``--id``, ``--cluster-id`` and
+the names in ``--cluster`` against this file and refuses, saying why, when they disagree.
+
+A data directory written before this file existed (a log but no identity) had exactly the
+sorted-position ids, so it is adopted under the names ``--cluster`` gives now.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from raftd.core import NodeId
+from raftd.storage.base import StorageError
+from raftd.storage.fs import FileSystem
+
+IDENTITY_NAME = "member.json"
+FORMAT = 1
+
+
+class IdentityMismatch(Exception):
+    """The flags name another member, cluster or membership than the directory holds."""
+
+
+class IdentityDamaged(StorageError):
+    """The identity file cannot be read: refusing is safer than guessing the ids."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberIdentity:
+    cluster_id: str
+    name: str
+    ids: dict[str, NodeId]  # every member's name to its id in the core
+
+    def encode(self) -> bytes:
+        body = {"format": FORMAT, "cluster_id": self.cluster_id, "name": self.name}
+        return (json.dumps({**body, "members": self.ids}, indent=2) + "\n").encode()
+
+
+def bootstrap_ids(names: Iterable[str]) -> dict[str, NodeId]:
+    """The ids of a new cluster's members: their sorted positions, from 1, which every
+    member derives alike from the same ``--cluster``."""
+    return {name: i + 1 for i, name in enumerate(sorted(names))}
+
+
+def decode(content: bytes, where: str) -> MemberIdentity:
+    try:
+        raw = json.loads(content)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ValueError(f"format {raw.get('format') if isinstance(raw, dict) else raw!r}")
+        cluster_id, name, members = raw["cluster_id"], raw["name"], raw["members"]
+        if not (isinstance(cluster_id, str) and isinstance(name, str)):
+            raise ValueError("cluster_id and name must be strings")
+        if not isinstance(members, dict) or name not in members:
+            raise ValueError("members must map names to ids, this member's included")
+        ids = dict(members)
+        if not all(isinstance(i, int) and i > 0 for i in ids.values()):
+            raise ValueError("member ids must be positive integers")
+        if len(set(ids.values())) != len(ids):
+            raise ValueError("two members share an id")
+    except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise IdentityDamaged(
+            f"{where} is damaged ({exc}); refusing to start rather than guess who the "
+            "members are. Restore the file from a backup or another copy of this member"
+        ) from exc
+    return MemberIdentity(cluster_id, name, ids)
+
+
+def reconcile(
+    fs: FileSystem,
+    data_dir: Path,
+    *,
+    name: str,
+    cluster_id: str,
+    names: Iterable[str],
+    has_history: bool,
+) -> tuple[MemberIdentity, str | None]:
+    """The stored identity, checked against the flags; written first if the directory has
+    none. Returns it with a line to log when it was just written (else None)."""
+    path = data_dir / IDENTITY_NAME
+    listed = sorted(names)
+    if fs.exists(path):
+        stored = decode(fs.read(path), str(path))
+        _check(stored, name, cluster_id, listed, path)
+        return stored, None
+    identity = MemberIdentity(cluster_id, name, bootstrap_ids(listed))
+    fs.create(path, identity.encode())
+    why = (
+        "recorded this member's identity for a data directory written before identities "
+        "were stored (ids as before: the sorted --cluster names)"
+        if has_history
+        else "bootstrapped a new member: ids assigned from the sorted --cluster names"
+    )
+    return identity, why
+
+
+def _check(
+    stored: MemberIdentity, name: str, cluster_id: str, listed: list[str], path: Path
+) -> None:
+    if stored.cluster_id != cluster_id:
+        raise IdentityMismatch(
+            f"{path.parent} belongs to cluster {stored.cluster_id!r}, not {cluster_id!r} "
+            "(--cluster-id): use that cluster's id, or an empty directory for a new member"
+        )
+    if stored.name != name:
+        raise IdentityMismatch(
+            f"{path.parent} holds member {stored.name!r}, not {name!r} (--id): one member's "
+            "log and votes must never run under another member's name"
+        )
+    if sorted(stored.ids) != listed:
+        raise IdentityMismatch(
+            f"--cluster names {', '.join(listed)}, but this member's cluster has "
+            f"{', '.join(sorted(stored.ids))} ({path}). Start it with the members it has "
+            "(their addresses may change); editing the names in --cluster would make stored "
+            "votes refer to other members"
+        )
