@@ -19,6 +19,7 @@ from raftd.core.types import (
     HeartbeatResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from wire.codec import Registry
 
@@ -64,6 +65,7 @@ PEER_REGISTRY.register(
     Heartbeat,
     HeartbeatResponse,
     SnapshotChunk,
+    TimeoutNow,
 )
 
 # -------------------------------------------------------------- clients

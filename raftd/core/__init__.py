@@ -1,7 +1,16 @@
 """The pure Raft core: no I/O, no clock, no global randomness (see node.py for the rules)."""
 
 from raftd.core.log import LogCompactedError, RaftLog
-from raftd.core.node import Config, NotLeaderError, Progress, RaftNode, ReadState, Ready, Role
+from raftd.core.node import (
+    Config,
+    LeaderTransferring,
+    NotLeaderError,
+    Progress,
+    RaftNode,
+    ReadState,
+    Ready,
+    Role,
+)
 from raftd.core.types import (
     AppendEntries,
     AppendEntriesResponse,
@@ -18,6 +27,7 @@ from raftd.core.types import (
     RequestVoteResponse,
     Snapshot,
     SnapshotMeta,
+    TimeoutNow,
 )
 
 __all__ = [
@@ -31,6 +41,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatResponse",
     "InstallSnapshot",
+    "LeaderTransferring",
     "LogCompactedError",
     "Message",
     "NodeId",
@@ -45,4 +56,5 @@ __all__ = [
     "Role",
     "Snapshot",
     "SnapshotMeta",
+    "TimeoutNow",
 ]

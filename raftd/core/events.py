@@ -24,7 +24,7 @@ class ElectionStarted:
 
     term: int
     pre_vote: bool
-    reason: str  # "timeout" or "campaign"
+    reason: str  # "timeout", "campaign" or "transfer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +190,31 @@ class ReadsAborted:
     contexts: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderTransferStarted:
+    """This leader stopped taking proposals and is bringing ``target`` up to date."""
+
+    term: int
+    target: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNowSent:
+    """``target`` holds the whole log: it was told to start an election now."""
+
+    term: int
+    target: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderTransferAborted:
+    """The transfer ended without this leader stepping down; proposals resume."""
+
+    term: int
+    target: NodeId
+    reason: str  # "timeout", "superseded" or "target_removed"
+
+
 Event = (
     BecameFollower
     | ElectionStarted
@@ -212,4 +237,7 @@ Event = (
     | SnapshotInstalled
     | LogCompacted
     | ReadsAborted
+    | LeaderTransferStarted
+    | TimeoutNowSent
+    | LeaderTransferAborted
 )

@@ -32,6 +32,8 @@ from raftd.core.events import (
     ElectionTimedOut,
     Event,
     FollowerBackedOff,
+    LeaderTransferAborted,
+    LeaderTransferStarted,
     LogCompacted,
     LogTruncated,
     MisroutedMessageIgnored,
@@ -40,6 +42,7 @@ from raftd.core.events import (
     SnapshotSent,
     StaleMessageIgnored,
     SteppedDown,
+    TimeoutNowSent,
     VoteGranted,
     VoteReceived,
     VoteRefused,
@@ -60,6 +63,7 @@ from raftd.core.types import (
     RequestVote,
     RequestVoteResponse,
     Snapshot,
+    TimeoutNow,
 )
 
 # A snapshot unanswered for this many election timeouts is sent again: long enough for a
@@ -168,6 +172,15 @@ class NotLeaderError(Exception):
         self.leader_id = leader_id
 
 
+class LeaderTransferring(Exception):
+    """A proposal reached a leader that is handing its leadership to ``target``: retry
+    shortly (at the new leader, or here if the transfer is aborted)."""
+
+    def __init__(self, target: NodeId) -> None:
+        super().__init__(f"leadership is being transferred to {target}")
+        self.target = target
+
+
 class ReplicationState(enum.Enum):
     PROBE = "probe"  # one AppendEntries at a time until the follower's log position is known
     REPLICATE = "replicate"  # pipelined: send ahead without waiting, bounded by inflight
@@ -272,6 +285,11 @@ class RaftNode:
         # asked (see RequestVote.campaign). Not durable: after a restart a reply delayed
         # from before it could match, which pre-vote tolerates (it only guards liveness).
         self._campaign = 0
+        # Leadership transfer (dissertation 3.10): the leader's target and the ticks since
+        # it began; on the target, whether its current campaign was asked for by the leader.
+        self.transferee: NodeId | None = None
+        self._transfer_elapsed = 0
+        self._transfer_campaign = False
         self._progress: dict[NodeId, Progress] = {}
         self._append_pending = False
         # ReadIndex: requests waiting for an entry of this term to commit, requests not yet
@@ -316,10 +334,38 @@ class RaftNode:
         self._require_no_pending_ready()
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        if self.transferee is not None:
+            # New entries would keep the target behind and the transfer from finishing.
+            raise LeaderTransferring(self.transferee)
         entry = Entry(self.log.last_index + 1, self.current_term, data, EntryKind.NORMAL, context)
         self.log.append(entry)
         self._append_pending = True
         return entry.index, entry.term
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand the leadership to ``target`` (dissertation section 3.10): stop taking
+        proposals, bring its log up to date, then send it ``TimeoutNow`` so it campaigns at
+        once. Ends when this leader steps down, or after an election timeout (the event
+        ``LeaderTransferAborted``), when proposals resume. Transferring to itself is a
+        no-op; a new target replaces the one in progress."""
+        self._require_no_pending_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if target == self.id:
+            return
+        if target not in self._peers:
+            raise ValueError(f"{target} is not a voting member")
+        if self.transferee == target:
+            return
+        if self.transferee is not None:
+            self._abort_transfer("superseded")
+        self.transferee = target
+        self._transfer_elapsed = 0
+        self._events.append(LeaderTransferStarted(self.current_term, target))
+        if self._progress[target].match_index == self.log.last_index:
+            self._send_timeout_now(target)
+        else:
+            self._send_append(target)
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read (dissertation section 6.4).
@@ -375,7 +421,7 @@ class RaftNode:
             return
         if msg.term > self.current_term:
             if isinstance(msg, RequestVote):
-                if self._in_leader_lease():
+                if self._in_leader_lease() and not msg.transfer:
                     # Section 9.6 / 4.2.3: we heard from a live leader recently, so this
                     # candidate is disruptive; ignoring it keeps the cluster's term stable.
                     self._events.append(
@@ -500,6 +546,10 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        if self.transferee is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_timeout_ticks:
+                self._abort_transfer("timeout")
         if self._election_elapsed >= self.config.election_timeout_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
@@ -591,9 +641,11 @@ class RaftNode:
             self._become_pre_candidate(reason)
         else:
             self._events.append(ElectionStarted(self.current_term + 1, False, reason))
+            self._transfer_campaign = False
             self._become_candidate()
 
     def _become_pre_candidate(self, reason: str) -> None:
+        self._transfer_campaign = False
         self.role = Role.PRE_CANDIDATE
         self.leader_id = None
         self._votes = {self.id: True}
@@ -618,10 +670,29 @@ class RaftNode:
 
     def _request_votes(self, term: int, *, pre_vote: bool) -> None:
         last_index, last_term = self.log.last_index, self.log.last_term
+        transfer = self._transfer_campaign and not pre_vote
         for peer in self._peers:
             self._send(
-                RequestVote(term, self.id, peer, last_index, last_term, pre_vote, self._campaign)
+                RequestVote(
+                    term, self.id, peer, last_index, last_term, pre_vote, self._campaign, transfer
+                )
             )
+
+    def _campaign_on_request(self, msg: TimeoutNow) -> None:
+        """The leader handed over: campaign now, skipping pre-vote (the leader asked, and
+        the voters' leader lease must not stop it; see ``RequestVote.transfer``)."""
+        self._events.append(ElectionStarted(self.current_term + 1, False, "transfer"))
+        self._transfer_campaign = True
+        self._become_candidate()
+
+    def _send_timeout_now(self, target: NodeId) -> None:
+        self._send(TimeoutNow(self.current_term, self.id, target))
+        self._events.append(TimeoutNowSent(self.current_term, target))
+
+    def _abort_transfer(self, reason: str) -> None:
+        assert self.transferee is not None
+        self._events.append(LeaderTransferAborted(self.current_term, self.transferee, reason))
+        self.transferee = None
 
     def _tally(self) -> tuple[tuple[NodeId, ...], tuple[NodeId, ...]]:
         granted = tuple(sorted(n for n, ok in self._votes.items() if ok))
@@ -642,6 +713,8 @@ class RaftNode:
             self._become_follower(self.current_term, None, "lost_election")
 
     def _become_leader(self, votes: tuple[NodeId, ...]) -> None:
+        self._transfer_campaign = False
+        self.transferee = None
         self.role = Role.LEADER
         self.leader_id = self.id
         self._votes = {}
@@ -666,6 +739,9 @@ class RaftNode:
             self.current_term = term
             self.voted_for = None
         self._abort_reads()
+        # A transfer ends here: stepping down (the target's higher term) is its success.
+        self.transferee = None
+        self._transfer_campaign = False
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self._votes = {}
@@ -737,6 +813,8 @@ class RaftNode:
                 self._handle_install_snapshot(msg)
             case RequestVote():
                 self._handle_request_vote(msg)
+            case TimeoutNow() if msg.src == self.leader_id:
+                self._campaign_on_request(msg)
             case _:
                 self._ignore_unexpected(msg)
 
@@ -909,6 +987,8 @@ class RaftNode:
                 # under match_index): resume from where the follower really is.
                 pr.become_replicate()
                 pr.next_index = msg.match_index + 1
+            if msg.src == self.transferee and pr.match_index == self.log.last_index:
+                self._send_timeout_now(msg.src)
             self._send_append(msg.src)
             return
         if pr.state is ReplicationState.SNAPSHOT:

@@ -103,6 +103,9 @@ class RequestVote:
     last_log_term: int
     pre_vote: bool = False
     campaign: int = 0
+    # Sent by a candidate that a leader handed its leadership to (TimeoutNow): voters that
+    # heard from that leader lately grant it anyway, as the leader itself asked for it.
+    transfer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,16 @@ class HeartbeatResponse:
     last_index: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """A leader handing over its leadership (dissertation section 3.10): the follower, whose
+    log the leader has just brought up to date, starts an election at once."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -204,4 +217,5 @@ Message = (
     | Heartbeat
     | HeartbeatResponse
     | InstallSnapshot
+    | TimeoutNow
 )

@@ -19,7 +19,17 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from raftd.core import Config, Entry, EntryKind, Message, NodeId, RaftNode, Ready, Role
+from raftd.core import (
+    Config,
+    Entry,
+    EntryKind,
+    LeaderTransferring,
+    Message,
+    NodeId,
+    RaftNode,
+    Ready,
+    Role,
+)
 from raftd.core.events import (
     BecameLeader,
     CommitAdvanced,
@@ -108,6 +118,12 @@ class Simulation:
         self.compaction = compaction or Compaction.draw(seed)
         self.snapshots = SnapshotRegistry()
         self._size_rng = random.Random(seed * 31 + 7)
+        # Leadership transfers: most seeds ask leaders to hand over now and then (to a
+        # random member, running or not), from a generator of their own.
+        self._transfer_rng = random.Random(seed * 7_919 + 5)
+        self.transfer_rate = (
+            0.0 if self._transfer_rng.random() < 0.4 else self._transfer_rng.uniform(0.002, 0.03)
+        )
         self.frames = FrameCheck()
         if storage_factory is None:
             storage_factory = _swarm_storage(random.Random(seed * 131 + 3))
@@ -133,7 +149,7 @@ class Simulation:
         self._link_last_delivery: dict[tuple[NodeId, NodeId], int] = {}
         self._final_command: bytes | None = None
         self._final_leader: tuple[NodeId, int] = (0, 0)
-        self.counts = {"events": 0, "messages": 0, "proposals": 0, "crashes": 0}
+        self.counts = {"events": 0, "messages": 0, "proposals": 0, "crashes": 0, "transfers": 0}
         for i in self.ids:
             self._start_node(i)
         self._schedule(0, _WORLD, None)
@@ -374,6 +390,8 @@ class Simulation:
                     self._crash_in_ready[victim] = rng.random() < plan.unsynced_crash_share
                 else:
                     self._crash(victim, "abrupt")
+            if self._transfer_rng.random() < self.transfer_rate:
+                self._transfer()
         # In the liveness phase clients stop once the final command is out, so the logs
         # can settle.
         quiet = self.liveness and self._final_command is not None
@@ -416,10 +434,25 @@ class Simulation:
         if padding:
             data += b":" + b"v" * padding
         self.checker.proposed.add(data)
-        index, term = node.propose(data)
+        try:
+            index, term = node.propose(data)
+        except LeaderTransferring as exc:
+            self._emit(node.id, f"propose {_label(data)} refused: handing over to n{exc.target}")
+            return
         self._pending[(node.id, index)] = (data, term)
         self.counts["proposals"] += 1
         self._emit(node.id, f"propose {_label(data)} at {index}")
+        self._drain(node.id)
+
+    def _transfer(self) -> None:
+        leaders = sorted(i for i, n in self.nodes.items() if n.role is Role.LEADER)
+        if not leaders:
+            return
+        node = self.nodes[self._transfer_rng.choice(leaders)]
+        target = self._transfer_rng.choice([i for i in self.ids if i != node.id])
+        node.transfer_leadership(target)
+        self.counts["transfers"] += 1
+        self._emit(node.id, f"transfer leadership to n{target}")
         self._drain(node.id)
 
     def _read(self) -> None:
@@ -508,6 +541,8 @@ class Simulation:
         if len(leaders) != 1:
             return False
         leader = leaders[0]
+        if leader.transferee is not None:
+            return False  # it takes no proposals until the transfer ends
         if self._final_command is not None and self._final_leader != (
             leader.id,
             leader.current_term,
@@ -552,7 +587,7 @@ class Simulation:
         self._emit(
             None,
             f"SEED={self.seed} {self.plan.describe()} compact_every={compaction.every_entries} "
-            f"compact_keep={compaction.keep_entries}",
+            f"compact_keep={compaction.keep_entries} transfer_rate={self.transfer_rate:.3f}",
         )
         violation: str | None = None
         try:

@@ -28,6 +28,7 @@ from raftd.core import (
     HeartbeatResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from wire.api import (
     CLIENT_REGISTRY,
@@ -83,6 +84,7 @@ PEER_CLASSES: dict[str, type] = {
         Heartbeat,
         HeartbeatResponse,
         SnapshotChunk,
+        TimeoutNow,
     )
 }
 CLIENT_CLASSES: dict[str, type] = {
