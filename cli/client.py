@@ -51,6 +51,8 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    MoveLeaderReply,
+    MoveLeaderRequest,
     SetRequest,
     StatusReply,
     StatusRequest,
@@ -88,7 +90,7 @@ CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
 CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
 
-Reply = TypeVar("Reply", GetReply, WriteReply, StatusReply)
+Reply = TypeVar("Reply", GetReply, WriteReply, StatusReply, MoveLeaderReply)
 
 
 # ------------------------------------------------------------------ endpoints
@@ -563,6 +565,15 @@ class Client:
         """``ok`` tells whether the key existed."""
         return await self._write(
             "delete", lambda cid, seq: DeleteRequest(key, cid, seq), stats=stats
+        )
+
+    async def move_leader(self, target: str, *, stats: CallStats | None = None) -> MoveLeaderReply:
+        """Ask the leader to hand its leadership to the member named ``target``; returns
+        once ``target`` leads (a definite error if the transfer failed: the leader is then
+        unchanged)."""
+        request = MoveLeaderRequest(target)
+        return await self._call(
+            "move_leader", request, MoveLeaderReply, leader_only=True, stats=stats
         )
 
     async def status(self, endpoint: str, *, stats: CallStats | None = None) -> StatusReply:

@@ -16,6 +16,7 @@ import math
 import os
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -406,6 +407,18 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         "indexes). Exits 0 if at least one member answered, 3 if none did.",
     )
 
+    move = command(
+        "move-leader",
+        "hand the leadership to another member",
+        "Ask the leader to hand its leadership to NAME (a member's name, as in raftctl\n"
+        "status): it stops taking writes, brings NAME's log up to date and tells it to\n"
+        "campaign at once, so the cluster changes leader without waiting for an election\n"
+        "timeout (writes meanwhile are retried by clients). Prints the new leader and term.\n"
+        "Exits 1 if the transfer failed (the leader is then unchanged), e.g. because NAME\n"
+        "is down or did not catch up within an election timeout.",
+    )
+    move.add_argument("name", metavar="NAME", help="the member that should lead")
+
     snapshot = command(
         "snapshot",
         "back up the store",
@@ -532,6 +545,26 @@ async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int
     return EXIT_OK
 
 
+async def _move_leader(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    started = time.monotonic()
+    reply = await client.move_leader(args.name)
+    took = time.monotonic() - started
+    if reply.previous == reply.leader:
+        text = f"{reply.leader} already leads (term {reply.term})"
+    else:
+        text = f"leadership moved from {reply.previous} to {reply.leader} (term {reply.term})"
+    output.result(
+        {
+            "leader": reply.leader,
+            "previous": reply.previous,
+            "term": reply.term,
+            "seconds": round(took, 3),
+        },
+        text,
+    )
+    return EXIT_OK
+
+
 async def _set(client: Client, args: argparse.Namespace, output: _Output) -> int:
     reply = await client.set(args.key, args.value)
     output.result({"key": args.key, "value": args.value, "ok": True, "index": reply.index}, "OK")
@@ -654,6 +687,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[i
     "cas": _cas,
     "delete": _delete,
     "status": _status,
+    "move-leader": _move_leader,
 }
 _WRITES = frozenset({"set", "cas", "delete"})
 

@@ -51,6 +51,7 @@ __all__ = [
     "CLIENT_OUTCOMES",
     "CONNECTION_CLOSE_REASONS",
     "DROP_REASONS",
+    "LEADER_TRANSFER_OUTCOMES",
     "MAX_LABEL_VALUES",
     "MESSAGE_KINDS",
     "OTHER",
@@ -78,6 +79,8 @@ MESSAGE_KINDS = (
     "HeartbeatResponse",
     "RequestVote",
     "RequestVoteResponse",
+    "InstallSnapshot",
+    "TimeoutNow",
 )
 RPC_KINDS = ("AppendEntries", "RequestVote")
 DROP_REASONS = (
@@ -90,7 +93,7 @@ DROP_REASONS = (
     "superseded",
 )
 CHAOS_KINDS = ("drop", "delay", "fsync_delay", "fsync_fail")
-CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status", "snapshot")
+CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status", "snapshot", "move_leader")
 PORTS = ("client", "peer")
 # Why a member closed or refused a connection on one of its ports (hostile or broken input).
 CONNECTION_CLOSE_REASONS = ("limit", "bad_frame", "frame_timeout", "handshake", "misaddressed")
@@ -106,6 +109,7 @@ CLIENT_OUTCOMES = (
 )
 SNAPSHOT_KINDS = ("taken", "installed", "sent", "received")
 TRANSFER_SIDES = ("sender", "receiver")
+LEADER_TRANSFER_OUTCOMES = ("started", "completed", "aborted")
 SAMPLER_REASONS = (
     "sampled",
     "ratio",
@@ -265,6 +269,16 @@ class RaftMetrics:
             "raftd_leader_changes",
             "Times the leader this member knows of changed.",
             registry=reg,
+        )
+        self._leader_transfers: _Children[Counter] = _Children(
+            Counter(
+                "raftd_leader_transfers",
+                "Leadership transfers this member started as leader, and how they ended "
+                "(completed: the target leads; aborted: it did not within an election timeout).",
+                ["outcome"],
+                registry=reg,
+            ),
+            _Bound(LEADER_TRANSFER_OUTCOMES),
         )
         kind = _Bound()
         self._sent: _Children[Counter] = _Children(
@@ -472,6 +486,11 @@ class RaftMetrics:
 
     def leader_changed(self) -> None:
         self._leader_changes.inc()
+
+    def leader_transfer(self, outcome: str) -> None:
+        """``outcome`` is one of ``LEADER_TRANSFER_OUTCOMES``."""
+        child = self._leader_transfers.get(outcome)
+        (child or self._leader_transfers.child(outcome)).inc()
 
     def message_sent(self, kind: str) -> None:
         """``kind`` is the message's class name (``MESSAGE_KINDS``)."""

@@ -120,9 +120,10 @@ async def _relay_output(name: str, process: trio.Process) -> None:
 
 
 async def _stop_all(processes: list[trio.Process]) -> None:
+    # SIGINT, not SIGTERM: the whole cluster stops, so a leader need not hand over first.
     for process in processes:
         if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGINT)
     with trio.move_on_after(STOP_GRACE_S):
         for process in processes:
             await process.wait()

@@ -289,7 +289,7 @@ async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observabi
         metrics.bind_trace_budget(lambda: (sampler.window.parts_refused, sampler.room()))
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope, driver)
             await nursery.start(driver.run)
             await nursery.start(peers.run)
             await nursery.start(clients.run)
@@ -308,10 +308,17 @@ async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observabi
         driver.fail_everything("the member is shutting down")
 
 
-async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+async def _cancel_on_signal(scope: trio.CancelScope, driver: Driver) -> None:
+    """SIGTERM (a service manager, a rolling restart) first hands a leader's leadership
+    to a follower, so the cluster need not wait out an election timeout; SIGINT (Ctrl-C,
+    which a terminal sends to every member of a local cluster at once) stops at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("shutting down", signal=signal.Signals(signum).name)
+            if signum == signal.SIGTERM:
+                outcome = await driver.hand_over()
+                if outcome is not None:
+                    log.info(outcome)
             scope.cancel()
             return
 

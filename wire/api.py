@@ -184,6 +184,23 @@ class StatusReply:
     state_hash: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MoveLeaderRequest:
+    """Ask the leader to hand its leadership to ``target`` (a member's name)."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaderReply:
+    """``leader`` leads now, in ``term``; ``previous`` led when the request arrived (the
+    same as ``leader`` when it already led)."""
+
+    leader: str
+    term: int
+    previous: str
+
+
 class ErrorCode(enum.StrEnum):
     NOT_LEADER = "not_leader"  # definite: go to leader_addr
     NO_LEADER = "no_leader"  # definite: nothing was proposed; try again shortly
@@ -191,6 +208,7 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"  # definite
     TOO_LARGE = "too_large"  # definite: a key, value or frame over its limit; nothing proposed
     SESSION = "session"  # definite: stale sequence number
+    TRANSFER_FAILED = "transfer_failed"  # definite: the leader is unchanged
     TIMEOUT = "timeout"  # indefinite
     LEADERSHIP_LOST = "leadership_lost"  # indefinite for writes; reads were not served
     UNAVAILABLE = "unavailable"  # indefinite: shutting down, proxy failed
@@ -213,8 +231,9 @@ ClientRequest = (
     | StatusRequest
     | StateHashRequest
     | SnapshotRequest
+    | MoveLeaderRequest
 )
-ClientReply = GetReply | WriteReply | StatusReply | ErrorReply
+ClientReply = GetReply | WriteReply | StatusReply | MoveLeaderReply | ErrorReply
 
 CLIENT_REGISTRY = Registry()
 CLIENT_REGISTRY.register(
@@ -225,9 +244,11 @@ CLIENT_REGISTRY.register(
     StatusRequest,
     StateHashRequest,
     SnapshotRequest,
+    MoveLeaderRequest,
     GetReply,
     WriteReply,
     StatusReply,
+    MoveLeaderReply,
     ErrorReply,
     SnapshotPart,
 )

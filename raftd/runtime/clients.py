@@ -32,6 +32,7 @@ from raftd.config import NodeConfig, parse_address
 from raftd.core import SnapshotMeta
 from raftd.runtime.driver import (
     Driver,
+    MoveLeader,
     Read,
     ReplyBox,
     StaleRead,
@@ -53,6 +54,7 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    MoveLeaderRequest,
     SetRequest,
     SnapshotPart,
     SnapshotRequest,
@@ -382,6 +384,8 @@ class ClientServer:
                 return await self.driver.submit(StaleRead(request.key, float("inf")))
             case GetRequest() | SetRequest() | CasRequest() | DeleteRequest():
                 return await self._leader_operation(request, span)
+            case MoveLeaderRequest():
+                return await self.driver.submit(MoveLeader(request.target))
             case _:
                 return _bad_request(f"{type(request).__name__} is not a client request")
 
@@ -467,6 +471,8 @@ def _operation_name(request: object) -> str:
             return "status"
         case SnapshotRequest():
             return "snapshot"
+        case MoveLeaderRequest():
+            return "move_leader"
         case _:
             return "invalid"
 

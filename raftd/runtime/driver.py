@@ -34,6 +34,7 @@ from raftd.core import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    LeaderTransferring,
     Message,
     NotLeaderError,
     RaftNode,
@@ -49,7 +50,15 @@ from raftd.runtime.chaos import ChaosStorage
 from raftd.runtime.freshness import Freshness
 from raftd.runtime.spans import RaftSpans
 from raftd.storage import SnapshotStorage, StorageError, stage_ready
-from wire.api import ClientReply, ErrorCode, ErrorReply, GetReply, StatusReply, WriteReply
+from wire.api import (
+    ClientReply,
+    ErrorCode,
+    ErrorReply,
+    GetReply,
+    MoveLeaderReply,
+    StatusReply,
+    WriteReply,
+)
 from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.driver")
@@ -125,7 +134,16 @@ class Status:
     box: ReplyBox = field(default_factory=ReplyBox)
 
 
-ClientOp = Write | Read | StaleRead | Status
+@dataclass(frozen=True, slots=True)
+class MoveLeader:
+    """Hand the leadership to the member named ``target`` (raftctl move-leader, or a
+    leader shutting down); answered once it leads, or when the transfer fails."""
+
+    target: str
+    box: ReplyBox = field(default_factory=ReplyBox)
+
+
+ClientOp = Write | Read | StaleRead | Status | MoveLeader
 
 
 Send = Callable[[Message, TraceParent | None, Span | None, float | None], None]
@@ -209,6 +227,8 @@ class Driver:
         self._contact_at_dequeue = "contact-at-dequeue" in config.test_mutations
         self._append_sent: dict[int, list[tuple[int, float]]] = {}  # peer -> (last index, t)
         self._vote_sent: dict[tuple[int, bool], float] = {}
+        # Leadership transfers waiting for their outcome: (target, box).
+        self._handovers: list[tuple[int, ReplyBox]] = []
         self._role = self.node.role
         node_fields.update(node=config.name, role=self._role.value, term=self.node.current_term)
 
@@ -240,6 +260,24 @@ class Driver:
         """Queue a client operation and wait for its answer (callers bound the wait)."""
         await self.inbox_send.send(op)
         return await op.box.wait()
+
+    async def hand_over(self) -> str | None:
+        """Before this member stops: if it leads, hand the leadership to the follower
+        with the most of the log and wait (at most two election timeouts) for the outcome,
+        so the cluster does not wait out an election timeout for a new leader. Returns a
+        line for the log, or None when there was nothing to hand over."""
+        if self.node.role is not Role.LEADER or len(self.names) < 2:
+            return None
+        peers = [i for i in self.names if i != self.node.id]
+        target = max(peers, key=lambda peer: self.node.progress(peer).match_index)
+        limit = 2 * self.config.election_timeout_ticks * self.config.tick_seconds
+        with trio.move_on_after(limit):
+            reply = await self.submit(MoveLeader(self.names[target]))
+            if isinstance(reply, MoveLeaderReply):
+                return f"handed the leadership to {reply.leader} (term {reply.term})"
+            assert isinstance(reply, ErrorReply)
+            return f"could not hand the leadership over: {reply.message}"
+        return f"could not hand the leadership to {self.names[target]} in {limit:.1f} s"
 
     def leader_name(self) -> str | None:
         leader = self.node.leader_id
@@ -316,6 +354,8 @@ class Driver:
                 self._helpers.start_soon(self._reply_with_hash, self._status(), state, item.box)
             case Status():
                 item.box.set(self._status(item.state_hash))
+            case MoveLeader():
+                self._move_leader(item)
             case _Wake():
                 pass
 
@@ -358,6 +398,52 @@ class Driver:
             self.client_addrs.get(leader),
         )
 
+    def _handing_over(self, target: int) -> ErrorReply:
+        return ErrorReply(
+            ErrorCode.NO_LEADER,
+            f"{self.config.name} is handing its leadership to {self._name(target)}; retry shortly",
+            True,
+        )
+
+    def _move_leader(self, op: MoveLeader) -> None:
+        target = self.config.node_ids.get(op.target)
+        if target is None:
+            members = ", ".join(sorted(self.config.node_ids))
+            why = f"{op.target!r} is not a member (members: {members})"
+            op.box.set(ErrorReply(ErrorCode.BAD_REQUEST, why, True))
+            return
+        if self.node.role is Role.LEADER and target == self.node.id:
+            name = self.config.name
+            op.box.set(MoveLeaderReply(name, self.node.current_term, name))
+            return
+        try:
+            self.node.transfer_leadership(target)
+        except NotLeaderError:
+            op.box.set(self._not_leader())
+            return
+        self._handovers.append((target, op.box))
+        self._deadlines.append((trio.current_time() + self.config.request_timeout_s, op.box))
+
+    def _handover_ended(
+        self, leader: int | None, term: int, aborted: tuple[int, str] | None = None
+    ) -> None:
+        """Answer the transfers waiting: ``leader`` leads now, or the transfer to one
+        target was aborted (target, reason) and only its askers are answered."""
+        me = self.config.name
+        waiting = []
+        for target, box in self._handovers:
+            if aborted is not None and target != aborted[0]:
+                waiting.append((target, box))
+            elif aborted is not None:
+                why = f"the transfer to {self._name(target)} was aborted ({aborted[1]}); {me} leads"
+                box.set(ErrorReply(ErrorCode.TRANSFER_FAILED, why, True, me))
+            elif leader == target:
+                box.set(MoveLeaderReply(self.names[target], term, me))
+            else:
+                why = f"leadership went to {self._name(leader)}, not {self._name(target)}"
+                box.set(ErrorReply(ErrorCode.TRANSFER_FAILED, why, True))
+        self._handovers = waiting
+
     def _rpc_round_trip(self, msg: Message, now: float) -> None:
         """RPC latency for every AppendEntries and RequestVote, sampled or not."""
         match msg:
@@ -380,6 +466,9 @@ class Driver:
             index, term = self.node.propose(kv.encode_request(write.request), context)
         except NotLeaderError:
             write.box.set(self._not_leader())
+            return
+        except LeaderTransferring as exc:
+            write.box.set(self._handing_over(exc.target))
             return
         self._writes[index] = (term, write.box, write.request)
         self._deadlines.append((trio.current_time() + self.config.request_timeout_s, write.box))
@@ -687,9 +776,31 @@ class Driver:
                 case ev.BecameFollower(leader_id=leader) if leader is not None:
                     self.metrics.leader_changed()
                     log.info("following", term=event.term, leader=self._name(leader))
+                    if self._handovers:
+                        self.metrics.leader_transfer("completed")
+                        self._handover_ended(leader, event.term)
+                case ev.LeaderTransferStarted():
+                    self.metrics.leader_transfer("started")
+                    log.info("handing leadership over", target=self._name(event.target))
+                case ev.TimeoutNowSent():
+                    target = self._name(event.target)
+                    log.info("told the caught-up target to campaign", target=target)
+                case ev.LeaderTransferAborted():
+                    self.metrics.leader_transfer("aborted")
+                    log.warning(
+                        "leadership transfer aborted",
+                        target=self._name(event.target),
+                        reason=event.reason,
+                    )
+                    self._handover_ended(None, event.term, (event.target, event.reason))
                 case ev.ElectionStarted():
                     self.metrics.election_started(pre_vote=event.pre_vote)
-                    log.info("election started", term=event.term, pre_vote=event.pre_vote)
+                    log.info(
+                        "election started",
+                        term=event.term,
+                        pre_vote=event.pre_vote,
+                        reason=event.reason,
+                    )
                 case ev.BecameCandidate():
                     self.metrics.election_started(pre_vote=False)
                 case ev.ReadsAborted():

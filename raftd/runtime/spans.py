@@ -12,6 +12,9 @@ and closes spans around those effects:
 * an election: the candidate's root span with a child per phase (pre-vote, vote), a client
   span per RequestVote, each voter's decision as a server span in the same trace, and the
   outcome (won, lost, split, superseded) and term as attributes of the root;
+* a leadership transfer: the leader's root span, a client span for its TimeoutNow, and the
+  target's election as a child of it, so the hand-over and the election it causes (with
+  every vote) are one trace;
 * heartbeats and unsampled work: nothing at all, not even attribute building.
 
 All of this runs in the driver task: no locks. Spans waiting for a reply that never comes
@@ -39,6 +42,7 @@ from raftd.core import (
     NodeId,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from raftd.core import events as ev
 from wire.tracecontext import TraceParent, parse_traceparent
@@ -72,6 +76,10 @@ class RaftSpans:
         self._replication: dict[NodeId, list[tuple[int, Span, int]]] = {}
         self._appends: dict[str, Span] = {}  # entry context -> this member's append span
         self._install: Span | None = None  # a snapshot being installed here
+        # A leadership transfer: on the leader its root span and target; on the target the
+        # TimeoutNow's context, under which its election starts.
+        self._transfer: tuple[Span, NodeId] | None = None
+        self._asked_to_campaign: TraceParent | None = None
 
     # ------------------------------------------------------------ elections
 
@@ -88,6 +96,18 @@ class RaftSpans:
                     )  # fmt: skip
                 case ev.ElectionStarted():
                     self._start_election(event)
+                case ev.LeaderTransferStarted():
+                    self._end_transfer("superseded")
+                    root = self.tracer.start_span(
+                        "raft.leader_transfer",
+                        context=Context(),
+                        attributes={
+                            EDGE_ATTRIBUTE: EDGE_ELECTION,
+                            "raft.term": event.term,
+                            "raft.target": self.names.get(event.target, str(event.target)),
+                        },
+                    )
+                    self._transfer = (root, event.target)
                 case ev.BecameCandidate() if self._election is not None:
                     election = self._election
                     election.phase.end()
@@ -103,9 +123,11 @@ class RaftSpans:
     def _start_election(self, event: ev.ElectionStarted) -> None:
         if self._election is not None:
             self._end_election("superseded")
+        parent = self._asked_to_campaign if event.reason == "transfer" else None
+        self._asked_to_campaign = None
         root = self.tracer.start_span(
             "raft.election",
-            context=Context(),
+            context=context_of(parent) if parent is not None else Context(),
             kind=SpanKind.INTERNAL,
             attributes={
                 EDGE_ATTRIBUTE: EDGE_ELECTION,
@@ -119,6 +141,14 @@ class RaftSpans:
             name, context=trace.set_span_in_context(root), attributes={"raft.term": event.term}
         )
         self._election = _Election(root, phase, event.term)
+
+    def _end_transfer(self, outcome: str) -> None:
+        if self._transfer is None:
+            return
+        root, _ = self._transfer
+        self._transfer = None
+        root.set_attribute("raft.transfer.outcome", outcome)
+        root.end()
 
     def _end_election(self, outcome: str, **attributes: object) -> None:
         election = self._election
@@ -181,6 +211,15 @@ class RaftSpans:
             case RequestVoteResponse():
                 decision = self._vote_decisions.get((msg.dst, msg.term, msg.pre_vote))
                 return (traceparent_of(decision), decision) if decision else (None, None)
+            case TimeoutNow() if self._transfer is not None:
+                span = self.tracer.start_span(
+                    f"TimeoutNow {self.names.get(msg.dst, msg.dst)}",
+                    context=trace.set_span_in_context(self._transfer[0]),
+                    kind=SpanKind.CLIENT,
+                    attributes={"raft.peer": self.names.get(msg.dst, str(msg.dst))},
+                )
+                span.end()  # one way: the answer is the election it starts
+                return traceparent_of(span), None
             case _:
                 return None, None
 
@@ -251,6 +290,8 @@ class RaftSpans:
                 self._replied(msg)
             case AppendEntries(entries=entries) if entries:
                 self._follower_append(msg, parent)
+            case TimeoutNow() if parent is not None and parent.flags & 1:
+                self._asked_to_campaign = parent
             case InstallSnapshot() if parent is not None and parent.flags & 1:
                 self._install = self.tracer.start_span(
                     "raft.install_snapshot",
@@ -405,6 +446,18 @@ class RaftSpans:
                     )  # fmt: skip
                 case ev.BecameFollower() if self._election is not None:
                     self._end_election("superseded")
+                    if event.leader_id is not None and self._transfer is not None:
+                        won = event.leader_id == self._transfer[1]
+                        self._end_transfer("completed" if won else "superseded")
+                case ev.BecameFollower(leader_id=leader) if leader is not None:
+                    if self._transfer is not None:
+                        won = leader == self._transfer[1]
+                        self._end_transfer("completed" if won else "superseded")
+                case ev.LeaderTransferAborted():
+                    # A superseded transfer's root was ended when the next one began.
+                    if self._transfer is not None and self._transfer[1] == event.target:
+                        self._transfer[0].set_attribute("raft.transfer.reason", event.reason)
+                        self._end_transfer("aborted")
                 case ev.SteppedDown():
                     for pending in self._replication.values():
                         for _, span, _ in pending:

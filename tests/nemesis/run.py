@@ -57,6 +57,10 @@ MIN_OPS_PER_S = 3.0
 # then must catch up (large catch-ups once killed every leader in turn); pause_follower and
 # slow_follower: the member the stale readers ask is stopped, or its disk is slow.
 EXTRA_KINDS = ("lag_large", "pause_follower", "slow_follower")
+# Leadership transfers, drawn by a third generator for the same reason: move_leader asks the
+# leader to hand over to a random member (raftctl move-leader), sigterm_leader stops the
+# leader with SIGTERM (it hands over first) and restarts it, as a rolling restart would.
+TRANSFER_KINDS = ("move_leader", "sigterm_leader")
 STALE_BOUNDS_S = (0.2, 0.5, 1.0)
 STALE_TARGET = "n3"  # the member a stale reader asks and the extra faults aim at
 LARGE_VALUE_BYTES = (20_000, 60_000)
@@ -89,6 +93,8 @@ class Plan:
         drawn = [kind for kind in EXTRA_KINDS if side.random() < 0.4]
         large = side.random() < 0.5
         bound = side.choice(STALE_BOUNDS_S)
+        transfers = random.Random(seed * 2003 + 7)
+        drawn += [kind for kind in TRANSFER_KINDS if transfers.random() < 0.4]
         return cls(seed, nodes, clients, chosen, drawn if extras is None else extras, large, bound)
 
     @property
@@ -312,6 +318,17 @@ class Nemesis:
             cluster.resume(victim)
         elif kind == "lag_large":
             await self._lag_large(before)
+        elif kind == "move_leader":
+            await self._move_leader(before)
+        elif kind == "sigterm_leader":
+            self.note(f"SIGTERM {before}, restart after {hold:.1f} s")
+            self.killed_by_us.add(before)
+            status = await cluster.stop(before)
+            if status != 0:
+                self.outcome.problems.append(f"sigterm_leader: {before} exited {status}")
+            await trio.sleep(hold)
+            await cluster.start_member(before)
+            self.killed_by_us.discard(before)
         elif kind == "one_way":
             other = self.rng.choice([n for n in cluster.members if n != before])
             src, dst = (before, other) if self.rng.random() < 0.5 else (other, before)
@@ -336,6 +353,17 @@ class Nemesis:
                 self.outcome.problems.append(
                     f"{kind}: no new term while {before} was out (term {term_before})"
                 )
+
+    async def _move_leader(self, leader: str) -> None:
+        target = self._follower(leader)
+        self.note(f"move-leader {leader} -> {target}")
+        async with Client(self.cluster.endpoints, timeout_s=5.0, client_id="mover") as client:
+            try:
+                reply = await client.move_leader(target)
+                self.note(f"move-leader: {reply.leader} leads in term {reply.term}")
+            except ClientError as exc:  # aborted under faults: the leader stays; fine
+                self.note(f"move-leader: {exc}")
+        await trio.sleep(self.rng.uniform(0.5, 1.5))
 
     def _follower(self, leader: str) -> str:
         return self.rng.choice([n for n in self.cluster.members if n != leader])

@@ -16,6 +16,7 @@ from observability.metrics import (
     CHAOS_KINDS,
     CLIENT_OPS,
     CLIENT_OUTCOMES,
+    LEADER_TRANSFER_OUTCOMES,
     MAX_LABEL_VALUES,
     MESSAGE_KINDS,
     OTHER,
@@ -59,6 +60,7 @@ FAMILIES = {
     "raftd_snapshot_duration_seconds",
     "raftd_snapshot_bytes",
     "raftd_snapshot_transfers_cut",
+    "raftd_leader_transfers",
     "raftd_elections_started",
     "raftd_leader_changes",
     "raftd_messages_sent",
@@ -98,6 +100,8 @@ def exercise(metrics: RaftMetrics) -> None:
         metrics.snapshot(kind, 0.25, 4096)
     for side in TRANSFER_SIDES:
         metrics.snapshot_transfer_cut(side)
+    for outcome in LEADER_TRANSFER_OUTCOMES:
+        metrics.leader_transfer(outcome)
     metrics.bind_sampler_totals(lambda: {"sampled": 1, "ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)

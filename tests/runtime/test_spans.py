@@ -12,6 +12,7 @@ from raftd.core import (
     Entry,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from raftd.core import events as ev
 from raftd.runtime.spans import RaftSpans
@@ -127,3 +128,43 @@ def test_a_vote_reply_from_an_earlier_round_is_not_recorded_in_this_rounds_trace
     spans.incoming(RequestVoteResponse(4, 2, 1, True, pre_vote=True, campaign=2), None)
     answered = finished(exporter, "RequestVote n2")[1]
     assert answered.attributes is not None and answered.attributes["raft.vote_granted"] is True
+
+
+def test_a_leadership_transfer_and_the_election_it_causes_are_one_trace() -> None:
+    leader, leader_spans = make()
+    target, target_spans = make()
+    leader.before_send((ev.LeaderTransferStarted(4, 2),))
+    header, _ = leader.outgoing(TimeoutNow(4, 1, 2))
+    assert header is not None
+    target.incoming(TimeoutNow(4, 1, 2), header)
+    target.before_send((ev.ElectionStarted(5, False, "transfer"), ev.BecameCandidate(5)))
+    vote_header, _ = target.outgoing(RequestVote(5, 2, 1, 9, 4, transfer=True))
+    target.after_events((ev.BecameLeader(5, (1, 2)),))
+    leader.after_events((ev.BecameFollower(5, None), ev.BecameFollower(5, 2)))
+    (root,) = finished(leader_spans, "raft.leader_transfer")
+    (timeout_now,) = finished(leader_spans, "TimeoutNow n2")
+    (election,) = finished(target_spans, "raft.election")
+    assert root.attributes is not None and root.attributes["raft.transfer.outcome"] == "completed"
+    assert timeout_now.parent is not None and timeout_now.parent.span_id == root.context.span_id
+    assert election.parent is not None and election.parent.span_id == timeout_now.context.span_id
+    trace_id = root.context.trace_id
+    assert election.context.trace_id == trace_id
+    assert vote_header is not None and vote_header.trace_id == format(trace_id, "032x")
+
+
+def test_an_aborted_transfer_ends_its_root_and_a_superseded_one_too() -> None:
+    spans, exporter = make()
+    spans.before_send(
+        (ev.LeaderTransferAborted(4, 2, "superseded"), ev.LeaderTransferStarted(4, 2))
+    )
+    spans.before_send(
+        (ev.LeaderTransferAborted(4, 2, "superseded"), ev.LeaderTransferStarted(4, 3))
+    )
+    spans.after_events((ev.LeaderTransferAborted(4, 2, "superseded"),))
+    assert len(finished(exporter, "raft.leader_transfer")) == 1  # the one superseded
+    spans.after_events((ev.LeaderTransferAborted(4, 3, "timeout"),))
+    outcomes = [s.attributes for s in finished(exporter, "raft.leader_transfer") if s.attributes]
+    assert [(a["raft.transfer.outcome"], a.get("raft.transfer.reason")) for a in outcomes] == [
+        ("superseded", None),
+        ("aborted", "timeout"),
+    ]

@@ -1,0 +1,90 @@
+"""Leadership transfer on real members: raftctl move-leader, its failures, and a leader
+that hands over on SIGTERM so a restart costs no election timeout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+
+from tests.integration.harness import Cluster
+from tests.integration.test_cluster import Writer, get
+from tests.integration.test_raftctl import raftctl
+
+
+async def term_of(cluster: Cluster, name: str) -> int:
+    return (await cluster.statuses([name]))[name].term
+
+
+def transfer_elections(cluster: Cluster, name: str) -> int:
+    """Elections this member started because a leader asked it to."""
+    lines = [json.loads(line) for line in cluster.log_text(name).splitlines() if "{" in line]
+    return sum(
+        1 for e in lines if e.get("event") == "election started" and e.get("reason") == "transfer"
+    )
+
+
+async def test_move_leader_hands_over_in_one_election_and_writes_carry_on(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = Cluster(tmp_path, 3)
+    cluster.serve_metrics()
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_all_serving(timeout_s=30)
+        writer = Writer(cluster)
+        await writer.set("k", "1")
+        leader = await cluster.wait_for_leader()
+        term = await term_of(cluster, leader)
+        target = next(name for name in cluster.members if name != leader)
+        code, out, err = await raftctl(cluster, "--output", "json", "move-leader", target)
+        assert code == 0, err
+        moved = json.loads(out)
+        assert (moved["leader"], moved["previous"], moved["term"]) == (target, leader, term + 1)
+        assert await cluster.wait_for_leader() == target
+        assert transfer_elections(cluster, target) == 1
+        assert "handing leadership over" in cluster.log_text(leader)
+        text = await cluster.scrape(leader)
+        assert 'raftd_leader_transfers_total{outcome="completed"} 1.0' in text
+        await writer.set("k", "2")
+        assert (await get(cluster, target, "k")).value == "2"
+        # Asking for the member that already leads is answered at once.
+        code, out, _ = await raftctl(cluster, "move-leader", target)
+        assert code == 0 and out == f"{target} already leads (term {term + 1})\n"
+        # A name that is not a member, and a member that is down: exit 1, leader unchanged.
+        code, _, err = await raftctl(cluster, "move-leader", "n9")
+        assert code == 1 and "'n9' is not a member" in err
+        down = next(name for name in cluster.members if name not in (leader, target))
+        await cluster.kill(down)
+        code, _, err = await raftctl(cluster, "move-leader", down)
+        assert code == 1 and f"the transfer to {down} was aborted (timeout)" in err, err
+        assert await cluster.wait_for_leader() == target
+        await writer.set("k", "3")  # proposals resumed after the aborted transfer
+    finally:
+        await cluster.shutdown()
+
+
+async def test_a_leader_stopped_with_sigterm_hands_over_first(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = Cluster(tmp_path, 3)
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_all_serving(timeout_s=30)
+        writer = Writer(cluster)
+        await writer.set("k", "before")
+        for _ in range(3):  # a rolling restart of leaders
+            leader = await cluster.wait_for_leader()
+            term = await term_of(cluster, leader)
+            assert await cluster.stop(leader) == 0
+            assert "handed the leadership to" in cluster.log_text(leader)
+            successor = await cluster.wait_for_leader()
+            # One election, asked for by the old leader: no election timeout was waited out.
+            assert await term_of(cluster, successor) == term + 1
+            assert transfer_elections(cluster, successor) >= 1
+            await cluster.start_member(leader)
+            await cluster.wait_all_serving(timeout_s=30)
+        assert (await get(cluster, await cluster.wait_for_leader(), "k")).value == "before"
+    finally:
+        await cluster.shutdown()
