@@ -53,6 +53,7 @@ class SnapshotChunk:
     offset: int
     digest: bytes
     data: bytes
+    config: bytes = b""  # the snapshot's configuration entry (SnapshotMeta.config)
 
 
 PEER_REGISTRY = Registry()

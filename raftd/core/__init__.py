@@ -1,6 +1,7 @@
 """The pure Raft core: no I/O, no clock, no global randomness (see node.py for the rules)."""
 
 from raftd.core.log import LogCompactedError, RaftLog
+from raftd.core.membership import Membership, MembershipError
 from raftd.core.node import (
     Config,
     LeaderTransferring,
@@ -43,6 +44,8 @@ __all__ = [
     "InstallSnapshot",
     "LeaderTransferring",
     "LogCompactedError",
+    "Membership",
+    "MembershipError",
     "Message",
     "NodeId",
     "NotLeaderError",

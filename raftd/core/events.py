@@ -43,7 +43,7 @@ class SteppedDown:
     """A leader or candidate gave up its role without a new leader being known."""
 
     term: int
-    reason: str  # "higher_term", "check_quorum", "lost_election", "leader_found"
+    reason: str  # "higher_term", "check_quorum", "lost_election", "leader_found", "removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +215,16 @@ class LeaderTransferAborted:
     reason: str  # "timeout", "superseded" or "target_removed"
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """A new configuration is in force here: the entry at ``index`` was appended (or, after
+    a truncation or an installed snapshot, the one before it is in force again)."""
+
+    index: int
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...]
+
+
 Event = (
     BecameFollower
     | ElectionStarted
@@ -240,4 +250,5 @@ Event = (
     | LeaderTransferStarted
     | TimeoutNowSent
     | LeaderTransferAborted
+    | MembershipChanged
 )

@@ -36,6 +36,7 @@ from raftd.core.events import (
     LeaderTransferStarted,
     LogCompacted,
     LogTruncated,
+    MembershipChanged,
     MisroutedMessageIgnored,
     ReadsAborted,
     SnapshotInstalled,
@@ -48,6 +49,7 @@ from raftd.core.events import (
     VoteRefused,
 )
 from raftd.core.log import RaftLog
+from raftd.core.membership import Membership, MembershipError
 from raftd.core.types import (
     AppendEntries,
     AppendEntriesResponse,
@@ -63,12 +65,17 @@ from raftd.core.types import (
     RequestVote,
     RequestVoteResponse,
     Snapshot,
+    SnapshotMeta,
     TimeoutNow,
 )
 
 # A snapshot unanswered for this many election timeouts is sent again: long enough for a
 # big one to cross a slow link, short enough that a lost one does not strand a follower.
 SNAPSHOT_RETRY_TIMEOUTS = 4
+
+# etcd's rule for promoting a learner: its log must hold at least this share of the
+# leader's, so the new voter does not at once leave the cluster short of a working majority.
+PROMOTION_READY_SHARE = 0.9
 
 # What one entry costs an AppendEntries beyond its data and context, for the byte bound:
 # the codec's list header and its index, term and kind fields, rounded up.
@@ -87,6 +94,8 @@ class Config:
     """Static settings of one node. Times are in ticks; the runtime decides a tick's length."""
 
     node_id: NodeId
+    # The configuration a new cluster starts with (a member joining an existing cluster
+    # starts with none and learns it from the log or a snapshot); afterwards the log rules.
     voters: tuple[NodeId, ...]
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 2
@@ -104,8 +113,6 @@ class Config:
     max_committed_per_ready: int = 1024
 
     def __post_init__(self) -> None:
-        if self.node_id not in self.voters:
-            raise ValueError(f"node {self.node_id} is not among the voters {self.voters}")
         if len(set(self.voters)) != len(self.voters):
             raise ValueError(f"duplicate voters in {self.voters}")
         if self.heartbeat_interval_ticks < 1:
@@ -247,8 +254,6 @@ class RaftNode:
         self.config = config
         self.id = config.node_id
         self._rng = rng
-        self._peers = tuple(v for v in config.voters if v != self.id)
-        self._quorum = len(config.voters) // 2 + 1
 
         self.current_term = durable.hard_state.current_term
         self.voted_for = durable.hard_state.voted_for
@@ -275,6 +280,23 @@ class RaftNode:
         self.last_applied = self.commit_index
         self.role = Role.FOLLOWER
         self.leader_id: NodeId | None = None
+        # Membership: the configuration in force at the log's start (the snapshot's, or the
+        # bootstrap one), and every configuration entry in the log after it, newest last.
+        self._base_membership = (
+            membership_of(durable.snapshot.meta)
+            if durable.snapshot is not None
+            else Membership(tuple(sorted(config.voters)))
+        )
+        self._config_entries: list[tuple[int, Membership]] = [
+            (e.index, Membership.decode(e.data))
+            for e in durable.entries
+            if e.kind is EntryKind.CONFIG and e.index > self.log.snapshot_index
+        ]
+        self.membership = self._base_membership
+        self._voters: frozenset[NodeId] = frozenset()
+        self._peers: tuple[NodeId, ...] = ()
+        self._quorum = 1
+        self.transferee: NodeId | None = None
 
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
@@ -285,9 +307,8 @@ class RaftNode:
         # asked (see RequestVote.campaign). Not durable: after a restart a reply delayed
         # from before it could match, which pre-vote tolerates (it only guards liveness).
         self._campaign = 0
-        # Leadership transfer (dissertation 3.10): the leader's target and the ticks since
-        # it began; on the target, whether its current campaign was asked for by the leader.
-        self.transferee: NodeId | None = None
+        # Leadership transfer (dissertation 3.10): the leader's target (above) and the ticks
+        # since it began; on the target, whether its current campaign was asked for.
         self._transfer_elapsed = 0
         self._transfer_campaign = False
         self._progress: dict[NodeId, Progress] = {}
@@ -307,6 +328,7 @@ class RaftNode:
         self._events: list[Event] = []
         self._pending_ready: Ready | None = None
         self._snapshot_to_install: Snapshot | None = None
+        self._use_membership(announce=False)
 
     # ------------------------------------------------------------------ inputs
 
@@ -321,7 +343,7 @@ class RaftNode:
     def campaign(self) -> None:
         """Start an election now, as if the election timer had fired (tests, operators)."""
         self._require_no_pending_ready()
-        if self.role is not Role.LEADER:
+        if self.role is not Role.LEADER and self._may_campaign():
             self._start_election("campaign")
 
     def propose(self, data: bytes, context: str = "") -> tuple[int, int]:
@@ -353,7 +375,7 @@ class RaftNode:
             raise NotLeaderError(self.leader_id)
         if target == self.id:
             return
-        if target not in self._peers:
+        if target not in self._voters:
             raise ValueError(f"{target} is not a voting member")
         if self.transferee == target:
             return
@@ -366,6 +388,53 @@ class RaftNode:
             self._send_timeout_now(target)
         else:
             self._send_append(target)
+
+    def propose_membership(self, membership: Membership) -> tuple[int, int]:
+        """Append a new configuration (one voter added or removed, learners as wished);
+        it is in force here at once. Refused (``MembershipError``, saying why) while the
+        previous change has not committed, before this leader has committed an entry of its
+        own term, for more than one voter changed, or for a learner promoted before its log
+        holds ``PROMOTION_READY_SHARE`` of the leader's. Returns the entry's (index, term)."""
+        self._require_no_pending_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transferee is not None:
+            raise LeaderTransferring(self.transferee)
+        if self._config_entries and self._config_entries[-1][0] > self.commit_index:
+            raise MembershipError(
+                f"the previous membership change (index {self._config_entries[-1][0]}) has "
+                "not committed yet; retry once it has"
+            )
+        if self.log.term_at(self.commit_index) != self.current_term:
+            raise MembershipError(
+                "this leader has not yet committed an entry of its own term; retry shortly"
+            )
+        if not membership.data:
+            membership = Membership.of(membership.voters, membership.learners)
+        membership.check_step_from(self.membership)
+        for voter in set(membership.voters) - set(self.membership.voters):
+            if voter in self.membership.learners:
+                match = self._progress[voter].match_index
+                if match < PROMOTION_READY_SHARE * self.log.last_index:
+                    raise MembershipError(
+                        f"learner {voter} holds {match} of {self.log.last_index} entries: "
+                        "promote it once it has caught up"
+                    )
+        entry = Entry(self.log.last_index + 1, self.current_term, membership.data, EntryKind.CONFIG)
+        self.log.append(entry)
+        self._append_pending = True
+        self._config_entries.append((entry.index, membership))
+        self._use_membership()
+        return entry.index, entry.term
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force once the log up to ``index`` is applied: what a
+        snapshot taken at ``index`` must carry (``SnapshotMeta.config``)."""
+        found = self._base_membership
+        for at, membership in self._config_entries:
+            if at <= index:
+                found = membership
+        return found
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read (dissertation section 6.4).
@@ -403,12 +472,21 @@ class RaftNode:
             )
         if meta.index > self.log.snapshot_index and self.log.term_at(meta.index) != meta.term:
             raise ValueError(f"snapshot at {meta.index} has term {meta.term}, the log another")
+        expected = self.membership_at(meta.index)
+        carried = membership_of(meta)
+        if (carried.voters, carried.learners) != (expected.voters, expected.learners):
+            raise ValueError(
+                f"snapshot at {meta.index} carries voters {carried.voters} and learners "
+                f"{carried.learners}; the log says {expected.voters} and {expected.learners}"
+            )
         self.snapshot = snapshot
         # Never past what this member has made durable itself: storage can only drop what it
         # holds, and entries still to be written must be written (a snapshot may run ahead
         # of the log when entries were applied before their own fsync).
         upto = min(meta.index - max(0, keep_entries), self._stable_last_index)
         if upto > self.log.snapshot_index:
+            self._base_membership = self.membership_at(upto)
+            self._config_entries = [(i, m) for i, m in self._config_entries if i > upto]
             self.log.compact(upto)
             self._events.append(LogCompacted(upto, meta.index))
         return self.log.snapshot_index
@@ -416,7 +494,10 @@ class RaftNode:
     def step(self, msg: Message) -> None:
         """Feed one message from a peer. Stale or unexpected messages are ordinary input."""
         self._require_no_pending_ready()
-        if msg.src not in self._peers or msg.dst != self.id:
+        # Any member may write: one this member does not know yet (a configuration it has
+        # not received) included. Who counts in a majority is decided where votes and
+        # acknowledgements are counted.
+        if msg.dst != self.id or msg.src == self.id:
             self._events.append(MisroutedMessageIgnored(msg.src, msg.dst, type(msg).__name__))
             return
         if msg.term > self.current_term:
@@ -536,6 +617,10 @@ class RaftNode:
         self._election_elapsed += 1
         if self._election_elapsed < self._randomized_election_timeout:
             return
+        if not self._may_campaign():
+            # A learner, a member joining, or one removed: it never campaigns.
+            self._reset_election_timer()
+            return
         if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
             pre_vote = self.role is Role.PRE_CANDIDATE
             granted, refused = self._tally()
@@ -553,7 +638,7 @@ class RaftNode:
         if self._election_elapsed >= self.config.election_timeout_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
-                active = sum(1 for pr in self._progress.values() if pr.recent_active)
+                active = sum(1 for v in self._voters if self._progress[v].recent_active)
                 if active < self._quorum:
                     self._become_follower(self.current_term, None, "check_quorum")
                     return
@@ -594,7 +679,7 @@ class RaftNode:
     def _release_confirmed_reads(self) -> None:
         while self._pending_reads:
             read_round, context, index = self._pending_reads[0]
-            acks = sum(1 for pr in self._progress.values() if pr.read_round_acked >= read_round)
+            acks = sum(1 for v in self._voters if self._progress[v].read_round_acked >= read_round)
             if acks < self._quorum:
                 return
             self._pending_reads.popleft()
@@ -672,6 +757,8 @@ class RaftNode:
         last_index, last_term = self.log.last_index, self.log.last_term
         transfer = self._transfer_campaign and not pre_vote
         for peer in self._peers:
+            if peer not in self._voters:
+                continue
             self._send(
                 RequestVote(
                     term, self.id, peer, last_index, last_term, pre_vote, self._campaign, transfer
@@ -695,8 +782,9 @@ class RaftNode:
         self.transferee = None
 
     def _tally(self) -> tuple[tuple[NodeId, ...], tuple[NodeId, ...]]:
-        granted = tuple(sorted(n for n, ok in self._votes.items() if ok))
-        refused = tuple(sorted(n for n, ok in self._votes.items() if not ok))
+        votes = [(n, ok) for n, ok in self._votes.items() if n in self._voters]
+        granted = tuple(sorted(n for n, ok in votes if ok))
+        refused = tuple(sorted(n for n, ok in votes if not ok))
         return granted, refused
 
     def _check_election_result(self) -> None:
@@ -721,7 +809,7 @@ class RaftNode:
         self._heartbeat_elapsed = 0
         self._election_elapsed = 0
         next_index = self.log.last_index + 1
-        self._progress = {n: Progress(next_index) for n in self.config.voters}
+        self._progress = {n: Progress(next_index) for n in (*self._peers, self.id)}
         me = self._progress[self.id]
         me.match_index = self._stable_last_index
         me.recent_active = True
@@ -813,7 +901,7 @@ class RaftNode:
                 self._handle_install_snapshot(msg)
             case RequestVote():
                 self._handle_request_vote(msg)
-            case TimeoutNow() if msg.src == self.leader_id:
+            case TimeoutNow() if msg.src == self.leader_id and self._may_campaign():
                 self._campaign_on_request(msg)
             case _:
                 self._ignore_unexpected(msg)
@@ -886,6 +974,9 @@ class RaftNode:
             self.log.reset(meta.index, meta.term)
             self.snapshot = msg.snapshot
             self._snapshot_to_install = msg.snapshot
+            self._base_membership = membership_of(meta)
+            self._config_entries = []
+            self._use_membership()
             self._commit_to(meta.index)
             self.last_applied = meta.index
             self._stable_last_index = meta.index
@@ -923,9 +1014,19 @@ class RaftNode:
                 self.log.truncate_from(entry.index)
                 self._stable_last_index = min(self._stable_last_index, entry.index - 1)
                 self._events.append(LogTruncated(entry.index, entry.term))
+                if self._config_entries and self._config_entries[-1][0] >= entry.index:
+                    # A configuration cut from the log is no longer in force.
+                    kept = [(i, m) for i, m in self._config_entries if i < entry.index]
+                    self._config_entries = kept
+                    self._use_membership()
             self._unstable_from = min(self._unstable_from, entry.index)
             for new_entry in entries[position:]:
                 self.log.append(new_entry)
+                if new_entry.kind is EntryKind.CONFIG:
+                    self._config_entries.append(
+                        (new_entry.index, Membership.decode(new_entry.data))
+                    )
+                    self._use_membership()
             break
         match_index = msg.prev_log_index + len(msg.entries)
         self._commit_to(min(msg.leader_commit, match_index))
@@ -964,7 +1065,10 @@ class RaftNode:
     # ------------------------------------------------------------------ leader
 
     def _handle_append_response(self, msg: AppendEntriesResponse) -> None:
-        pr = self._progress[msg.src]
+        pr = self._progress.get(msg.src)
+        if pr is None:  # not a member (any more): nothing to track
+            self._ignore_unexpected(msg)
+            return
         pr.recent_active = True
         if msg.success:
             pr.probe_sent = False
@@ -1018,7 +1122,10 @@ class RaftNode:
         self._send_append(msg.src)
 
     def _handle_heartbeat_response(self, msg: HeartbeatResponse) -> None:
-        pr = self._progress[msg.src]
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            self._ignore_unexpected(msg)
+            return
         pr.recent_active = True
         pr.probe_sent = False
         if msg.last_index < pr.match_index and pr.state is not ReplicationState.SNAPSHOT:
@@ -1044,7 +1151,9 @@ class RaftNode:
             self._send_append(peer)
 
     def _send_append(self, peer: NodeId, *, send_if_empty: bool = False) -> None:
-        pr = self._progress[peer]
+        pr = self._progress.get(peer)
+        if pr is None:  # stepped down meanwhile (a removed leader), or not a member
+            return
         if pr.state is ReplicationState.SNAPSHOT:
             return  # its answer (or a timeout) comes first
         if pr.next_index <= self.log.snapshot_index:
@@ -1102,7 +1211,9 @@ class RaftNode:
         return entries
 
     def _maybe_commit(self) -> None:
-        matches = sorted((pr.match_index for pr in self._progress.values()), reverse=True)
+        if not self._voters:
+            return
+        matches = sorted((self._progress[v].match_index for v in self._voters), reverse=True)
         candidate = matches[self._quorum - 1]
         # Figure 8: only an entry of the current term commits by counting replicas.
         if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
@@ -1110,6 +1221,53 @@ class RaftNode:
             if self._reads_awaiting_commit:
                 self._reads_unsent.extend(self._reads_awaiting_commit)
                 self._reads_awaiting_commit.clear()
+            if self.id not in self._voters and self._membership_committed():
+                # Dissertation 4.2.2: a leader removed by a change steps down once the
+                # change is committed (it managed the cluster until then).
+                self._become_follower(self.current_term, None, "removed")
+
+    # -------------------------------------------------------------- membership
+
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a member that an uncommitted change removes. Without
+        the second rule a leader that appended its own removal and then crashed left the
+        others stuck: the one member holding the entry (not a voter in it) never
+        campaigned, and refused the others, whose logs were behind its own (found by the
+        simulator). Such a leader, once elected, commits its removal and steps down."""
+        if self.id in self._voters:
+            return True
+        if self._membership_committed():
+            return False
+        before = (
+            self._config_entries[-2][1] if len(self._config_entries) > 1 else self._base_membership
+        )
+        return self.id in before.voters
+
+    def _membership_committed(self) -> bool:
+        return not self._config_entries or self._config_entries[-1][0] <= self.commit_index
+
+    def _use_membership(self, *, announce: bool = True) -> None:
+        """Put the newest configuration in the log (else the base one) in force."""
+        index, membership = (
+            self._config_entries[-1]
+            if self._config_entries
+            else (self.log.snapshot_index, self._base_membership)
+        )
+        changed = membership != self.membership
+        self.membership = membership
+        self._voters = frozenset(membership.voters)
+        self._peers = tuple(n for n in membership.members if n != self.id)
+        self._quorum = membership.quorum
+        if self.role is Role.LEADER:
+            for peer in self._peers:
+                if peer not in self._progress:
+                    self._progress[peer] = Progress(self.log.last_index + 1)
+            for gone in [n for n in self._progress if n != self.id and n not in self._peers]:
+                del self._progress[gone]
+            if self.transferee is not None and self.transferee not in self._voters:
+                self._abort_transfer("target_removed")
+        if announce and changed:
+            self._events.append(MembershipChanged(index, membership.voters, membership.learners))
 
     # ------------------------------------------------------------------ helpers
 
@@ -1122,3 +1280,8 @@ class RaftNode:
     def _require_no_pending_ready(self) -> None:
         if self._pending_ready is not None:
             raise RuntimeError("input given between ready() and advance()")
+
+
+def membership_of(meta: SnapshotMeta) -> Membership:
+    """The configuration a snapshot carries: its config entry, or its bare voters."""
+    return Membership.decode(meta.config) if meta.config else Membership(tuple(meta.voters))

@@ -14,10 +14,12 @@ NodeId = int
 
 
 class EntryKind(enum.IntEnum):
-    """Why an entry is in the log: client commands, or the leader's term-start no-op."""
+    """Why an entry is in the log: client commands, the leader's term-start no-op, or a
+    new cluster configuration (``raftd.core.membership``)."""
 
     NORMAL = 0
     NOOP = 1
+    CONFIG = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +51,16 @@ class HardState:
 class SnapshotMeta:
     """Where a snapshot stands: the last entry it includes, and the voters at that point.
 
-    ``voters`` is the configuration the snapshot's state was reached under; while the
-    membership is fixed it is the cluster's, and it travels with the snapshot so that a
-    member restored from one knows it (membership changes will need it)."""
+    ``voters`` is the configuration the snapshot's state was reached under, and ``config``
+    the data of the newest configuration entry it covers (b"": none, the cluster still has
+    the configuration it was bootstrapped with), so that a member restored from a snapshot
+    knows its cluster, learners and the runtime's names and addresses included, after the
+    entries that said so were compacted away."""
 
     index: int
     term: int
     voters: tuple[NodeId, ...] = ()
+    config: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

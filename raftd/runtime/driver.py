@@ -672,7 +672,12 @@ class Driver:
         (a read's reply callback), where nothing is half-applied."""
         index = self.applied_index
         term = self.node.log.term_at(index) or 0
-        return SnapshotMeta(index, term, tuple(sorted(self.names))), self.kv.capture()
+        return self._snapshot_meta(index, term), self.kv.capture()
+
+    def _snapshot_meta(self, index: int, term: int) -> SnapshotMeta:
+        """A snapshot at ``index`` carries the configuration in force there."""
+        membership = self.node.membership_at(index)
+        return SnapshotMeta(index, term, membership.voters, membership.data)
 
     async def _install(self, snapshot: Snapshot) -> None:
         """A leader's snapshot replaces the state machine (before this Ready's committed
@@ -705,7 +710,7 @@ class Driver:
         term = self.node.log.term_at(index)
         if term is None:  # cannot happen: what is applied is in the log
             return
-        meta = SnapshotMeta(index, term, tuple(sorted(self.names)))
+        meta = self._snapshot_meta(index, term)
         self._snapshotting = True
         self._since_snapshot = (0, 0)
         self._helpers.start_soon(self._take_snapshot, meta, self.kv.capture())

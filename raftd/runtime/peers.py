@@ -24,7 +24,14 @@ from opentelemetry.trace import Span
 
 from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig
-from raftd.core import InstallSnapshot, Message
+from raftd.core import (
+    AppendEntries,
+    EntryKind,
+    InstallSnapshot,
+    Membership,
+    MembershipError,
+    Message,
+)
 from raftd.runtime.chaos import Chaos, DelayLine
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
@@ -379,6 +386,8 @@ class PeerTransport:
                 if header.trace_room is not None and self._trace_room is not None:
                     self._trace_room.peer_reported(peer_id, header.trace_room, waited)
                 built_at = trio.current_time() - waited
+                if isinstance(msg, AppendEntries):
+                    _check_configurations(msg)
                 if isinstance(msg, SnapshotChunk):
                     if msg.offset == 0:
                         first_chunk_at = trio.current_time()
@@ -441,6 +450,17 @@ class PeerTransport:
         self._quiet.warning(
             "peer connection refused", key=f"{reason}:{detail}", remote=remote, reason=why
         )
+
+
+def _check_configurations(msg: AppendEntries) -> None:
+    """A configuration entry the core could not read is a bad frame here, at the edge: in
+    the core it would stop the member."""
+    for entry in msg.entries:
+        if entry.kind is EntryKind.CONFIG:
+            try:
+                Membership.decode(entry.data)
+            except MembershipError as exc:
+                raise WireError(f"configuration entry {entry.index}: {exc}") from exc
 
 
 def _reason(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from raftd.core import InstallSnapshot, Snapshot, SnapshotMeta
+from raftd.core import InstallSnapshot, Membership, MembershipError, Snapshot, SnapshotMeta
 from wire.api import SnapshotChunk
 from wire.frame import WireError
 
@@ -47,7 +47,7 @@ def chunks(msg: InstallSnapshot, digest: bytes) -> Iterator[SnapshotChunk]:
         piece = data[offset : offset + CHUNK_BYTES]
         yield SnapshotChunk(
             msg.term, msg.src, msg.dst, meta.index, meta.term, meta.voters,
-            total, offset, digest, piece,
+            total, offset, digest, piece, meta.config,
         )  # fmt: skip
         offset += len(piece)
         if offset >= total:
@@ -71,6 +71,11 @@ class Reassembly:
         if len(chunk.digest) != DIGEST_BYTES or len(chunk.data) > CHUNK_BYTES:
             raise SnapshotTransferError("a snapshot chunk is malformed")
         key = (chunk.term, chunk.index, chunk.snapshot_term, chunk.digest)
+        if chunk.offset == 0 and chunk.config:
+            try:
+                Membership.decode(chunk.config)
+            except MembershipError as exc:
+                raise SnapshotTransferError(f"the snapshot's configuration: {exc}") from exc
         if chunk.offset == 0:
             self.key, self.parts, self.received, self.chunks = key, [], 0, 0
         elif key != self.key or chunk.offset != self.received:
@@ -88,7 +93,7 @@ class Reassembly:
         data = b"".join(self.parts)
         count = self.chunks
         self.key, self.parts, self.received, self.chunks = None, [], 0, 0
-        meta = SnapshotMeta(chunk.index, chunk.snapshot_term, chunk.voters)
+        meta = SnapshotMeta(chunk.index, chunk.snapshot_term, chunk.voters, chunk.config)
         msg = InstallSnapshot(chunk.term, chunk.src, chunk.dst, Snapshot(meta, data))
         return Completed(msg, count, chunk.digest)
 

@@ -3,7 +3,9 @@
 Layout (big-endian)::
 
     b"RAFTSNP1" | meta length u32 | meta | data length u64 | data | sha256(all before) 32 bytes
-    meta = CBOR [index, term, [voter, ...], cluster id]
+    meta = CBOR [index, term, [voter, ...], cluster id, configuration entry data]
+           (files written before membership changes have no fifth item: none, the
+           configuration the cluster was bootstrapped with)
 
 Named ``snap-<index>-<term>.snap`` (20 digits each), so the newest sorts last. A file is
 written whole under a temporary name, fsynced, renamed and its directory fsynced
@@ -55,7 +57,7 @@ class SnapshotFile:
 
 def encode(snapshot: Snapshot, cluster_id: str) -> bytes:
     meta = snapshot.meta
-    meta_bytes = cbor2.dumps([meta.index, meta.term, list(meta.voters), cluster_id])
+    meta_bytes = cbor2.dumps([meta.index, meta.term, list(meta.voters), cluster_id, meta.config])
     head = MAGIC + _META_LENGTH.pack(len(meta_bytes)) + meta_bytes
     body = head + _DATA_LENGTH.pack(len(snapshot.data)) + snapshot.data
     return body + hashlib.sha256(body).digest()
@@ -90,7 +92,7 @@ def _meta(raw: bytes, name: str) -> tuple[SnapshotMeta, str]:
         raise SnapshotFileError(f"{name} has a header that is not CBOR: {exc}") from exc
     if (
         type(item) is not list
-        or len(item) != 4
+        or len(item) not in (4, 5)
         or type(item[0]) is not int
         or type(item[1]) is not int
         or item[0] < 0
@@ -98,6 +100,8 @@ def _meta(raw: bytes, name: str) -> tuple[SnapshotMeta, str]:
         or type(item[2]) is not list
         or not all(type(v) is int and v >= 0 for v in item[2])
         or type(item[3]) is not str
+        or (len(item) == 5 and type(item[4]) is not bytes)
     ):
         raise SnapshotFileError(f"{name} has a malformed header {item!r}")
-    return SnapshotMeta(item[0], item[1], tuple(item[2])), item[3]
+    config = item[4] if len(item) == 5 else b""
+    return SnapshotMeta(item[0], item[1], tuple(item[2]), config), item[3]

@@ -40,6 +40,7 @@ class Network:
         self,
         size: int = 3,
         *,
+        spares: int = 0,
         seed: int = 0,
         pre_vote: bool = True,
         check_quorum: bool = True,
@@ -48,7 +49,10 @@ class Network:
         max_entries_per_append: int = 256,
         max_bytes_per_append: int = 1 << 20,
     ) -> None:
-        self.ids: tuple[NodeId, ...] = tuple(range(1, size + 1))
+        # ``spares`` more nodes run from the start without a configuration: members-to-be,
+        # waiting to be added (they never campaign until a configuration names them).
+        self.voters: tuple[NodeId, ...] = tuple(range(1, size + 1))
+        self.ids: tuple[NodeId, ...] = tuple(range(1, size + spares + 1))
         self._seed = seed
         self._restarts = 0
         self._config_args = {
@@ -77,7 +81,8 @@ class Network:
     # ----------------------------------------------------------- membership
 
     def config(self, node_id: NodeId) -> Config:
-        return Config(node_id=node_id, voters=self.ids, **self._config_args)  # type: ignore[arg-type]
+        voters = self.voters if node_id in self.voters else ()
+        return Config(node_id=node_id, voters=voters, **self._config_args)  # type: ignore[arg-type]
 
     def _boot(self, node_id: NodeId) -> None:
         self._restarts += 1
@@ -217,7 +222,9 @@ class Network:
         index = node.last_applied
         term = node.log.term_at(index)
         assert term is not None
-        snapshot = Snapshot(SnapshotMeta(index, term, self.ids), encode(self.applied[node_id]))
+        membership = node.membership_at(index)
+        meta = SnapshotMeta(index, term, membership.voters, membership.data)
+        snapshot = Snapshot(meta, encode(self.applied[node_id]))
         storage = self.storages[node_id]
         storage.save_snapshot(snapshot)
         storage.compact(node.compact(snapshot, keep_entries))

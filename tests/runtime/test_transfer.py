@@ -3,6 +3,7 @@ that never wait behind a big transfer."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,16 @@ import trio.testing
 
 from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig, parse_address
-from raftd.core import Heartbeat, InstallSnapshot, Message, Snapshot, SnapshotMeta
+from raftd.core import (
+    AppendEntries,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    InstallSnapshot,
+    Message,
+    Snapshot,
+    SnapshotMeta,
+)
 from raftd.runtime.peers import Outgoing, PeerTransport
 from raftd.runtime.transfer import (
     CHUNK_BYTES,
@@ -62,8 +72,6 @@ def test_a_chunk_out_of_order_or_a_damaged_snapshot_is_refused() -> None:
     assert completed is not None
     with pytest.raises(SnapshotTransferError, match="fails its checksum"):
         completed.verify()
-    import dataclasses
-
     huge = dataclasses.replace(pieces[0], total_bytes=MAX_SNAPSHOT_BYTES + 1)
     with pytest.raises(SnapshotTransferError, match="refused"):
         Reassembly().add(huge)
@@ -132,3 +140,25 @@ async def test_a_transfer_cut_short_is_counted_and_the_next_one_starts_afresh(
     await connection(pieces)
     assert delivered == [INSTALL]
     assert metrics.registry.get_sample_value("raftd_snapshot_transfers_cut_total", cut) == 1
+
+
+async def test_a_configuration_the_core_could_not_read_closes_the_connection(
+    tmp_path: Path,
+) -> None:
+    _, b, delivered, metrics = _pair(tmp_path)
+    ours, theirs = trio.testing.memory_stream_pair()
+    sender = FramedStream(ours, PEER_REGISTRY)
+    await sender.send(Header("Hello"), Hello("raftd", "a", "127.0.0.1:3"))
+    junk = Entry(1, 1, b"not a configuration", EntryKind.CONFIG)
+    await sender.send(Header("AppendEntries"), AppendEntries(1, 1, 2, 0, 0, (junk,), 0))
+    bad_chunk = dataclasses.replace(next(chunks(INSTALL, digest_of(DATA))), config=b"[1]")
+    await sender.send(Header("SnapshotChunk"), bad_chunk)
+    with trio.fail_after(10):
+        await b._receive_from_peer(FramedStream(theirs, PEER_REGISTRY), "test")
+    assert delivered == []
+    closed = {"port": "peer", "reason": "bad_frame"}
+    assert (
+        metrics.registry.get_sample_value("raftd_connections_closed_by_member_total", closed) == 1
+    )
+    with pytest.raises(SnapshotTransferError, match="configuration"):
+        Reassembly().add(bad_chunk)

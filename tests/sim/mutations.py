@@ -33,6 +33,22 @@ class OldTermCommitNode(RaftNode):
             self._commit_to(candidate)
 
 
+class LearnersCountNode(RaftNode):
+    """Counts learners' acknowledgements towards a commit, as if they were voters: an
+    entry held by a learner and a minority of voters is committed, and a leader elected
+    by the voters without it loses it."""
+
+    def _maybe_commit(self) -> None:
+        members = [*self.membership.voters, *self.membership.learners]
+        if not members:
+            return
+        progress = [self._progress[n].match_index for n in members if n in self._progress]
+        matches = sorted(progress, reverse=True)
+        candidate = matches[len(members) // 2]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
+            self._commit_to(candidate)
+
+
 class _TrustingLog(RaftLog):
     def is_up_to_date(self, last_log_index: int, last_log_term: int) -> bool:
         return True
@@ -112,6 +128,9 @@ MUTATIONS: dict[str, Mutation] = {
     "no-log-check-vote": Mutation(
         "votes granted without the up-to-date log check",
         node_factory=_node(NoLogCheckVoteNode),
+    ),
+    "learners-count": Mutation(
+        "learners' acknowledgements count towards a commit", node_factory=_node(LearnersCountNode)
     ),
     "snapshot-ignores-term": Mutation(
         "a follower keeps its log under a snapshot whose last term it does not hold",

@@ -24,6 +24,7 @@ from raftd.core import (
     Entry,
     EntryKind,
     LeaderTransferring,
+    MembershipError,
     Message,
     NodeId,
     RaftNode,
@@ -37,6 +38,7 @@ from raftd.core.events import (
     Event,
     VoteGranted,
 )
+from raftd.core.membership import Membership
 from raftd.core.types import Snapshot, SnapshotMeta
 from raftd.storage import MemoryStorage, SnapshotStorage, stage_ready
 from raftd.storage.pagecache import PageCacheStorage
@@ -113,6 +115,20 @@ class Simulation:
         self._lines: list[str] = []
         self._digest = hashlib.sha256()
         self.ids: tuple[NodeId, ...] = tuple(range(1, self.plan.nodes + 1))
+        # Membership changes: most seeds add learners, promote them, and remove voters now
+        # and then, from a generator of their own; two spare nodes run from the start with
+        # no configuration, waiting to be added. Ids are never reused once removed.
+        self._member_rng = random.Random(seed * 6_151 + 9)
+        self.member_rate = (
+            0.0 if self._member_rng.random() < 0.4 else self._member_rng.uniform(0.005, 0.04)
+        )
+        self.first_voters = self.ids
+        if self.member_rate:
+            self.ids += (self.plan.nodes + 1, self.plan.nodes + 2)
+        self._retired: set[NodeId] = set()
+        self._committed_config: tuple[int, Membership] = (0, Membership(self.first_voters))
+        self._decommissioned: set[NodeId] = set()
+        self._final_members: list[NodeId] = list(self.ids)
         # Side generators, so sizes and storage do not change the faults a seed draws.
         self.sizes = value_sizes or ValueSizes.draw(seed)
         self.compaction = compaction or Compaction.draw(seed)
@@ -149,7 +165,14 @@ class Simulation:
         self._link_last_delivery: dict[tuple[NodeId, NodeId], int] = {}
         self._final_command: bytes | None = None
         self._final_leader: tuple[NodeId, int] = (0, 0)
-        self.counts = {"events": 0, "messages": 0, "proposals": 0, "crashes": 0, "transfers": 0}
+        self.counts = {
+            "events": 0,
+            "messages": 0,
+            "proposals": 0,
+            "crashes": 0,
+            "transfers": 0,
+            "membership_changes": 0,
+        }
         for i in self.ids:
             self._start_node(i)
         self._schedule(0, _WORLD, None)
@@ -163,7 +186,7 @@ class Simulation:
     def _start_node(self, node_id: NodeId) -> None:
         config = Config(
             node_id=node_id,
-            voters=self.ids,
+            voters=self.first_voters if node_id in self.first_voters else (),
             election_timeout_ticks=self.plan.election_timeout_ticks,
             heartbeat_interval_ticks=self.plan.heartbeat_interval_ticks,
             pre_vote=self.plan.pre_vote,
@@ -259,7 +282,8 @@ class Simulation:
         term = node.log.term_at(index)
         assert term is not None and len(self.applied[node_id]) == index
         token = self.snapshots.save(self.applied[node_id])
-        snapshot = Snapshot(SnapshotMeta(index, term, self.ids), token)
+        membership = node.membership_at(index)
+        snapshot = Snapshot(SnapshotMeta(index, term, membership.voters, membership.data), token)
         storage.save_snapshot(snapshot)
         storage.compact(node.compact(snapshot, self.compaction.keep_entries))
         self._emit(node_id, f"snapshot at {index}, log from {node.log.first_index}")
@@ -310,6 +334,8 @@ class Simulation:
         for entry in ready.committed:
             self.checker.applied(node_id, entry)
             self.applied[node_id].append(entry)
+            if entry.kind is EntryKind.CONFIG and entry.index > self._committed_config[0]:
+                self._committed_config = (entry.index, Membership.decode(entry.data))
             pending = self._pending.pop((node_id, entry.index), None)
             if pending is None:
                 continue
@@ -365,7 +391,7 @@ class Simulation:
             self._schedule(at, _RESTART, node_id)
 
     def _restart(self, node_id: NodeId) -> None:
-        if node_id in self.nodes:
+        if node_id in self.nodes or node_id in self._decommissioned:
             return
         self._start_node(node_id)
         node = self.nodes[node_id]
@@ -392,6 +418,8 @@ class Simulation:
                     self._crash(victim, "abrupt")
             if self._transfer_rng.random() < self.transfer_rate:
                 self._transfer()
+            if self._member_rng.random() < self.member_rate:
+                self._change_membership()
         # In the liveness phase clients stop once the final command is out, so the logs
         # can settle.
         quiet = self.liveness and self._final_command is not None
@@ -449,10 +477,57 @@ class Simulation:
         if not leaders:
             return
         node = self.nodes[self._transfer_rng.choice(leaders)]
-        target = self._transfer_rng.choice([i for i in self.ids if i != node.id])
+        voters = [i for i in node.membership.voters if i != node.id]
+        if not voters:
+            return
+        target = self._transfer_rng.choice(voters)
         node.transfer_leadership(target)
         self.counts["transfers"] += 1
         self._emit(node.id, f"transfer leadership to n{target}")
+        self._drain(node.id)
+
+    def _change_membership(self) -> None:
+        """Ask a leader for one change: add a learner or a voter, promote a learner, or
+        remove a learner or a voter (keeping at least one)."""
+        rng = self._member_rng
+        leaders = sorted(i for i, n in self.nodes.items() if n.role is Role.LEADER)
+        if not leaders:
+            return
+        node = self.nodes[rng.choice(leaders)]
+        current = node.membership
+        voters, learners = set(current.voters), set(current.learners)
+        fresh = [i for i in self.ids if i not in current.members and i not in self._retired]
+        options = []
+        if fresh:
+            options += ["add_learner", "add_voter"]
+        if learners:
+            options += ["promote", "remove_learner"]
+        if len(voters) > 1:
+            options.append("remove_voter")
+        if not options:
+            return
+        what = rng.choice(options)
+        if what == "add_learner":
+            learners.add(rng.choice(fresh))
+        elif what == "add_voter":
+            voters.add(rng.choice(fresh))
+        elif what == "promote":
+            member = rng.choice(sorted(learners))
+            learners.discard(member)
+            voters.add(member)
+        else:
+            pool = learners if what == "remove_learner" else voters
+            member = rng.choice(sorted(pool))
+            pool.discard(member)
+            self._retired.add(member)
+        wanted = Membership.of(voters, learners)
+        try:
+            index, _ = node.propose_membership(wanted)
+        except (MembershipError, LeaderTransferring) as exc:
+            self._emit(node.id, f"{what} refused: {exc}")
+            return
+        self.counts["membership_changes"] += 1
+        self._emit(node.id, f"{what}: voters {wanted.voters} learners {wanted.learners} at {index}")
         self._drain(node.id)
 
     def _read(self) -> None:
@@ -521,6 +596,24 @@ class Simulation:
         self._emit(None, "LIVENESS: heal the network, restart every node, stop faults")
         for node_id in sorted(self._down):
             self._restart(node_id)
+        if self.member_rate:
+            self._decommission()
+
+    def _decommission(self) -> None:
+        """Stop for good the nodes no configuration needs any more: those outside the
+        newest committed one and every newer one in any log (an operator shuts a removed
+        member down; one that missed its removal would campaign in a cluster that no longer
+        answers it, and without pre-vote or check-quorum keep deposing its leaders)."""
+        committed_index, committed = self._committed_config
+        keep = set(committed.members)
+        for node in self.nodes.values():
+            start = max(committed_index + 1, node.log.first_index)
+            for entry in node.log.slice(start, node.log.last_index + 1):
+                if entry.kind is EntryKind.CONFIG:
+                    keep |= set(Membership.decode(entry.data).members)
+        for node_id in sorted(set(self.nodes) - keep):
+            self._decommissioned.add(node_id)
+            self._crash(node_id, "no longer a member: shut down", restart_later=False)
 
     def _liveness_bound_ticks(self) -> int:
         """Ticks allowed to converge: elections, plus pushing the backlog through the pipe.
@@ -536,11 +629,16 @@ class Simulation:
         return plan.liveness_ticks + catch_up
 
     def _converged(self) -> bool:
-        nodes = list(self.nodes.values())
-        leaders = [n for n in nodes if n.role is Role.LEADER]
+        leaders = [n for n in self.nodes.values() if n.role is Role.LEADER]
         if len(leaders) != 1:
             return False
         leader = leaders[0]
+        # The members of the leader's configuration must agree; a member removed by a
+        # change it never heard of may keep an old log, which nothing reads any more.
+        self._final_members = [i for i in self.ids if i in leader.membership.members]
+        if any(i not in self.nodes for i in self._final_members):
+            return False
+        nodes = [self.nodes[i] for i in self._final_members]
         if leader.transferee is not None:
             return False  # it takes no proposals until the transfer ends
         if self._final_command is not None and self._final_leader != (
@@ -571,10 +669,11 @@ class Simulation:
         )
 
     def _final_checks(self) -> None:
-        reference = self.applied[self.ids[0]]
-        for node_id in self.ids:
+        members = self._final_members
+        reference = self.applied[members[0]]
+        for node_id in members:
             if self.applied[node_id] != reference:
-                raise Violation(f"n{node_id} applied a different sequence than n{self.ids[0]}")
+                raise Violation(f"n{node_id} applied a different sequence than n{members[0]}")
         commands = {e.data for e in reference if e.kind is EntryKind.NORMAL}
         lost = sorted(self.acknowledged - commands)
         if lost:
@@ -587,7 +686,8 @@ class Simulation:
         self._emit(
             None,
             f"SEED={self.seed} {self.plan.describe()} compact_every={compaction.every_entries} "
-            f"compact_keep={compaction.keep_entries} transfer_rate={self.transfer_rate:.3f}",
+            f"compact_keep={compaction.keep_entries} transfer_rate={self.transfer_rate:.3f} "
+            f"member_rate={self.member_rate:.3f}",
         )
         violation: str | None = None
         try:
@@ -600,7 +700,8 @@ class Simulation:
                     f"liveness: no convergence within {bound} ticks after healing; nodes: {roles}"
                 )
             self._final_checks()
-            self._emit(None, f"CONVERGED at index {self.nodes[self.ids[0]].log.last_index}")
+            last = self.nodes[self._final_members[0]].log.last_index
+            self._emit(None, f"CONVERGED at index {last}")
         except (Violation, AssertionError) as exc:
             violation = f"{type(exc).__name__}: {exc}"
             self._emit(None, f"VIOLATION {violation}")

@@ -90,6 +90,7 @@ def test_a_violation_prints_its_seed_and_the_replay_command(
     [
         ("no-log-check-vote", 20),
         ("snapshot-ignores-term", 60),
+        ("learners-count", 60),
         ("unconfirmed-read", 100),
         ("forget-vote", 400),
         ("old-term-commit", 600),

@@ -594,7 +594,7 @@ def with_field(body: list[Any], index: int, value: object) -> list[Any]:
         ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 0, True)])),
         ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 1, 1.0)])),
         # EntryKind out of range, or not an integer at all
-        ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 3, 2)])),
+        ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 3, 3)])),
         ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 3, -1)])),
         ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 3, 2**64)])),
         ("AppendEntries", with_field(GOOD_APPEND, 5, [with_field(GOOD_ENTRY, 3, True)])),
