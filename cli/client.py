@@ -51,6 +51,8 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    MemberListReply,
+    MemberListRequest,
     MoveLeaderReply,
     MoveLeaderRequest,
     SetRequest,
@@ -90,7 +92,7 @@ CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
 CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
 
-Reply = TypeVar("Reply", GetReply, WriteReply, StatusReply, MoveLeaderReply)
+Reply = TypeVar("Reply", GetReply, WriteReply, StatusReply, MoveLeaderReply, MemberListReply)
 
 
 # ------------------------------------------------------------------ endpoints
@@ -574,6 +576,13 @@ class Client:
         request = MoveLeaderRequest(target)
         return await self._call(
             "move_leader", request, MoveLeaderReply, leader_only=True, stats=stats
+        )
+
+    async def member_list(self, *, stats: CallStats | None = None) -> MemberListReply:
+        """The members as the leader sees them: roles, addresses, how far behind each is."""
+        request = MemberListRequest()
+        return await self._call(
+            "member_list", request, MemberListReply, leader_only=True, stats=stats
         )
 
     async def status(self, endpoint: str, *, stats: CallStats | None = None) -> StatusReply:

@@ -407,6 +407,16 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         "indexes). Exits 0 if at least one member answered, 3 if none did.",
     )
 
+    member = command(
+        "member",
+        "list the cluster's members",
+        "member list: every member of the configuration in force, as the leader sees it:\n"
+        "name, id, voter or learner, peer and client addresses, the last log index the\n"
+        "leader knows it holds (match), how many entries it is behind (lag), and seconds\n"
+        "since the leader last heard from it.",
+    )
+    member.add_argument("action", choices=("list",), help="list: show the members")
+
     move = command(
         "move-leader",
         "hand the leadership to another member",
@@ -545,6 +555,47 @@ async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int
     return EXIT_OK
 
 
+async def _member(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    reply = await client.member_list()
+    rows = [
+        [
+            m.name,
+            str(m.id),
+            m.role,
+            m.peer_addr or "-",
+            m.client_addr or "-",
+            str(m.match_index),
+            str(m.lag),
+            "-" if m.last_contact_s is None else f"{m.last_contact_s:.2f}s",
+        ]
+        for m in reply.members
+    ]
+    header = ["NAME", "ID", "ROLE", "PEER", "CLIENT", "MATCH", "LAG", "CONTACT"]
+    lines = _table(header, rows, [""] * len(rows))
+    lines.append(f"leader {reply.leader}, term {reply.term}")
+    output.result(
+        {
+            "leader": reply.leader,
+            "term": reply.term,
+            "members": [
+                {
+                    "name": m.name,
+                    "id": m.id,
+                    "role": m.role,
+                    "peer_addr": m.peer_addr,
+                    "client_addr": m.client_addr,
+                    "match_index": m.match_index,
+                    "lag": m.lag,
+                    "last_contact_s": m.last_contact_s,
+                }
+                for m in reply.members
+            ],
+        },
+        "\n".join(lines),
+    )
+    return EXIT_OK
+
+
 async def _move_leader(client: Client, args: argparse.Namespace, output: _Output) -> int:
     started = time.monotonic()
     reply = await client.move_leader(args.name)
@@ -673,12 +724,17 @@ def _status_table(members: list[MemberStatus]) -> str:
                 ]
             )
             reasons.append("")
+    return "\n".join(_table(header, rows, reasons))
+
+
+def _table(header: list[str], rows: list[list[str]], notes: list[str]) -> list[str]:
+    """Columns padded to their widest cell; each row's note (if any) after the last."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
-    for row, reason in zip(rows, reasons, strict=True):
+    for row, note in zip(rows, notes, strict=True):
         cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
-        lines.append("  ".join([*cells, reason]).rstrip())
-    return "\n".join(lines)
+        lines.append("  ".join([*cells, note]).rstrip())
+    return lines
 
 
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[int]]] = {
@@ -688,6 +744,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[i
     "delete": _delete,
     "status": _status,
     "move-leader": _move_leader,
+    "member": _member,
 }
 _WRITES = frozenset({"set", "cas", "delete"})
 

@@ -93,7 +93,17 @@ DROP_REASONS = (
     "superseded",
 )
 CHAOS_KINDS = ("drop", "delay", "fsync_delay", "fsync_fail")
-CLIENT_OPS = ("get", "stale_get", "set", "cas", "delete", "status", "snapshot", "move_leader")
+CLIENT_OPS = (
+    "get",
+    "stale_get",
+    "set",
+    "cas",
+    "delete",
+    "status",
+    "snapshot",
+    "move_leader",
+    "member_list",
+)
 PORTS = ("client", "peer")
 # Why a member closed or refused a connection on one of its ports (hostile or broken input).
 CONNECTION_CLOSE_REASONS = ("limit", "bad_frame", "frame_timeout", "handshake", "misaddressed")
@@ -268,6 +278,13 @@ class RaftMetrics:
         self._leader_changes = Counter(
             "raftd_leader_changes",
             "Times the leader this member knows of changed.",
+            registry=reg,
+        )
+        self._members = Gauge(
+            "raftd_cluster_members",
+            "Members in the configuration in force on this member, by kind (voter or "
+            "learner); members disagree for a moment while a change is replicated.",
+            ["kind"],
             registry=reg,
         )
         self._leader_transfers: _Children[Counter] = _Children(
@@ -486,6 +503,11 @@ class RaftMetrics:
 
     def leader_changed(self) -> None:
         self._leader_changes.inc()
+
+    def membership(self, voters: int, learners: int) -> None:
+        """The configuration in force on this member (its newest, committed or not)."""
+        self._members.labels("voter").set(voters)
+        self._members.labels("learner").set(learners)
 
     def leader_transfer(self, outcome: str) -> None:
         """``outcome`` is one of ``LEADER_TRANSFER_OUTCOMES``."""

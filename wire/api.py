@@ -186,6 +186,35 @@ class StatusReply:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberListRequest:
+    """The cluster's members as the leader sees them (a follower redirects)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member in a ``MemberListReply``. ``match_index`` is the last entry the leader
+    knows it holds; ``lag`` how many entries it is behind the leader's log;
+    ``last_contact_s`` seconds since the leader last heard from it (None: not since this
+    leader took over). All three are the leader's own for itself (lag 0, contact 0)."""
+
+    name: str
+    id: int
+    role: str  # "voter" or "learner"
+    peer_addr: str
+    client_addr: str | None
+    match_index: int
+    lag: int
+    last_contact_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberListReply:
+    leader: str
+    term: int
+    members: tuple[MemberInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MoveLeaderRequest:
     """Ask the leader to hand its leadership to ``target`` (a member's name)."""
 
@@ -233,8 +262,9 @@ ClientRequest = (
     | StateHashRequest
     | SnapshotRequest
     | MoveLeaderRequest
+    | MemberListRequest
 )
-ClientReply = GetReply | WriteReply | StatusReply | MoveLeaderReply | ErrorReply
+ClientReply = GetReply | WriteReply | StatusReply | MoveLeaderReply | MemberListReply | ErrorReply
 
 CLIENT_REGISTRY = Registry()
 CLIENT_REGISTRY.register(
@@ -246,10 +276,12 @@ CLIENT_REGISTRY.register(
     StateHashRequest,
     SnapshotRequest,
     MoveLeaderRequest,
+    MemberListRequest,
     GetReply,
     WriteReply,
     StatusReply,
     MoveLeaderReply,
+    MemberListReply,
     ErrorReply,
     SnapshotPart,
 )

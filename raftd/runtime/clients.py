@@ -32,6 +32,7 @@ from raftd.config import NodeConfig, parse_address
 from raftd.core import SnapshotMeta
 from raftd.runtime.driver import (
     Driver,
+    ListMembers,
     MoveLeader,
     Read,
     ReplyBox,
@@ -54,6 +55,7 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    MemberListRequest,
     MoveLeaderRequest,
     SetRequest,
     SnapshotPart,
@@ -386,6 +388,8 @@ class ClientServer:
                 return await self._leader_operation(request, span)
             case MoveLeaderRequest():
                 return await self.driver.submit(MoveLeader(request.target))
+            case MemberListRequest():
+                return await self.driver.submit(ListMembers())
             case _:
                 return _bad_request(f"{type(request).__name__} is not a client request")
 
@@ -473,6 +477,8 @@ def _operation_name(request: object) -> str:
             return "snapshot"
         case MoveLeaderRequest():
             return "move_leader"
+        case MemberListRequest():
+            return "member_list"
         case _:
             return "invalid"
 

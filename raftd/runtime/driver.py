@@ -55,6 +55,8 @@ from wire.api import (
     ErrorCode,
     ErrorReply,
     GetReply,
+    MemberInfo,
+    MemberListReply,
     MoveLeaderReply,
     StatusReply,
     WriteReply,
@@ -143,7 +145,12 @@ class MoveLeader:
     box: ReplyBox = field(default_factory=ReplyBox)
 
 
-ClientOp = Write | Read | StaleRead | Status | MoveLeader
+@dataclass(frozen=True, slots=True)
+class ListMembers:
+    box: ReplyBox = field(default_factory=ReplyBox)
+
+
+ClientOp = Write | Read | StaleRead | Status | MoveLeader | ListMembers
 
 
 Send = Callable[[Message, TraceParent | None, Span | None, float | None], None]
@@ -230,6 +237,8 @@ class Driver:
         # Leadership transfers waiting for their outcome: (target, box).
         self._handovers: list[tuple[int, ReplyBox]] = []
         self._role = self.node.role
+        membership = self.node.membership
+        self.metrics.membership(len(membership.voters), len(membership.learners))
         node_fields.update(node=config.name, role=self._role.value, term=self.node.current_term)
 
     # ----------------------------------------------------------- the API
@@ -356,6 +365,8 @@ class Driver:
                 item.box.set(self._status(item.state_hash))
             case MoveLeader():
                 self._move_leader(item)
+            case ListMembers():
+                item.box.set(self._members())
             case _Wake():
                 pass
 
@@ -397,6 +408,38 @@ class Driver:
             leader,
             self.client_addrs.get(leader),
         )
+
+    def _members(self) -> ClientReply:
+        """The configuration in force, with the leader's view of each member."""
+        node = self.node
+        if node.role is not Role.LEADER:
+            return self._not_leader()
+        now = trio.current_time()
+        last = node.log.last_index
+        infos = []
+        for member in node.membership.members:
+            name = self._name(member) or str(member)
+            address = self.config.members.get(name)
+            contact: float | None = 0.0
+            if member == node.id:
+                match = last
+            else:
+                match = node.progress(member).match_index
+                heard = self.freshness.heard_at(member)
+                contact = None if heard is None else round(max(0.0, now - heard), 3)
+            infos.append(
+                MemberInfo(
+                    name,
+                    member,
+                    "voter" if member in node.membership.voters else "learner",
+                    str(address) if address is not None else "",
+                    self.client_addrs.get(name),
+                    match,
+                    last - match,
+                    contact,
+                )
+            )
+        return MemberListReply(self.config.name, node.current_term, tuple(infos))
 
     def _handing_over(self, target: int) -> ErrorReply:
         return ErrorReply(
@@ -784,6 +827,14 @@ class Driver:
                     if self._handovers:
                         self.metrics.leader_transfer("completed")
                         self._handover_ended(leader, event.term)
+                case ev.MembershipChanged():
+                    self.metrics.membership(len(event.voters), len(event.learners))
+                    log.info(
+                        "configuration changed",
+                        index=event.index,
+                        voters=self._names(event.voters),
+                        learners=self._names(event.learners),
+                    )
                 case ev.LeaderTransferStarted():
                     self.metrics.leader_transfer("started")
                     log.info("handing leadership over", target=self._name(event.target))

@@ -49,6 +49,10 @@ class Freshness:
         if built_at > self._heard.get(peer, -math.inf):
             self._heard[peer] = built_at
 
+    def heard_at(self, peer: int) -> float | None:
+        """When ``peer``'s latest answer to this leader was built (None: not yet)."""
+        return self._heard.get(peer)
+
     def forget_answers(self) -> None:
         """Answers to an earlier leadership say nothing about the current one."""
         self._heard.clear()

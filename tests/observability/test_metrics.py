@@ -61,6 +61,7 @@ FAMILIES = {
     "raftd_snapshot_bytes",
     "raftd_snapshot_transfers_cut",
     "raftd_leader_transfers",
+    "raftd_cluster_members",
     "raftd_elections_started",
     "raftd_leader_changes",
     "raftd_messages_sent",
@@ -102,6 +103,7 @@ def exercise(metrics: RaftMetrics) -> None:
         metrics.snapshot_transfer_cut(side)
     for outcome in LEADER_TRANSFER_OUTCOMES:
         metrics.leader_transfer(outcome)
+    metrics.membership(3, 1)
     metrics.bind_sampler_totals(lambda: {"sampled": 1, "ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)

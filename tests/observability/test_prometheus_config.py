@@ -56,6 +56,7 @@ def exported_metrics() -> tuple[set[str], set[str]]:
     metrics.snapshot("taken", 0.1, 100)
     metrics.snapshot_transfer_cut("sender")
     metrics.leader_transfer("started")
+    metrics.membership(3, 1)
     metrics.bind_sampler_totals(lambda: {"ratio": 2})
     metrics.election_started(pre_vote=True)
     metrics.election_started(pre_vote=False)
