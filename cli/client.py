@@ -51,6 +51,8 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    MemberChangeReply,
+    MemberChangeRequest,
     MemberListReply,
     MemberListRequest,
     MoveLeaderReply,
@@ -92,7 +94,9 @@ CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
 CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
 
-Reply = TypeVar("Reply", GetReply, WriteReply, StatusReply, MoveLeaderReply, MemberListReply)
+Reply = TypeVar(
+    "Reply", GetReply, WriteReply, StatusReply, MoveLeaderReply, MemberListReply, MemberChangeReply
+)
 
 
 # ------------------------------------------------------------------ endpoints
@@ -583,6 +587,14 @@ class Client:
         request = MemberListRequest()
         return await self._call(
             "member_list", request, MemberListReply, leader_only=True, stats=stats
+        )
+
+    async def change_members(
+        self, request: MemberChangeRequest, *, stats: CallStats | None = None
+    ) -> MemberChangeReply:
+        """Add, promote or remove one member; returns once the change is committed."""
+        return await self._call(
+            "member_change", request, MemberChangeReply, leader_only=True, stats=stats
         )
 
     async def status(self, endpoint: str, *, stats: CallStats | None = None) -> StatusReply:

@@ -52,7 +52,7 @@ from cli.client import (
 )
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import version
-from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES, MemberChangeRequest
 
 PROG = "raftctl"
 ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
@@ -409,13 +409,27 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
 
     member = command(
         "member",
-        "list the cluster's members",
+        "list, add, promote or remove members",
         "member list: every member of the configuration in force, as the leader sees it:\n"
         "name, id, voter or learner, peer and client addresses, the last log index the\n"
         "leader knows it holds (match), how many entries it is behind (lag), and seconds\n"
-        "since the leader last heard from it.",
+        "since the leader last heard from it.\n"
+        "member add NAME --peer-addr HOST:PORT --client-addr HOST:PORT [--learner]: add a\n"
+        "member (a new id is assigned); then start it with raftd run --id NAME --join and\n"
+        "an empty --data-dir. A learner gets the log but does not vote; add large members\n"
+        "as learners and promote them once caught up.\n"
+        "member promote NAME: make a learner a voter (refused until it has caught up).\n"
+        "member remove NAME: remove a member; it stops serving once the change commits.\n"
+        "Changes go one at a time; each returns once committed.",
+        usage=f"{PROG} member [-h] [options] (list | add NAME --peer-addr HOST:PORT "
+        "--client-addr HOST:PORT [--learner] | promote NAME | remove NAME)",
     )
-    member.add_argument("action", choices=("list",), help="list: show the members")
+    member.add_argument("action", choices=("list", "add", "promote", "remove"), help="what to do")
+    member.add_argument("name", metavar="NAME", nargs="?", help="the member (not for list)")
+    member.add_argument("--peer-addr", metavar="HOST:PORT", help="add: its peer address")
+    member.add_argument("--client-addr", metavar="HOST:PORT", help="add: its client address")
+    member.add_argument("--learner", action="store_true", help="add: as a non-voting learner")
+    member.set_defaults(command_parser=member)
 
     move = command(
         "move-leader",
@@ -556,6 +570,25 @@ async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int
 
 
 async def _member(client: Client, args: argparse.Namespace, output: _Output) -> int:
+    if args.action != "list":
+        request = MemberChangeRequest(
+            args.action, args.name, args.peer_addr, args.client_addr, args.learner
+        )
+        changed = await client.change_members(request)
+        done = {"add": "added", "promote": "promoted", "remove": "removed"}[args.action]
+        text = f"{done} {changed.name} (id {changed.id}) at index {changed.index}"
+        if args.action == "add":
+            text += (
+                f"; start it with: raftd run --id {changed.name} --join --client-addr "
+                f"{args.client_addr} --data-dir EMPTY_DIR --cluster ... (every member's "
+                f"peer address, {changed.name}={args.peer_addr} included)"
+            )
+        output.result(
+            {"action": args.action, "name": changed.name, "id": changed.id,
+             "index": changed.index},
+            text,
+        )  # fmt: skip
+        return EXIT_OK
     reply = await client.member_list()
     rows = [
         [
@@ -725,6 +758,26 @@ def _status_table(members: list[MemberStatus]) -> str:
             )
             reasons.append("")
     return "\n".join(_table(header, rows, reasons))
+
+
+def _check_member(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        if args.name is not None:
+            args.command_parser.error("member list takes no NAME")
+        return
+    if args.name is None:
+        args.command_parser.error(f"member {args.action} needs NAME")
+    adding = args.action == "add"
+    if adding and not (args.peer_addr and args.client_addr):
+        args.command_parser.error("member add needs --peer-addr and --client-addr")
+    if not adding and (args.peer_addr or args.client_addr or args.learner):
+        args.command_parser.error("--peer-addr, --client-addr and --learner are for member add")
+    for flag, value in (("--peer-addr", args.peer_addr), ("--client-addr", args.client_addr)):
+        if value is not None:
+            try:
+                parse_endpoint(value)
+            except ValueError as exc:
+                args.command_parser.error(f"{flag}: {exc}")
 
 
 def _table(header: list[str], rows: list[list[str]], notes: list[str]) -> list[str]:
@@ -974,6 +1027,8 @@ def main(
         _values_from_stdin(args, stdin if stdin is not None else sys.stdin)
         if args.command == "bench":
             _check_bench(args)
+        if args.command == "member":
+            _check_member(args)
     except _UsageError as exc:
         err.write(str(exc))
         return EXIT_USAGE

@@ -103,6 +103,7 @@ CLIENT_OPS = (
     "snapshot",
     "move_leader",
     "member_list",
+    "member_change",
 )
 PORTS = ("client", "peer")
 # Why a member closed or refused a connection on one of its ports (hostile or broken input).

@@ -84,6 +84,10 @@ class NodeConfig:
     # Every member's id as stored in the data directory (raftd.storage.identity); None
     # before the directory was opened, when they are what a bootstrap would assign.
     ids: dict[str, NodeId] | None = None
+    # False for a member that joined an existing cluster: it has no configuration of its
+    # own until the log gives it one (``ids`` then names only itself and who added it).
+    bootstrap: bool = True
+    join: bool = False  # --join: wait to be added rather than bootstrap a new cluster
 
     def __post_init__(self) -> None:
         if self.name not in self.members:
@@ -99,7 +103,9 @@ class NodeConfig:
             raise ConfigError("snapshot thresholds and the kept entries cannot be negative")
         if self.wal_segment_bytes < 1:
             raise ConfigError("the log segment size must be positive")
-        if self.ids is not None and sorted(self.ids) != sorted(self.members):
+        if self.ids is not None and (
+            self.name not in self.ids or not set(self.ids) <= set(self.members)
+        ):
             raise ConfigError(f"stored member ids {self.ids} do not match --cluster")
 
     @property
@@ -110,6 +116,11 @@ class NodeConfig:
     @property
     def node_id(self) -> NodeId:
         return self.node_ids[self.name]
+
+    @property
+    def bootstrap_voters(self) -> tuple[NodeId, ...]:
+        """The voters the core starts with while its log holds no configuration."""
+        return tuple(sorted(self.node_ids.values())) if self.bootstrap else ()
 
     @property
     def names(self) -> dict[NodeId, str]:

@@ -25,16 +25,18 @@ from observability.sampling import PER_MINUTE_ENV, RATIO_ENV, RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import restore, version
 from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
-from raftd.core import HardState
+from raftd.core import DurableState, HardState
 from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
 from raftd.runtime.clients import ClientServer
-from raftd.runtime.driver import Driver
+from raftd.runtime.driver import Driver, MemberRemoved
+from raftd.runtime.join import Invitation, wait_for_invitation
 from raftd.runtime.listen import start_listening
 from raftd.runtime.peers import PeerTransport
-from raftd.storage import SnapshotStorage, StorageError, WalStorage
+from raftd.runtime.roster import configuration_in, member_names
+from raftd.storage import SnapshotStorage, StorageError, WalStorage, identity
 from raftd.storage.fs import OsFileSystem
-from raftd.storage.identity import IdentityMismatch, reconcile
+from raftd.storage.identity import IdentityMismatch
 from raftd.storage.wal import DataDirLocked
 
 log = structlog.get_logger("raftd")
@@ -107,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=_env_default("forward", "") not in ("", "0", "false", "no"),
         help="relay requests to the leader instead of redirecting clients",
+    )
+    run.add_argument(
+        "--join",
+        action="store_true",
+        default=_env_default("join", "") not in ("", "0", "false", "no"),
+        help="join an existing cluster (after raftctl member add) instead of bootstrapping a "
+        "new one: with an empty --data-dir, wait to be sent the log; ignored once joined",
     )
     run.add_argument(
         "--cluster-id",
@@ -218,6 +227,7 @@ def config_from_args(
         if args.metrics_addr
         else None,
         forward=args.forward,
+        join=args.join,
         cluster_id=args.cluster_id,
         tick_seconds=args.tick_ms / 1000,
         frame_timeout_s=args.frame_timeout,
@@ -280,6 +290,7 @@ async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observabi
         chaos=observe.chaos,
         metrics=metrics,
         trace_room=observe.sampler,
+        roster=driver.roster,
     )
     clients = ClientServer(config, driver, tracer=tracer, metrics=metrics)
     metrics.bind_state(driver_state(driver))
@@ -365,8 +376,15 @@ def run_member(args: argparse.Namespace) -> int:
     except (StorageError, OSError) as exc:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     try:
-        config = _with_stored_identity(config, wal)
+        joined = _join_if_asked(config, wal)
+        if joined is None:
+            wal.close()
+            log.info("stopped before being added")
+            return EXIT_OK
+        config = _with_stored_identity(joined, wal)
     except IdentityMismatch as exc:
         wal.close()
         print(f"raftd: {exc}", file=sys.stderr)
@@ -382,12 +400,14 @@ def run_member(args: argparse.Namespace) -> int:
     if chaos is not None and chaos.config.fsync_enabled:
         storage = chaos.wrap_storage(storage)
     status = EXIT_OK
-    # serve() handles SIGINT/SIGTERM while it runs; once it has returned, a second signal
-    # (Ctrl-C reaches a whole process group) must not interrupt closing the log.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    # serve() handles SIGINT/SIGTERM while it runs (ignored since the log opened); once it
+    # has returned, a second signal (Ctrl-C reaches a whole process group) must not
+    # interrupt closing the log.
     try:
         trio.run(serve, config, storage, Observability(tracing, metrics, chaos, sampler))
+    except* MemberRemoved as removed:
+        for leaf in _leaves(removed):
+            print(f"raftd: {leaf}", file=sys.stderr)
     except* StorageError as group:
         for error in _leaves(group):
             print(f"raftd: storage failed, stopping to protect the data: {error}", file=sys.stderr)
@@ -404,22 +424,70 @@ def run_member(args: argparse.Namespace) -> int:
     return status
 
 
+def _has_history(state: DurableState) -> bool:
+    return state.hard_state != HardState() or bool(state.entries) or state.snapshot is not None
+
+
+def _join_if_asked(config: NodeConfig, wal: WalStorage) -> NodeConfig | None:
+    """With --join and a new data directory, wait until the cluster sends this member
+    its first message (raftd.runtime.join) and record the id it was given. None: stopped
+    by a signal first."""
+    fs = OsFileSystem()
+    if not config.join or identity.load(fs, config.data_dir) is not None:
+        return config  # not joining, or joined already (the flag is then ignored)
+    if _has_history(wal.load()):
+        raise IdentityMismatch(
+            f"--join needs an empty data directory; {config.data_dir} holds a log already"
+        )
+    invitation = trio.run(_wait_for_invitation, config)
+    if invitation is None:
+        return None
+    ids = {config.name: invitation.member_id, invitation.sender: invitation.sender_id}
+    identity.record_joined(fs, config.data_dir, config.cluster_id, ids, config.name)
+    return config
+
+
+async def _wait_for_invitation(config: NodeConfig) -> Invitation | None:
+    found: list[Invitation] = []
+    async with trio.open_nursery() as nursery:
+
+        async def wait() -> None:
+            found.append(await wait_for_invitation(config))
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(wait)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return found[0] if found else None
+
+
 def _with_stored_identity(config: NodeConfig, wal: WalStorage) -> NodeConfig:
     """``config`` with the member ids its data directory holds (raftd.storage.identity),
-    after checking the flags against them."""
+    after checking the flags against them and the configuration in the log."""
     state = wal.load()
-    history = state.hard_state != HardState() or bool(state.entries) or state.snapshot is not None
-    identity, wrote = reconcile(
+    configured = configuration_in(state)
+    members = member_names(configured)
+    stored, line = identity.reconcile(
         OsFileSystem(),
         config.data_dir,
         name=config.name,
         cluster_id=config.cluster_id,
         names=config.members,
-        has_history=history,
+        has_history=_has_history(state),
+        configured=None if members is None else members.values(),
     )
-    if wrote is not None:
-        log.info(wrote, ids=identity.ids)
-    return replace(config, ids=identity.ids)
+    if line is not None:
+        log.info(line, ids=stored.ids)
+    own = stored.ids[config.name]
+    if members is not None and own not in members:
+        raise IdentityMismatch(
+            f"{config.name} (id {own}) was removed from the cluster: it cannot serve again. "
+            "To bring this machine back, empty its data directory, run raftctl member add "
+            "and start it with --join"
+        )
+    return replace(config, ids=stored.ids, bootstrap=stored.bootstrap)
 
 
 E = TypeVar("E", bound=BaseException)

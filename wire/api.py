@@ -215,6 +215,28 @@ class MemberListReply:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberChangeRequest:
+    """``action`` is "add" (``peer_addr`` and ``client_addr`` required; as a learner if
+    ``learner``), "promote" (a learner to voter) or "remove". Served by the leader, answered
+    once the change is committed."""
+
+    action: str
+    name: str
+    peer_addr: str | None = None
+    client_addr: str | None = None
+    learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChangeReply:
+    """The change is committed at ``index``; ``id`` is the member's (a new one for an add)."""
+
+    name: str
+    id: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class MoveLeaderRequest:
     """Ask the leader to hand its leadership to ``target`` (a member's name)."""
 
@@ -263,8 +285,17 @@ ClientRequest = (
     | SnapshotRequest
     | MoveLeaderRequest
     | MemberListRequest
+    | MemberChangeRequest
 )
-ClientReply = GetReply | WriteReply | StatusReply | MoveLeaderReply | MemberListReply | ErrorReply
+ClientReply = (
+    GetReply
+    | WriteReply
+    | StatusReply
+    | MoveLeaderReply
+    | MemberListReply
+    | MemberChangeReply
+    | ErrorReply
+)
 
 CLIENT_REGISTRY = Registry()
 CLIENT_REGISTRY.register(
@@ -277,11 +308,13 @@ CLIENT_REGISTRY.register(
     SnapshotRequest,
     MoveLeaderRequest,
     MemberListRequest,
+    MemberChangeRequest,
     GetReply,
     WriteReply,
     StatusReply,
     MoveLeaderReply,
     MemberListReply,
+    MemberChangeReply,
     ErrorReply,
     SnapshotPart,
 )

@@ -427,6 +427,11 @@ class RaftNode:
         self._use_membership()
         return entry.index, entry.term
 
+    @property
+    def membership_committed(self) -> bool:
+        """Whether the configuration in force is committed (no change pending)."""
+        return self._membership_committed()
+
     def membership_at(self, index: int) -> Membership:
         """The configuration in force once the log up to ``index`` is applied: what a
         snapshot taken at ``index`` must carry (``SnapshotMeta.config``)."""

@@ -31,6 +31,7 @@ from raftd import kv, kvsnapshot
 from raftd.config import NodeConfig, parse_address
 from raftd.core import SnapshotMeta
 from raftd.runtime.driver import (
+    ChangeMembers,
     Driver,
     ListMembers,
     MoveLeader,
@@ -55,6 +56,7 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    MemberChangeRequest,
     MemberListRequest,
     MoveLeaderRequest,
     SetRequest,
@@ -390,6 +392,8 @@ class ClientServer:
                 return await self.driver.submit(MoveLeader(request.target))
             case MemberListRequest():
                 return await self.driver.submit(ListMembers())
+            case MemberChangeRequest():
+                return await self.driver.submit(ChangeMembers(request))
             case _:
                 return _bad_request(f"{type(request).__name__} is not a client request")
 
@@ -479,6 +483,8 @@ def _operation_name(request: object) -> str:
             return "move_leader"
         case MemberListRequest():
             return "member_list"
+        case MemberChangeRequest():
+            return "member_change"
         case _:
             return "invalid"
 

@@ -26,15 +26,18 @@ from observability.logs import node_fields
 from observability.metrics import RaftMetrics
 from observability.propagation import entry_context
 from raftd import kv, kvsnapshot
-from raftd.config import NodeConfig
+from raftd.config import ConfigError, NodeConfig, parse_address
 from raftd.core import (
     AppendEntries,
     AppendEntriesResponse,
     Config,
+    Entry,
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
     LeaderTransferring,
+    Membership,
+    MembershipError,
     Message,
     NotLeaderError,
     RaftNode,
@@ -48,6 +51,7 @@ from raftd.core import events as ev
 from raftd.core.types import SnapshotMeta
 from raftd.runtime.chaos import ChaosStorage
 from raftd.runtime.freshness import Freshness
+from raftd.runtime.roster import Member, Roster
 from raftd.runtime.spans import RaftSpans
 from raftd.storage import SnapshotStorage, StorageError, stage_ready
 from wire.api import (
@@ -55,6 +59,8 @@ from wire.api import (
     ErrorCode,
     ErrorReply,
     GetReply,
+    MemberChangeReply,
+    MemberChangeRequest,
     MemberInfo,
     MemberListReply,
     MoveLeaderReply,
@@ -150,7 +156,23 @@ class ListMembers:
     box: ReplyBox = field(default_factory=ReplyBox)
 
 
-ClientOp = Write | Read | StaleRead | Status | MoveLeader | ListMembers
+@dataclass(frozen=True, slots=True)
+class ChangeMembers:
+    """Add, promote or remove one member (``MemberChangeRequest``)."""
+
+    request: MemberChangeRequest
+    box: ReplyBox = field(default_factory=ReplyBox)
+
+
+class MemberRemoved(Exception):
+    """This member is no longer in the cluster's configuration: it stops serving."""
+
+
+# A removed member answers for this long before it stops: the reply to the request that
+# removed it (a leader removing itself) must reach the client first.
+REMOVED_GRACE_S = 1.0
+
+ClientOp = Write | Read | StaleRead | Status | MoveLeader | ListMembers | ChangeMembers
 
 
 Send = Callable[[Message, TraceParent | None, Span | None, float | None], None]
@@ -189,23 +211,28 @@ class Driver:
         rng: random.Random | None = None,
         tracer: trace.Tracer | None = None,
         metrics: RaftMetrics | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
         self._send = send
         self.metrics = metrics if metrics is not None else RaftMetrics()
-        self.spans = RaftSpans(tracer or trace.get_tracer("raftd"), config.names)
-        self.names = config.names
+        # Names and addresses follow the configuration in force (raftd.runtime.roster);
+        # ``names`` is the roster's own dict, updated in place.
+        self.roster = roster if roster is not None else Roster(config)
+        self.names = self.roster.names
+        self.spans = RaftSpans(tracer or trace.get_tracer("raftd"), self.names)
         self.client_addrs = client_addrs if client_addrs is not None else {}
         self.client_addrs[config.name] = str(config.client_addr)
         core_config = Config(
             node_id=config.node_id,
-            voters=tuple(sorted(self.names)),
+            voters=config.bootstrap_voters,
             election_timeout_ticks=config.election_timeout_ticks,
             heartbeat_interval_ticks=config.heartbeat_interval_ticks,
         )
         durable = storage.load()
         self.node = RaftNode(core_config, rng or random.Random(), durable)
+        self.roster.update(self.node.membership)
         store: type[kv.KVStore] = kv.KVStore
         if "no-dedup" in config.test_mutations:
             from raftd.runtime.mutations import NoDedupStore
@@ -236,6 +263,9 @@ class Driver:
         self._vote_sent: dict[tuple[int, bool], float] = {}
         # Leadership transfers waiting for their outcome: (target, box).
         self._handovers: list[tuple[int, ReplyBox]] = []
+        # Membership changes waiting to commit: index -> (term, box, name, id).
+        self._member_changes: dict[int, tuple[int, ReplyBox, str, int]] = {}
+        self._removed_at: int | None = None
         self._role = self.node.role
         membership = self.node.membership
         self.metrics.membership(len(membership.voters), len(membership.learners))
@@ -275,9 +305,10 @@ class Driver:
         with the most of the log and wait (at most two election timeouts) for the outcome,
         so the cluster does not wait out an election timeout for a new leader. Returns a
         line for the log, or None when there was nothing to hand over."""
-        if self.node.role is not Role.LEADER or len(self.names) < 2:
+        voters = self.node.membership.voters
+        peers = [i for i in voters if i != self.node.id]
+        if self.node.role is not Role.LEADER or not peers:
             return None
-        peers = [i for i in self.names if i != self.node.id]
         target = max(peers, key=lambda peer: self.node.progress(peer).match_index)
         limit = 2 * self.config.election_timeout_ticks * self.config.tick_seconds
         with trio.move_on_after(limit):
@@ -367,6 +398,8 @@ class Driver:
                 self._move_leader(item)
             case ListMembers():
                 item.box.set(self._members())
+            case ChangeMembers():
+                self._change_members(item)
             case _Wake():
                 pass
 
@@ -419,7 +452,7 @@ class Driver:
         infos = []
         for member in node.membership.members:
             name = self._name(member) or str(member)
-            address = self.config.members.get(name)
+            address = self.roster.members[member].peer if member in self.roster.members else None
             contact: float | None = 0.0
             if member == node.id:
                 match = last
@@ -441,6 +474,71 @@ class Driver:
             )
         return MemberListReply(self.config.name, node.current_term, tuple(infos))
 
+    def _change_members(self, op: ChangeMembers) -> None:
+        """Propose one membership change; answered when it commits (``_apply``)."""
+        request, node = op.request, self.node
+        if node.role is not Role.LEADER:
+            op.box.set(self._not_leader())
+            return
+        try:
+            wanted, member_id = self._wanted_membership(request)
+            index, term = node.propose_membership(wanted)
+        except (MembershipError, ConfigError) as exc:
+            op.box.set(ErrorReply(ErrorCode.BAD_REQUEST, str(exc), True))
+            return
+        except LeaderTransferring as exc:
+            op.box.set(self._handing_over(exc.target))
+            return
+        log.info(
+            "membership change proposed",
+            action=request.action,
+            member=request.name,
+            id=member_id,
+            index=index,
+        )
+        self._member_changes[index] = (term, op.box, request.name, member_id)
+        self._deadlines.append((trio.current_time() + self.config.request_timeout_s, op.box))
+
+    def _wanted_membership(self, request: MemberChangeRequest) -> tuple[Membership, int]:
+        """The configuration ``request`` asks for, with the member's id."""
+        current = self.node.membership
+        voters, learners = set(current.voters), set(current.learners)
+        members = dict(self.roster.members)
+        next_id = self.roster.next_id
+        known = self.roster.ids.get(request.name)
+        if request.action == "add":
+            if known is not None:
+                raise MembershipError(f"{request.name!r} is already a member (id {known})")
+            if not request.peer_addr or not request.client_addr:
+                raise MembershipError("adding a member needs its peer and client addresses")
+            peer = parse_address(request.peer_addr, what="--peer-addr")
+            parse_address(request.client_addr, what="--client-addr")
+            member_id, next_id = next_id, next_id + 1
+            members[member_id] = Member(member_id, request.name, peer, request.client_addr)
+            (learners if request.learner else voters).add(member_id)
+        elif known is None:
+            names = ", ".join(sorted(self.roster.ids))
+            raise MembershipError(f"{request.name!r} is not a member (members: {names})")
+        elif request.action == "promote":
+            member_id = known
+            if member_id not in learners:
+                raise MembershipError(f"{request.name!r} is already a voter")
+            learners.discard(member_id)
+            voters.add(member_id)
+        elif request.action == "remove":
+            member_id = known
+            voters.discard(member_id)
+            learners.discard(member_id)
+            del members[member_id]
+        else:
+            raise MembershipError(f"unknown action {request.action!r} (add, promote, remove)")
+        for node_id, member in members.items():
+            if member.client is None:  # the bootstrap members' addresses, as heard
+                client = self.client_addrs.get(member.name)
+                members[node_id] = Member(node_id, member.name, member.peer, client)
+        extra = self.roster.encode(members, next_id)
+        return Membership.of(voters, learners, extra), member_id
+
     def _handing_over(self, target: int) -> ErrorReply:
         return ErrorReply(
             ErrorCode.NO_LEADER,
@@ -449,9 +547,9 @@ class Driver:
         )
 
     def _move_leader(self, op: MoveLeader) -> None:
-        target = self.config.node_ids.get(op.target)
+        target = self.roster.ids.get(op.target)
         if target is None:
-            members = ", ".join(sorted(self.config.node_ids))
+            members = ", ".join(sorted(self.roster.ids))
             why = f"{op.target!r} is not a member (members: {members})"
             op.box.set(ErrorReply(ErrorCode.BAD_REQUEST, why, True))
             return
@@ -571,7 +669,7 @@ class Driver:
             or node.log.term_at(self.applied_index) != node.current_term
         ):
             return -math.inf
-        peers = (p for p in self.names if p != node.id)
+        peers = (p for p in node.membership.voters if p != node.id)
         return self.freshness.leader_point(now, peers, node.quorum)
 
     async def _reply_with_hash(
@@ -687,6 +785,8 @@ class Driver:
             self.applied_index = entry.index
             entries += 1
             size += len(entry.data)
+            if entry.kind is EntryKind.CONFIG:
+                self._configuration_committed(entry)
             if entry.kind is not EntryKind.NORMAL:
                 continue
             if entry.context and leading:
@@ -707,6 +807,33 @@ class Driver:
         self._since_snapshot = (entries, size)
         if ready.committed:
             self.freshness.applied(self.applied_index)
+
+    def _configuration_committed(self, entry: Entry) -> None:
+        waiting = self._member_changes.pop(entry.index, None)
+        if waiting is not None:
+            term, box, name, member_id = waiting
+            if term == entry.term:
+                box.set(MemberChangeReply(name, member_id, entry.index))
+            else:
+                box.set(_leadership_lost("another leader's entry took its place"))
+        if self.node.membership_committed:
+            self.roster.settle()
+        members = Membership.decode(entry.data).members
+        if self.node.id not in members and self._removed_at is None and members:
+            self._removed_at = entry.index
+            log.warning(
+                "this member was removed from the cluster; it stops serving",
+                index=entry.index,
+            )
+            if self._helpers is not None:
+                self._helpers.start_soon(self._stop_removed)
+
+    async def _stop_removed(self) -> None:
+        await trio.sleep(REMOVED_GRACE_S)
+        raise MemberRemoved(
+            f"{self.config.name} was removed from the cluster (configuration at index "
+            f"{self._removed_at}); it stopped serving"
+        )
 
     # ------------------------------------------------------- snapshots
 
@@ -828,6 +955,7 @@ class Driver:
                         self.metrics.leader_transfer("completed")
                         self._handover_ended(leader, event.term)
                 case ev.MembershipChanged():
+                    self.roster.update(self.node.membership)
                     self.metrics.membership(len(event.voters), len(event.learners))
                     log.info(
                         "configuration changed",
@@ -888,6 +1016,9 @@ class Driver:
         for _, box, _ in self._writes.values():
             box.set(_leadership_lost(why))
         self._writes.clear()
+        for _, box, _, _ in self._member_changes.values():
+            box.set(_leadership_lost(why))
+        self._member_changes.clear()
 
     def _name(self, node_id: int | None) -> str | None:
         return None if node_id is None else self.names.get(node_id, str(node_id))

@@ -28,13 +28,13 @@ from raftd.core import (
     AppendEntries,
     EntryKind,
     InstallSnapshot,
-    Membership,
     MembershipError,
     Message,
 )
 from raftd.runtime.chaos import Chaos, DelayLine
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
+from raftd.runtime.roster import Roster, check_configuration
 from raftd.runtime.transfer import Reassembly, chunks, digest_of
 from wire.api import PEER_REGISTRY, Hello, SnapshotChunk
 from wire.codec import Header
@@ -50,6 +50,7 @@ HELLO_TIMEOUT_S = 5.0
 # Inbound peer connections: each peer keeps one, a restarting peer briefly two; the rest
 # of the headroom is for strangers, who are refused at their Hello anyway.
 PEER_CONNECTIONS_PER_MEMBER = 4
+MIN_MEMBERS_FOR_GATE = 5  # room for members added later without a restart
 RECEIVE_PROBE_BYTES = 4096
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
@@ -91,6 +92,7 @@ class PeerTransport:
         chaos: Chaos | None = None,
         metrics: RaftMetrics | None = None,
         trace_room: TraceRoom | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self._trace_room = trace_room
@@ -98,15 +100,20 @@ class PeerTransport:
         self.client_addrs = client_addrs
         self.chaos = chaos
         self.metrics = metrics if metrics is not None else RaftMetrics()
-        self._ids = config.node_ids
+        # Members come and go with the configuration: one outbox and sender per other
+        # member, started and stopped as the roster changes.
+        self.roster = roster if roster is not None else Roster(config)
+        self._ids = self.roster.ids
         self._outboxes: dict[int, tuple[Any, Any]] = {}
-        for name, node_id in self._ids.items():
-            if name != config.name:
-                self._outboxes[node_id] = trio.open_memory_channel[Outgoing](OUTBOX_CAPACITY)
+        self._senders: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
         self._delay_line: DelayLine[Outgoing] = DelayLine(self._enqueue)
         self._quiet = QuietLog(log)
         self.gate = ConnectionGate(
-            "peer", PEER_CONNECTIONS_PER_MEMBER * len(self._ids), self.metrics, self._quiet
+            "peer",
+            PEER_CONNECTIONS_PER_MEMBER * max(len(self._ids), MIN_MEMBERS_FOR_GATE),
+            self.metrics,
+            self._quiet,
         )
 
     def send(
@@ -151,13 +158,37 @@ class PeerTransport:
             listeners = await open_listeners(address, "peers")
             nursery.start_soon(trio.serve_listeners, self._serve_inbound, listeners)
             await nursery.start(self._delay_line.run)
-            names = {node_id: name for name, node_id in self._ids.items()}
-            for node_id, (_, receive) in self._outboxes.items():
-                nursery.start_soon(self._sender, names[node_id], receive)
+            self._nursery = nursery
+            self._follow_roster()
+            self.roster.subscribe(self._follow_roster)
             log.info("listening for peers", address=str(address))
             task_status.started()
 
     # ---------------------------------------------------------- outgoing
+
+    def _follow_roster(self) -> None:
+        """Start a sender for every member without one, stop those of members gone."""
+        nursery = self._nursery
+        if nursery is None:
+            return
+        wanted = {i: m.name for i, m in self.roster.known.items() if m.name != self.config.name}
+        for node_id in [i for i in self._senders if i not in wanted]:
+            # Cancelled, not closed: a sender mid-batch would take a closed outbox for an
+            # error; cancellation ends it at its next checkpoint, its queue with it.
+            self._senders.pop(node_id).cancel()
+            del self._outboxes[node_id]
+        for node_id, name in wanted.items():
+            if node_id in self._senders:
+                continue
+            send, receive = trio.open_memory_channel[Outgoing](OUTBOX_CAPACITY)
+            self._outboxes[node_id] = (send, receive)
+            scope = trio.CancelScope()
+            self._senders[node_id] = scope
+            nursery.start_soon(self._sender_in, scope, name, receive)
+
+    async def _sender_in(self, scope: trio.CancelScope, name: str, outbox: Any) -> None:
+        with scope:
+            await self._sender(name, outbox)
 
     async def _sender(self, name: str, outbox: Any) -> None:
         """Keep one connection to ``name`` open and pump its outbox into it.
@@ -166,10 +197,13 @@ class PeerTransport:
         balancer accepts, then resets) backs off like an unreachable one, and its
         transitions are logged once at INFO and then at DEBUG, so a flapping link cannot
         flood the log with a line every few milliseconds."""
-        address = self.config.members[name]
         delay = RECONNECT_MIN_S
         quiet = False
         while True:
+            member = self.roster.known.get(self._ids.get(name, -1))
+            if member is None:
+                return  # no longer a member: the roster stops this sender too
+            address = member.peer
             try:
                 tcp = await trio.open_tcp_stream(address.host, address.port)
             except OSError as exc:
@@ -453,12 +487,12 @@ class PeerTransport:
 
 
 def _check_configurations(msg: AppendEntries) -> None:
-    """A configuration entry the core could not read is a bad frame here, at the edge: in
-    the core it would stop the member."""
+    """A configuration entry the core or the roster could not read is a bad frame here, at
+    the edge: inside it would stop the member."""
     for entry in msg.entries:
         if entry.kind is EntryKind.CONFIG:
             try:
-                Membership.decode(entry.data)
+                check_configuration(entry.data)
             except MembershipError as exc:
                 raise WireError(f"configuration entry {entry.index}: {exc}") from exc
 

@@ -18,7 +18,8 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from raftd.core import InstallSnapshot, Membership, MembershipError, Snapshot, SnapshotMeta
+from raftd.core import InstallSnapshot, MembershipError, Snapshot, SnapshotMeta
+from raftd.runtime.roster import check_configuration
 from wire.api import SnapshotChunk
 from wire.frame import WireError
 
@@ -73,7 +74,7 @@ class Reassembly:
         key = (chunk.term, chunk.index, chunk.snapshot_term, chunk.digest)
         if chunk.offset == 0 and chunk.config:
             try:
-                Membership.decode(chunk.config)
+                check_configuration(chunk.config)
             except MembershipError as exc:
                 raise SnapshotTransferError(f"the snapshot's configuration: {exc}") from exc
         if chunk.offset == 0:

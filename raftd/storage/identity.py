@@ -11,12 +11,18 @@ the names in ``--cluster`` against this file and refuses, saying why, when they 
 
 A data directory written before this file existed (a log but no identity) had exactly the
 sorted-position ids, so it is adopted under the names ``--cluster`` gives now.
+
+Once the membership has changed, the configuration in the log (or a snapshot) says who the
+members are: ``--cluster`` then only gives addresses, and names it lists that the
+configuration lacks (or the reverse) are reported, not obeyed. A member that joined an
+existing cluster (``--join``) records ``bootstrap: false`` and only the ids it was told:
+it never takes ``--cluster`` for a configuration of its own.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +47,14 @@ class MemberIdentity:
     cluster_id: str
     name: str
     ids: dict[str, NodeId]  # every member's name to its id in the core
+    # True: ``ids`` are the members a new cluster was bootstrapped with. False: this member
+    # joined an existing cluster; ``ids`` are only those it was told (itself included).
+    bootstrap: bool = True
 
     def encode(self) -> bytes:
         body = {"format": FORMAT, "cluster_id": self.cluster_id, "name": self.name}
-        return (json.dumps({**body, "members": self.ids}, indent=2) + "\n").encode()
+        full = {**body, "bootstrap": self.bootstrap, "members": self.ids}
+        return (json.dumps(full, indent=2) + "\n").encode()
 
 
 def bootstrap_ids(names: Iterable[str]) -> dict[str, NodeId]:
@@ -68,12 +78,29 @@ def decode(content: bytes, where: str) -> MemberIdentity:
             raise ValueError("member ids must be positive integers")
         if len(set(ids.values())) != len(ids):
             raise ValueError("two members share an id")
+        bootstrap = raw.get("bootstrap", True)
+        if not isinstance(bootstrap, bool):
+            raise ValueError("bootstrap must be true or false")
     except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise IdentityDamaged(
             f"{where} is damaged ({exc}); refusing to start rather than guess who the "
             "members are. Restore the file from a backup or another copy of this member"
         ) from exc
-    return MemberIdentity(cluster_id, name, ids)
+    return MemberIdentity(cluster_id, name, ids, bootstrap)
+
+
+def record_joined(
+    fs: FileSystem, data_dir: Path, cluster_id: str, ids: dict[str, NodeId], name: str
+) -> MemberIdentity:
+    """Write the identity of a member that was added to an existing cluster."""
+    identity = MemberIdentity(cluster_id, name, dict(ids), bootstrap=False)
+    fs.create(data_dir / IDENTITY_NAME, identity.encode())
+    return identity
+
+
+def load(fs: FileSystem, data_dir: Path) -> MemberIdentity | None:
+    path = data_dir / IDENTITY_NAME
+    return decode(fs.read(path), str(path)) if fs.exists(path) else None
 
 
 def reconcile(
@@ -84,14 +111,22 @@ def reconcile(
     cluster_id: str,
     names: Iterable[str],
     has_history: bool,
+    configured: Collection[str] | None = None,
 ) -> tuple[MemberIdentity, str | None]:
     """The stored identity, checked against the flags; written first if the directory has
-    none. Returns it with a line to log when it was just written (else None)."""
+    none. ``configured``: the member names of the configuration in the log, if it has one.
+    Returns it with a line to log (it was just written, or ``--cluster`` disagrees with the
+    configuration in the log and is used for addresses only), else None."""
     path = data_dir / IDENTITY_NAME
     listed = sorted(names)
     if fs.exists(path):
         stored = decode(fs.read(path), str(path))
-        _check(stored, name, cluster_id, listed, path)
+        _check(stored, name, cluster_id, listed if configured is None else None, path)
+        if configured is not None and sorted(configured) != listed:
+            return stored, (
+                f"--cluster names {', '.join(listed)}; the configuration in the log has "
+                f"{', '.join(sorted(configured))}: --cluster only gives peer addresses now"
+            )
         return stored, None
     identity = MemberIdentity(cluster_id, name, bootstrap_ids(listed))
     fs.create(path, identity.encode())
@@ -105,7 +140,7 @@ def reconcile(
 
 
 def _check(
-    stored: MemberIdentity, name: str, cluster_id: str, listed: list[str], path: Path
+    stored: MemberIdentity, name: str, cluster_id: str, listed: list[str] | None, path: Path
 ) -> None:
     if stored.cluster_id != cluster_id:
         raise IdentityMismatch(
@@ -117,10 +152,11 @@ def _check(
             f"{path.parent} holds member {stored.name!r}, not {name!r} (--id): one member's "
             "log and votes must never run under another member's name"
         )
-    if sorted(stored.ids) != listed:
+    if listed is not None and stored.bootstrap and sorted(stored.ids) != listed:
         raise IdentityMismatch(
             f"--cluster names {', '.join(listed)}, but this member's cluster has "
             f"{', '.join(sorted(stored.ids))} ({path}). Start it with the members it has "
             "(their addresses may change); editing the names in --cluster would make stored "
-            "votes refer to other members"
+            "votes refer to other members. Change the members with raftctl member add and "
+            "member remove"
         )

@@ -182,6 +182,19 @@ class Cluster:
         for name in self.members:
             await self.start_member(name)
 
+    async def add_member(self, name: str, nursery: trio.Nursery) -> Member:
+        """A member-to-be of a running cluster (start it after raftctl member add; it runs
+        with --join): its ports, and proxied links to and from every member."""
+        member = Member(name, free_port(), free_port(), self.base / name, self.base / f"{name}.log")
+        member.extra_args.append("--join")
+        for other in list(self.members):
+            self.links[(name, other)] = LinkProxy(self.members[other].peer_port)
+            self.links[(other, name)] = LinkProxy(member.peer_port)
+            for link in ((name, other), (other, name)):
+                await nursery.start(self.links[link].run)
+        self.members[name] = member
+        return member
+
     async def start_member(self, name: str) -> None:
         member = self.members[name]
         member.log_file = member.log_path.open("ab")

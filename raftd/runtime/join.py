@@ -1,0 +1,95 @@
+"""A member joining an existing cluster learns its id from the first message it is sent.
+
+``raftctl member add`` has the leader assign the new member an id (never one used before)
+and put it in a configuration entry; from then on the leader sends it messages addressed
+to that id. A member started with ``--join`` and an empty data directory therefore only
+listens on its peer port until a member named in ``--cluster``, of the same cluster, sends
+it a Raft message: the message's destination is its id, its source the sender's. Only then
+does it write its identity and start as usual, with no configuration of its own: it never
+campaigns until the log or a snapshot tells it who the members are, so it can never form a
+cluster of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from raftd.config import NodeConfig
+from raftd.core import NodeId
+from raftd.runtime.listen import open_listeners
+from wire.api import PEER_REGISTRY, Hello
+from wire.frame import WireError
+from wire.stream import FramedStream
+
+log = structlog.get_logger("raftd.join")
+
+HELLO_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """Who this member is in the cluster, and who told it."""
+
+    member_id: NodeId
+    sender: str
+    sender_id: NodeId
+
+
+async def wait_for_invitation(config: NodeConfig) -> Invitation:
+    """Listen on the peer port until a member of ``--cluster`` sends a Raft message."""
+    found: list[Invitation] = []
+    listeners = await open_listeners(config.peer_addr, "peers")
+    log.info(
+        "waiting to be added: run raftctl member add on the cluster if not done yet",
+        peers=str(config.peer_addr),
+    )
+    async with trio.open_nursery() as nursery:
+
+        async def serve(tcp: trio.SocketStream) -> None:
+            stream = FramedStream(tcp, PEER_REGISTRY, frame_timeout_s=config.frame_timeout_s)
+            try:
+                invitation = await _read_invitation(config, stream)
+            except (WireError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                invitation = None
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            if invitation is not None and not found:
+                found.append(invitation)
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(trio.serve_listeners, serve, listeners)
+    for listener in listeners:
+        await listener.aclose()
+    (invitation,) = found
+    return invitation
+
+
+async def _read_invitation(config: NodeConfig, stream: FramedStream) -> Invitation | None:
+    with trio.move_on_after(HELLO_TIMEOUT_S):
+        first = await stream.receive()
+        if first is None or not isinstance(first[1], Hello):
+            return None
+        hello = first[1]
+        if hello.cluster_id != config.cluster_id or hello.node_name not in config.members:
+            log.warning(
+                "ignored a peer that is not of this cluster",
+                name=hello.node_name,
+                cluster=hello.cluster_id,
+            )
+            return None
+        if hello.node_name == config.name:
+            return None
+        second = await stream.receive()
+        if second is None:
+            return None
+        msg = second[1]
+        dst, src = getattr(msg, "dst", None), getattr(msg, "src", None)
+        if not isinstance(dst, int) or not isinstance(src, int) or dst < 1 or src == dst:
+            return None
+        log.info("added to the cluster", id=dst, by=hello.node_name)
+        return Invitation(dst, hello.node_name, src)
+    return None
