@@ -288,6 +288,12 @@ class RaftMetrics:
             ["kind"],
             registry=reg,
         )
+        self._is_learner = Gauge(
+            "raftd_is_learner",
+            "1 if this member is a learner (receives the log, does not vote) in the "
+            "configuration in force here.",
+            registry=reg,
+        )
         self._leader_transfers: _Children[Counter] = _Children(
             Counter(
                 "raftd_leader_transfers",
@@ -505,10 +511,12 @@ class RaftMetrics:
     def leader_changed(self) -> None:
         self._leader_changes.inc()
 
-    def membership(self, voters: int, learners: int) -> None:
-        """The configuration in force on this member (its newest, committed or not)."""
+    def membership(self, voters: int, learners: int, learner: bool = False) -> None:
+        """The configuration in force on this member (its newest, committed or not), and
+        whether this member is one of its learners."""
         self._members.labels("voter").set(voters)
         self._members.labels("learner").set(learners)
+        self._is_learner.set(1 if learner else 0)
 
     def leader_transfer(self, outcome: str) -> None:
         """``outcome`` is one of ``LEADER_TRANSFER_OUTCOMES``."""

@@ -389,7 +389,7 @@ class RaftNode:
         else:
             self._send_append(target)
 
-    def propose_membership(self, membership: Membership) -> tuple[int, int]:
+    def propose_membership(self, membership: Membership, context: str = "") -> tuple[int, int]:
         """Append a new configuration (one voter added or removed, learners as wished);
         it is in force here at once. Refused (``MembershipError``, saying why) while the
         previous change has not committed, before this leader has committed an entry of its
@@ -420,7 +420,9 @@ class RaftNode:
                         f"learner {voter} holds {match} of {self.log.last_index} entries: "
                         "promote it once it has caught up"
                     )
-        entry = Entry(self.log.last_index + 1, self.current_term, membership.data, EntryKind.CONFIG)
+        entry = Entry(
+            self.log.last_index + 1, self.current_term, membership.data, EntryKind.CONFIG, context
+        )
         self.log.append(entry)
         self._append_pending = True
         self._config_entries.append((entry.index, membership))

@@ -393,7 +393,8 @@ class ClientServer:
             case MemberListRequest():
                 return await self.driver.submit(ListMembers())
             case MemberChangeRequest():
-                return await self.driver.submit(ChangeMembers(request))
+                recorded = span if span.is_recording() else None
+                return await self.driver.submit(ChangeMembers(request, recorded))
             case _:
                 return _bad_request(f"{type(request).__name__} is not a client request")
 

@@ -158,9 +158,11 @@ class ListMembers:
 
 @dataclass(frozen=True, slots=True)
 class ChangeMembers:
-    """Add, promote or remove one member (``MemberChangeRequest``)."""
+    """Add, promote or remove one member (``MemberChangeRequest``). ``span``: the
+    request's server span, if sampled: the change is then one trace, like a write."""
 
     request: MemberChangeRequest
+    span: Span | None = None
     box: ReplyBox = field(default_factory=ReplyBox)
 
 
@@ -268,7 +270,8 @@ class Driver:
         self._removed_at: int | None = None
         self._role = self.node.role
         membership = self.node.membership
-        self.metrics.membership(len(membership.voters), len(membership.learners))
+        learner = self.node.id in membership.learners
+        self.metrics.membership(len(membership.voters), len(membership.learners), learner)
         node_fields.update(node=config.name, role=self._role.value, term=self.node.current_term)
 
     # ----------------------------------------------------------- the API
@@ -480,9 +483,10 @@ class Driver:
         if node.role is not Role.LEADER:
             op.box.set(self._not_leader())
             return
+        context = entry_context(op.span) if op.span is not None else ""
         try:
             wanted, member_id = self._wanted_membership(request)
-            index, term = node.propose_membership(wanted)
+            index, term = node.propose_membership(wanted, context)
         except (MembershipError, ConfigError) as exc:
             op.box.set(ErrorReply(ErrorCode.BAD_REQUEST, str(exc), True))
             return
@@ -785,12 +789,16 @@ class Driver:
             self.applied_index = entry.index
             entries += 1
             size += len(entry.data)
+            if entry.context and leading:  # a write's or a membership change's trace
+                self.spans.committed(entry, self.node.commit_index)
             if entry.kind is EntryKind.CONFIG:
+                started_ns = time.time_ns()
                 self._configuration_committed(entry)
+                if entry.context:
+                    self.spans.applied(entry, started_ns, "configuration")
+                continue
             if entry.kind is not EntryKind.NORMAL:
                 continue
-            if entry.context and leading:
-                self.spans.committed(entry, self.node.commit_index)
             started_ns = time.time_ns()
             waiting = self._writes.pop(entry.index, None)
             # Our own proposal, still in its place: its bytes are encode_request(request).
@@ -956,7 +964,8 @@ class Driver:
                         self._handover_ended(leader, event.term)
                 case ev.MembershipChanged():
                     self.roster.update(self.node.membership)
-                    self.metrics.membership(len(event.voters), len(event.learners))
+                    learner = self.node.id in event.learners
+                    self.metrics.membership(len(event.voters), len(event.learners), learner)
                     log.info(
                         "configuration changed",
                         index=event.index,

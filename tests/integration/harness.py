@@ -187,6 +187,8 @@ class Cluster:
         with --join): its ports, and proxied links to and from every member."""
         member = Member(name, free_port(), free_port(), self.base / name, self.base / f"{name}.log")
         member.extra_args.append("--join")
+        if any("--metrics-addr" in m.extra_args for m in self.members.values()):
+            member.extra_args += ["--metrics-addr", f"127.0.0.1:{free_port()}"]
         for other in list(self.members):
             self.links[(name, other)] = LinkProxy(self.members[other].peer_port)
             self.links[(other, name)] = LinkProxy(member.peer_port)

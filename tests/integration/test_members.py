@@ -65,6 +65,7 @@ async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stop
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     cluster = Cluster(tmp_path, 3)
+    cluster.serve_metrics()
     await cluster.start(nursery)
     try:
         await cluster.wait_all_serving(timeout_s=30)
@@ -87,6 +88,7 @@ async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stop
         code, out, _ = await raftctl(cluster, "--output", "json", "member", "list")
         members = {m["name"]: m for m in json.loads(out)["members"]}
         assert (members["n4"]["role"], members["n4"]["id"]) == ("learner", 4)
+        assert "raftd_is_learner 1.0" in await cluster.scrape("n4")
         assert members["n4"]["client_addr"] == n4.client_addr
         assert "added to the cluster" in cluster.log_text("n4")
         code, out, err = await raftctl(cluster, "member", "promote", "n4")

@@ -223,3 +223,53 @@ async def test_a_forwarded_request_shows_the_proxy_hop_in_the_same_trace(
     )
     assert at_leader["parent_span_id"] == hop["span_id"]
     assert "raftd.edge" not in at_leader["attributes"]  # the follower already decided
+
+
+async def test_a_membership_change_and_a_leadership_transfer_are_each_one_trace(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = Cluster(tmp_path / "cluster", 3)
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_all_serving(timeout_s=30)
+        leader = await cluster.wait_for_leader()
+        followers = sorted(n for n in cluster.members if n != leader)
+        trace_file = tmp_path / "raftctl" / "traces.jsonl"
+        # A learner that never starts: the change still commits on the three voters.
+        args = ("member", "add", "n9", "--peer-addr", "127.0.0.1:9", "--client-addr",
+                "127.0.0.1:9", "--learner")  # fmt: skip
+        assert await raftctl(cluster, trace_file, *args) == 0
+        needed = {(leader, "kv.member_change"), (leader, "raft.commit"), (leader, "raft.apply")}
+        needed |= {(f, name) for f in followers for name in ("raft.append", "raft.apply")}
+
+        def change_traced(spans: list[SpanRecord]) -> bool:
+            roots = [s for s in spans if s["name"] == "raftctl member"]
+            return bool(roots) and needed <= {
+                (s["service_instance_id"], s["name"])
+                for s in spans
+                if s["trace_id"] == roots[0]["trace_id"]
+            }
+
+        await wait_for_spans(tmp_path, change_traced)
+        # The transfer: the leader's root, its TimeoutNow, and the target's election.
+        target = followers[0]
+        assert await raftctl(cluster, trace_file, "move-leader", target) == 0
+
+        def transfer_traced(spans: list[SpanRecord]) -> bool:
+            roots = [s for s in spans if s["name"] == "raft.leader_transfer"]
+            if not roots:
+                return False
+            trace = {
+                (s["service_instance_id"], s["name"])
+                for s in spans
+                if s["trace_id"] == roots[0]["trace_id"]
+            }
+            return {(leader, f"TimeoutNow {target}"), (target, "raft.election")} <= trace and any(
+                name == "raft.vote_decision" for _, name in trace
+            )
+
+        spans = await wait_for_spans(tmp_path, transfer_traced)
+        root = next(s for s in spans if s["name"] == "raft.leader_transfer")
+        assert root["attributes"]["raft.transfer.outcome"] == "completed"
+    finally:
+        await cluster.shutdown()

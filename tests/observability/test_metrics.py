@@ -62,6 +62,7 @@ FAMILIES = {
     "raftd_snapshot_transfers_cut",
     "raftd_leader_transfers",
     "raftd_cluster_members",
+    "raftd_is_learner",
     "raftd_elections_started",
     "raftd_leader_changes",
     "raftd_messages_sent",
