@@ -295,6 +295,10 @@ class RaftNode:
         self.membership = self._base_membership
         self._voters: frozenset[NodeId] = frozenset()
         self._peers: tuple[NodeId, ...] = ()
+        # A leader's members that a change removed -> (the change's index, ticks since it
+        # committed): still replicated to and sent heartbeats for an election timeout after
+        # the change commits, so they learn it committed and stop (nothing else tells them).
+        self._departing: dict[NodeId, list[int]] = {}
         self._quorum = 1
         self.transferee: NodeId | None = None
 
@@ -651,7 +655,8 @@ class RaftNode:
                     return
                 for peer in self._peers:
                     self._progress[peer].recent_active = False
-        for peer in self._peers:
+        self._tick_departing()
+        for peer in self._replicas():
             pr = self._progress[peer]
             if pr.state is ReplicationState.SNAPSHOT:
                 pr.snapshot_elapsed += 1
@@ -667,7 +672,7 @@ class RaftNode:
             self._broadcast_heartbeat()
 
     def _broadcast_heartbeat(self) -> None:
-        for peer in self._peers:
+        for peer in self._replicas():
             commit = min(self._progress[peer].match_index, self.commit_index)
             self._send(
                 Heartbeat(
@@ -834,6 +839,7 @@ class RaftNode:
             self.current_term = term
             self.voted_for = None
         self._abort_reads()
+        self._departing = {}
         # A transfer ends here: stepping down (the target's higher term) is its success.
         self.transferee = None
         self._transfer_campaign = False
@@ -1154,7 +1160,7 @@ class RaftNode:
             self._send_append(msg.src, send_if_empty=True)
 
     def _broadcast_append(self) -> None:
-        for peer in self._peers:
+        for peer in self._replicas():
             self._send_append(peer)
 
     def _send_append(self, peer: NodeId, *, send_if_empty: bool = False) -> None:
@@ -1267,14 +1273,32 @@ class RaftNode:
         self._quorum = membership.quorum
         if self.role is Role.LEADER:
             for peer in self._peers:
+                self._departing.pop(peer, None)
                 if peer not in self._progress:
                     self._progress[peer] = Progress(self.log.last_index + 1)
             for gone in [n for n in self._progress if n != self.id and n not in self._peers]:
-                del self._progress[gone]
+                self._departing.setdefault(gone, [index, 0])
             if self.transferee is not None and self.transferee not in self._voters:
                 self._abort_transfer("target_removed")
         if announce and changed:
             self._events.append(MembershipChanged(index, membership.voters, membership.learners))
+
+    @property
+    def departing(self) -> tuple[NodeId, ...]:
+        """Removed members this leader still tells about their removal (see __init__)."""
+        return tuple(self._departing)
+
+    def _replicas(self) -> tuple[NodeId, ...]:
+        return (*self._peers, *self._departing) if self._departing else self._peers
+
+    def _tick_departing(self) -> None:
+        for peer, state in list(self._departing.items()):
+            if state[0] > self.commit_index:
+                continue
+            state[1] += 1
+            if state[1] >= self.config.election_timeout_ticks:
+                del self._departing[peer]
+                self._progress.pop(peer, None)
 
     # ------------------------------------------------------------------ helpers
 

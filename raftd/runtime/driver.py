@@ -824,8 +824,6 @@ class Driver:
                 box.set(MemberChangeReply(name, member_id, entry.index))
             else:
                 box.set(_leadership_lost("another leader's entry took its place"))
-        if self.node.membership_committed:
-            self.roster.settle()
         members = Membership.decode(entry.data).members
         if self.node.id not in members and self._removed_at is None and members:
             self._removed_at = entry.index
@@ -945,6 +943,9 @@ class Driver:
         self._reads_ready = still_waiting
 
     def _observe(self, events: tuple[ev.Event, ...]) -> None:
+        node = self.node
+        if self.roster.former and node.membership_committed and not node.departing:
+            self.roster.settle()  # no one talks to the members removed any more
         if self.node.role is not self._role or node_fields.get("term") != self.node.current_term:
             self._role = self.node.role
             node_fields.update(role=self._role.value, term=self.node.current_term)

@@ -177,3 +177,18 @@ def test_a_configuration_entry_that_cannot_be_read_is_refused_with_a_reason() ->
     assert extra == {"names": {"1": "n1"}}
     # Entries travel as data: an AppendEntries carrying one is no different.
     assert AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"{}", EntryKind.CONFIG),), 0)
+
+
+def test_a_removed_follower_learns_that_its_removal_committed_and_is_then_left_alone() -> None:
+    # Nothing else would tell it: once out of the configuration it gets no heartbeats.
+    net = Network(3)
+    leader = net.elect(1)
+    index = change(net, 1, (1, 2))
+    assert leader.commit_index >= index
+    assert 3 in leader.departing
+    net.tick(net.config(1).election_timeout_ticks)
+    assert net.nodes[3].commit_index >= index  # it knows it is out
+    assert not leader.departing
+    sent = len(net.delivered)
+    net.tick(10)
+    assert all(m.dst != 3 for m in net.delivered[sent:])

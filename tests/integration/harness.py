@@ -229,6 +229,18 @@ class Cluster:
             member.log_file.close()
         return status
 
+    async def wait_exit(self, name: str, timeout_s: float) -> int | None:
+        """Wait for a member to stop on its own (None: it did not in time, and runs on)."""
+        member = self.members[name]
+        assert member.process is not None
+        with trio.move_on_after(timeout_s):
+            status = await member.process.wait()
+            member.process = None
+            if member.log_file is not None:
+                member.log_file.close()
+            return status
+        return None
+
     def pause(self, name: str) -> None:
         process = self.members[name].process
         assert process is not None

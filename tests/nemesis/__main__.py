@@ -12,7 +12,7 @@ import trio
 
 from raftd.runtime.mutations import ENV as MUTATION_ENV
 from raftd.runtime.mutations import MUTATIONS
-from tests.nemesis.run import EXTRA_KINDS, FAULT_KINDS, STALE_TARGET, TRANSFER_KINDS, Plan, run
+from tests.nemesis.run import EXTRA_KINDS, FAULT_KINDS, MEMBERSHIP_KINDS, STALE_TARGET, Plan, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--extras",
         help="comma-separated extra kinds instead of the seed's choice (empty for none): "
-        f"{','.join((*EXTRA_KINDS, *TRANSFER_KINDS))}",
+        f"{','.join((*EXTRA_KINDS, *MEMBERSHIP_KINDS))}",
     )
     parser.add_argument(
         "--mutation",
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if kinds and not set(kinds) <= set(FAULT_KINDS):
         parser.error(f"unknown fault kind in {args.faults}")
     extras = None if args.extras is None else [k for k in args.extras.split(",") if k]
-    if extras and not set(extras) <= {*EXTRA_KINDS, *TRANSFER_KINDS}:
+    if extras and not set(extras) <= {*EXTRA_KINDS, *MEMBERSHIP_KINDS}:
         parser.error(f"unknown extra kind in {args.extras}")
     plan = Plan.draw(args.seed, args.nodes, kinds, extras)
     out = args.out or Path(tempfile.mkdtemp(prefix=f"nemesis-{args.seed}-"))

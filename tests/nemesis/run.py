@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ import trio
 
 from cli.client import Client, ClientError, DefiniteError, Unavailable, UnknownOutcome
 from tests.integration.harness import Cluster, running
-from wire.api import StateHashRequest, StatusReply
+from wire.api import MemberChangeRequest, StateHashRequest, StatusReply
 
 KEYS = [f"k{i}" for i in range(10)]
 FAULT_KINDS = (
@@ -57,10 +58,12 @@ MIN_OPS_PER_S = 3.0
 # then must catch up (large catch-ups once killed every leader in turn); pause_follower and
 # slow_follower: the member the stale readers ask is stopped, or its disk is slow.
 EXTRA_KINDS = ("lag_large", "pause_follower", "slow_follower")
-# Leadership transfers, drawn by a third generator for the same reason: move_leader asks the
-# leader to hand over to a random member (raftctl move-leader), sigterm_leader stops the
-# leader with SIGTERM (it hands over first) and restarts it, as a rolling restart would.
-TRANSFER_KINDS = ("move_leader", "sigterm_leader")
+# Leadership and membership, drawn by a third generator for the same reason: move_leader
+# asks the leader to hand over to a random member (raftctl move-leader), sigterm_leader
+# stops the leader with SIGTERM (it hands over first) and restarts it, as a rolling restart
+# would; replace_member removes a follower, wipes its disk, adds it back as a new member
+# (a new id) with --join as a learner, and promotes it once it has caught up.
+MEMBERSHIP_KINDS = ("move_leader", "sigterm_leader", "replace_member")
 STALE_BOUNDS_S = (0.2, 0.5, 1.0)
 STALE_TARGET = "n3"  # the member a stale reader asks and the extra faults aim at
 LARGE_VALUE_BYTES = (20_000, 60_000)
@@ -94,7 +97,7 @@ class Plan:
         large = side.random() < 0.5
         bound = side.choice(STALE_BOUNDS_S)
         transfers = random.Random(seed * 2003 + 7)
-        drawn += [kind for kind in TRANSFER_KINDS if transfers.random() < 0.4]
+        drawn += [kind for kind in MEMBERSHIP_KINDS if transfers.random() < 0.4]
         return cls(seed, nodes, clients, chosen, drawn if extras is None else extras, large, bound)
 
     @property
@@ -320,6 +323,8 @@ class Nemesis:
             await self._lag_large(before)
         elif kind == "move_leader":
             await self._move_leader(before)
+        elif kind == "replace_member":
+            await self._replace_member(before)
         elif kind == "sigterm_leader":
             self.note(f"SIGTERM {before}, restart after {hold:.1f} s")
             self.killed_by_us.add(before)
@@ -364,6 +369,67 @@ class Nemesis:
             except ClientError as exc:  # aborted under faults: the leader stays; fine
                 self.note(f"move-leader: {exc}")
         await trio.sleep(self.rng.uniform(0.5, 1.5))
+
+    async def _replace_member(self, leader: str) -> None:
+        """A machine replaced: remove a follower, wipe its data, add it back as a new member
+        that joins as a learner, promote it once caught up."""
+        cluster = self.cluster
+        candidates = [n for n in cluster.members if n not in (leader, STALE_TARGET)]
+        if not candidates:
+            return
+        victim = self.rng.choice(candidates)
+        member = cluster.members[victim]
+        self.note(f"replace {victim}: remove, wipe, add as a learner, promote")
+        self.killed_by_us.add(victim)
+        async with Client(cluster.endpoints, timeout_s=10.0, client_id="membership") as c:
+            if not await self._changed(c, MemberChangeRequest("remove", victim), victim, False):
+                self.killed_by_us.discard(victim)
+                return
+            status = await cluster.wait_exit(victim, timeout_s=20)
+            if status is None:
+                self.outcome.problems.append(f"replace_member: removed {victim} did not stop")
+                await cluster.kill(victim)
+            elif status != 0:
+                self.outcome.problems.append(f"replace_member: removed {victim} exited {status}")
+            shutil.rmtree(member.data_dir, ignore_errors=True)
+            if "--join" not in member.extra_args:
+                member.extra_args.append("--join")
+            peer = f"127.0.0.1:{member.peer_port}"
+            add = MemberChangeRequest("add", victim, peer, member.client_addr, True)
+            if not await self._changed(c, add, victim, True):
+                self.outcome.problems.append(f"replace_member: could not add {victim} back")
+                return
+            await cluster.start_member(victim)
+            self.killed_by_us.discard(victim)
+            deadline = trio.current_time() + 60
+            while trio.current_time() < deadline:
+                try:
+                    await c.change_members(MemberChangeRequest("promote", victim))
+                    self.note(f"{victim} promoted")
+                    return
+                except ClientError:
+                    await trio.sleep(0.5)  # catching up (or a leader change): again
+            self.outcome.problems.append(f"replace_member: {victim} not promoted within 60 s")
+
+    async def _changed(
+        self, client: Client, request: MemberChangeRequest, name: str, present: bool
+    ) -> bool:
+        """Ask for a change until the member list says it took effect (a change whose
+        answer was lost may have committed all the same)."""
+        for _ in range(10):
+            try:
+                await client.change_members(request)
+                return True
+            except ClientError as exc:
+                self.note(f"{request.action} {name}: {exc}")
+            try:
+                listed = await client.member_list()
+                if (name in {m.name for m in listed.members}) == present:
+                    return True
+            except ClientError:
+                pass
+            await trio.sleep(1.0)
+        return False
 
     def _follower(self, leader: str) -> str:
         return self.rng.choice([n for n in self.cluster.members if n != leader])
