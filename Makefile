@@ -50,10 +50,10 @@ sim-long: $(STAMP)
 
 # Ten minutes of faults with large values, stale readers, and every extra kind: a follower
 # that misses many large writes, a paused follower, a follower on a slow disk, leadership
-# transfers asked for and caused by SIGTERM.
+# transfers asked for and caused by SIGTERM, a member replaced (removed, wiped, added back).
 NEMESIS_SEED ?= 10
 nemesis-long: $(STAMP)
-	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED) --extras lag_large,pause_follower,slow_follower,move_leader,sigterm_leader
+	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED) --extras lag_large,pause_follower,slow_follower,move_leader,sigterm_leader,replace_member
 
 # Every crash state of the WAL's last batches, not the sample make test runs.
 wal-crash-full: $(STAMP)

@@ -480,12 +480,12 @@ def _with_stored_identity(config: NodeConfig, wal: WalStorage) -> NodeConfig:
     )
     if line is not None:
         log.info(line, ids=stored.ids)
-    own = stored.ids[config.name]
-    if members is not None and own not in members:
+    if stored.removed_at is not None:
         raise IdentityMismatch(
-            f"{config.name} (id {own}) was removed from the cluster: it cannot serve again. "
-            "To bring this machine back, empty its data directory, run raftctl member add "
-            "and start it with --join"
+            f"{config.name} (id {stored.ids[config.name]}) was removed from the cluster (the "
+            f"configuration at index {stored.removed_at}): it cannot serve again. To bring "
+            "this machine back, empty its data directory, run raftctl member add and start "
+            "it with --join"
         )
     return replace(config, ids=stored.ids, bootstrap=stored.bootstrap)
 

@@ -73,6 +73,10 @@ from raftd.core.types import (
 # big one to cross a slow link, short enough that a lost one does not strand a follower.
 SNAPSHOT_RETRY_TIMEOUTS = 4
 
+# How long a leader keeps telling a removed member about its removal, in election timeouts
+# after the change commits: long enough for a slow member to catch up to the change.
+DEPARTING_TIMEOUTS = 4
+
 # etcd's rule for promoting a learner: its log must hold at least this share of the
 # leader's, so the new voter does not at once leave the cluster short of a working majority.
 PROMOTION_READY_SHARE = 0.9
@@ -296,7 +300,7 @@ class RaftNode:
         self._voters: frozenset[NodeId] = frozenset()
         self._peers: tuple[NodeId, ...] = ()
         # A leader's members that a change removed -> (the change's index, ticks since it
-        # committed): still replicated to and sent heartbeats for an election timeout after
+        # committed): still replicated to and sent heartbeats for DEPARTING_TIMEOUTS after
         # the change commits, so they learn it committed and stop (nothing else tells them).
         self._departing: dict[NodeId, list[int]] = {}
         self._quorum = 1
@@ -1296,7 +1300,7 @@ class RaftNode:
             if state[0] > self.commit_index:
                 continue
             state[1] += 1
-            if state[1] >= self.config.election_timeout_ticks:
+            if state[1] >= DEPARTING_TIMEOUTS * self.config.election_timeout_ticks:
                 del self._departing[peer]
                 self._progress.pop(peer, None)
 

@@ -53,7 +53,8 @@ from raftd.runtime.chaos import ChaosStorage
 from raftd.runtime.freshness import Freshness
 from raftd.runtime.roster import Member, Roster
 from raftd.runtime.spans import RaftSpans
-from raftd.storage import SnapshotStorage, StorageError, stage_ready
+from raftd.storage import SnapshotStorage, StorageError, identity, stage_ready
+from raftd.storage.fs import OsFileSystem
 from wire.api import (
     ClientReply,
     ErrorCode,
@@ -268,6 +269,9 @@ class Driver:
         # Membership changes waiting to commit: index -> (term, box, name, id).
         self._member_changes: dict[int, tuple[int, ReplyBox, str, int]] = {}
         self._removed_at: int | None = None
+        # Removal is noticed only by a member that was in a committed configuration: a new
+        # member applies older configurations (from before it was added) on its way up.
+        self._was_member = self.node.id in self.node.membership.members
         self._role = self.node.role
         membership = self.node.membership
         learner = self.node.id in membership.learners
@@ -825,7 +829,9 @@ class Driver:
             else:
                 box.set(_leadership_lost("another leader's entry took its place"))
         members = Membership.decode(entry.data).members
-        if self.node.id not in members and self._removed_at is None and members:
+        if self.node.id in members:
+            self._was_member = True
+        elif self._was_member and self._removed_at is None:
             self._removed_at = entry.index
             log.warning(
                 "this member was removed from the cluster; it stops serving",
@@ -835,6 +841,9 @@ class Driver:
                 self._helpers.start_soon(self._stop_removed)
 
     async def _stop_removed(self) -> None:
+        assert self._removed_at is not None
+        data_dir, index = self.config.data_dir, self._removed_at
+        await trio.to_thread.run_sync(identity.record_removed, OsFileSystem(), data_dir, index)
         await trio.sleep(REMOVED_GRACE_S)
         raise MemberRemoved(
             f"{self.config.name} was removed from the cluster (configuration at index "

@@ -50,7 +50,8 @@ HELLO_TIMEOUT_S = 5.0
 # Inbound peer connections: each peer keeps one, a restarting peer briefly two; the rest
 # of the headroom is for strangers, who are refused at their Hello anyway.
 PEER_CONNECTIONS_PER_MEMBER = 4
-MIN_MEMBERS_FOR_GATE = 5  # room for members added later without a restart
+MIN_MEMBERS_FOR_GATE = 5
+UNBOUND = 0  # no member has id 0  # room for members added later without a restart
 RECEIVE_PROBE_BYTES = 4096
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
@@ -399,14 +400,20 @@ class PeerTransport:
         reassembly = Reassembly()
         first_chunk_at = 0.0
         try:
-            peer_id = await self._accept_hello(stream, remote)
-            if peer_id is None:
+            hello = await self._accept_hello(stream, remote)
+            if hello is None:
                 return
+            name, peer_id = hello
             while True:
                 received = await stream.receive()
                 if received is None:
                     break
                 header, msg = received
+                if peer_id == UNBOUND and not isinstance(msg, Hello):
+                    # A member of --cluster this member has no id for yet (it joined, and
+                    # its log does not name the members yet): its first message says.
+                    peer_id = msg.src
+                    self.roster.provisional(peer_id, name)
                 if isinstance(msg, Hello) or msg.src != peer_id or msg.dst != self.config.node_id:
                     self._refuse(remote, "misaddressed", f"misaddressed {type(msg).__name__}")
                     break
@@ -449,7 +456,9 @@ class PeerTransport:
                 received_bytes=reassembly.received,
             )
 
-    async def _accept_hello(self, stream: FramedStream, remote: str) -> int | None:
+    async def _accept_hello(self, stream: FramedStream, remote: str) -> tuple[str, int] | None:
+        """The caller's name and id (``UNBOUND``: a name of --cluster the configuration
+        here does not know yet), or None when it was refused."""
         with trio.move_on_after(HELLO_TIMEOUT_S):
             received = await stream.receive()
             if received is None:
@@ -464,6 +473,8 @@ class PeerTransport:
                 )
                 return None
             peer_id = self._ids.get(hello.node_name)
+            if peer_id is None and self.roster.unsettled and hello.node_name in self.config.members:
+                peer_id = UNBOUND
             if peer_id is None or hello.node_name == self.config.name:
                 self._refuse(
                     remote,
@@ -473,7 +484,7 @@ class PeerTransport:
                 )
                 return None
             self.client_addrs[hello.node_name] = hello.client_addr
-            return peer_id
+            return hello.node_name, peer_id
         self._refuse(remote, "handshake", "no Hello in time", "silent")
         return None
 

@@ -42,7 +42,11 @@ class Roster:
         self.names: dict[NodeId, str] = {}
         self.ids: dict[str, NodeId] = {}
         self.members: dict[NodeId, Member] = {}
+        self._named = False  # whether a configuration entry named the members
         self.former: dict[NodeId, Member] = {}
+        # Members a joining member learned of from their messages before its log named
+        # the members (``unsettled``); the next configuration replaces them.
+        self._provisional: dict[NodeId, Member] = {}
         self.next_id = 1
         self._listeners: list[Callable[[], None]] = []
         self._bootstrap()
@@ -61,6 +65,8 @@ class Roster:
         if "members" not in extra:
             self._bootstrap()
         else:
+            self._provisional = {}
+            self._named = True
             members = decode_members(extra["members"])
             for node_id, member in list(members.items()):
                 moved = self._config.members.get(member.name)
@@ -82,9 +88,24 @@ class Roster:
                 listener()
 
     @property
+    def unsettled(self) -> bool:
+        """A member that joined and does not know the members yet."""
+        return not self._config.bootstrap and not self._named
+
+    def provisional(self, node_id: NodeId, name: str) -> None:
+        """A member of --cluster sent a message as ``node_id``: keep a link to it."""
+        if node_id in self.known or name not in self._config.members:
+            return
+        self._provisional[node_id] = Member(node_id, name, self._config.members[name])
+        self._index()
+        for listener in self._listeners:
+            listener()
+
+    @property
     def known(self) -> dict[NodeId, Member]:
-        """Everyone to keep a link with: the members, and those a pending change removed."""
-        return {**self.former, **self.members}
+        """Everyone to keep a link with: the members, those a pending change removed, and
+        those a joining member heard from."""
+        return {**self._provisional, **self.former, **self.members}
 
     def _replace(self, members: dict[NodeId, Member], next_id: int) -> None:
         gone = {i: m for i, m in self.members.items() if i not in members}

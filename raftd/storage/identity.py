@@ -50,10 +50,15 @@ class MemberIdentity:
     # True: ``ids`` are the members a new cluster was bootstrapped with. False: this member
     # joined an existing cluster; ``ids`` are only those it was told (itself included).
     bootstrap: bool = True
+    # The index of the configuration that removed this member, once it learned of it: the
+    # directory then never serves again (a new member starts from an empty one).
+    removed_at: int | None = None
 
     def encode(self) -> bytes:
         body = {"format": FORMAT, "cluster_id": self.cluster_id, "name": self.name}
         full = {**body, "bootstrap": self.bootstrap, "members": self.ids}
+        if self.removed_at is not None:
+            full["removed_at"] = self.removed_at
         return (json.dumps(full, indent=2) + "\n").encode()
 
 
@@ -81,12 +86,15 @@ def decode(content: bytes, where: str) -> MemberIdentity:
         bootstrap = raw.get("bootstrap", True)
         if not isinstance(bootstrap, bool):
             raise ValueError("bootstrap must be true or false")
+        removed_at = raw.get("removed_at")
+        if removed_at is not None and (type(removed_at) is not int or removed_at < 1):
+            raise ValueError("removed_at must be a log index")
     except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise IdentityDamaged(
             f"{where} is damaged ({exc}); refusing to start rather than guess who the "
             "members are. Restore the file from a backup or another copy of this member"
         ) from exc
-    return MemberIdentity(cluster_id, name, ids, bootstrap)
+    return MemberIdentity(cluster_id, name, ids, bootstrap, removed_at)
 
 
 def record_joined(
@@ -96,6 +104,16 @@ def record_joined(
     identity = MemberIdentity(cluster_id, name, dict(ids), bootstrap=False)
     fs.create(data_dir / IDENTITY_NAME, identity.encode())
     return identity
+
+
+def record_removed(fs: FileSystem, data_dir: Path, index: int) -> None:
+    """This member learned that the configuration at ``index`` removed it."""
+    stored = load(fs, data_dir)
+    if stored is not None and stored.removed_at is None:
+        removed = MemberIdentity(
+            stored.cluster_id, stored.name, stored.ids, stored.bootstrap, index
+        )
+        fs.create(data_dir / IDENTITY_NAME, removed.encode())
 
 
 def load(fs: FileSystem, data_dir: Path) -> MemberIdentity | None:

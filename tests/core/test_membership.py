@@ -9,6 +9,7 @@ import pytest
 from raftd.core import EntryKind, Role
 from raftd.core.events import MembershipChanged, SteppedDown
 from raftd.core.membership import Membership, MembershipError
+from raftd.core.node import DEPARTING_TIMEOUTS
 from raftd.core.types import AppendEntries, Entry, RequestVote
 from tests.core.network import Network, assert_applied_agree
 
@@ -188,6 +189,7 @@ def test_a_removed_follower_learns_that_its_removal_committed_and_is_then_left_a
     assert 3 in leader.departing
     net.tick(net.config(1).election_timeout_ticks)
     assert net.nodes[3].commit_index >= index  # it knows it is out
+    net.tick(DEPARTING_TIMEOUTS * net.config(1).election_timeout_ticks)
     assert not leader.departing
     sent = len(net.delivered)
     net.tick(10)

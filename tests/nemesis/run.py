@@ -387,7 +387,10 @@ class Nemesis:
                 return
             status = await cluster.wait_exit(victim, timeout_s=20)
             if status is None:
-                self.outcome.problems.append(f"replace_member: removed {victim} did not stop")
+                # It learns of its removal only from a leader in the few election timeouts
+                # after the change commits; under faults it may not: stopped by hand, as
+                # an operator would (docs/operations).
+                self.note(f"{victim} did not learn of its removal: stopped by hand")
                 await cluster.kill(victim)
             elif status != 0:
                 self.outcome.problems.append(f"replace_member: removed {victim} exited {status}")
