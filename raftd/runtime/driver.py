@@ -513,7 +513,8 @@ class Driver:
         voters, learners = set(current.voters), set(current.learners)
         members = dict(self.roster.members)
         next_id = self.roster.next_id
-        known = self.roster.ids.get(request.name)
+        # Among the members in force: one a pending change removed may be added back.
+        known = next((i for i, m in members.items() if m.name == request.name), None)
         if request.action == "add":
             if known is not None:
                 raise MembershipError(f"{request.name!r} is already a member (id {known})")
@@ -525,7 +526,7 @@ class Driver:
             members[member_id] = Member(member_id, request.name, peer, request.client_addr)
             (learners if request.learner else voters).add(member_id)
         elif known is None:
-            names = ", ".join(sorted(self.roster.ids))
+            names = ", ".join(sorted(m.name for m in members.values()))
             raise MembershipError(f"{request.name!r} is not a member (members: {names})")
         elif request.action == "promote":
             member_id = known

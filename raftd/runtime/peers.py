@@ -185,13 +185,15 @@ class PeerTransport:
             self._outboxes[node_id] = (send, receive)
             scope = trio.CancelScope()
             self._senders[node_id] = scope
-            nursery.start_soon(self._sender_in, scope, name, receive)
+            nursery.start_soon(self._sender_in, scope, node_id, name, receive)
 
-    async def _sender_in(self, scope: trio.CancelScope, name: str, outbox: Any) -> None:
+    async def _sender_in(
+        self, scope: trio.CancelScope, node_id: int, name: str, outbox: Any
+    ) -> None:
         with scope:
-            await self._sender(name, outbox)
+            await self._sender(node_id, name, outbox)
 
-    async def _sender(self, name: str, outbox: Any) -> None:
+    async def _sender(self, node_id: int, name: str, outbox: Any) -> None:
         """Keep one connection to ``name`` open and pump its outbox into it.
 
         A link that fails at once again and again (a dead peer behind a proxy or a load
@@ -201,7 +203,9 @@ class PeerTransport:
         delay = RECONNECT_MIN_S
         quiet = False
         while True:
-            member = self.roster.known.get(self._ids.get(name, -1))
+            # By id, not name: a member replaced under its old name has a new id, and
+            # messages still meant for the old one must not reach the new one.
+            member = self.roster.known.get(node_id)
             if member is None:
                 return  # no longer a member: the roster stops this sender too
             address = member.peer

@@ -6,9 +6,10 @@ assign (``next_id``: ids are never reused, so a stale vote or message meant for 
 member can never be taken by a new one). A cluster that never changed its membership has
 no such entry: its members are the ``--cluster`` names with the ids stored at bootstrap.
 
-A peer address given in ``--cluster`` wins over the one in the log for the same name
-(a machine may move); every other name in ``--cluster`` is ignored once the log says who
-the members are.
+A peer address given in ``--cluster`` wins over the one in the log for a member this
+member knew by the same name and id from the start (a machine may move); a member added
+later, a replacement under an old name included, is reached where its entry says. Every
+other name in ``--cluster`` is ignored once the log says who the members are.
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class Roster:
             self._provisional = {}
             self._named = True
             members = decode_members(extra["members"])
+            known_from_start = self._config.node_ids
             for node_id, member in list(members.items()):
                 moved = self._config.members.get(member.name)
-                if moved is not None and moved != member.peer:
+                same = known_from_start.get(member.name) == node_id
+                if same and moved is not None and moved != member.peer:
                     members[node_id] = Member(node_id, member.name, moved, member.client)
             self._replace(members, int(extra.get("next_id", max(members, default=0) + 1)))
         for listener in self._listeners:

@@ -4,13 +4,15 @@ metrics."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import trio
 
 from tests.integration.harness import Cluster
-from tests.integration.test_cluster import Writer
+from tests.integration.test_cluster import Writer, get
 from tests.integration.test_raftctl import raftctl
+from wire.api import StateHashRequest, StatusReply
 
 
 async def test_member_list_shows_the_configuration_as_the_leader_sees_it(
@@ -124,5 +126,90 @@ async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stop
         assert "was removed from the cluster (the configuration at index" in cluster.log_text(
             leader
         )
+    finally:
+        await cluster.shutdown()
+
+
+async def converged(cluster: Cluster, names: list[str]) -> set[str | None]:
+    """Every named member at the same applied index with the same state hash."""
+    with trio.fail_after(30):
+        while True:
+            replies = {}
+            for name in names:
+                try:
+                    reply = await cluster.request(name, StateHashRequest(), timeout_s=5)
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+                    break
+                assert isinstance(reply, StatusReply)
+                replies[name] = (reply.last_applied, reply.state_hash)
+            if len(replies) == len(names) and len(set(replies.values())) == 1:
+                return {h for _, h in replies.values()}
+            await trio.sleep(0.2)
+
+
+async def grow(cluster: Cluster, nursery: trio.Nursery, name: str) -> None:
+    """Add ``name`` as a learner, start it with --join, promote it once caught up."""
+    member = await cluster.add_member(name, nursery)
+    peer = f"127.0.0.1:{member.peer_port}"
+    code, _, err = await raftctl(
+        cluster, "member", "add", name, "--peer-addr", peer,
+        "--client-addr", member.client_addr, "--learner",
+    )  # fmt: skip
+    assert code == 0, err
+    await cluster.start_member(name)
+    with trio.fail_after(30):
+        while (code := (await raftctl(cluster, "member", "promote", name))[0]) != 0:
+            await trio.sleep(0.3)
+
+
+async def shrink(cluster: Cluster, name: str) -> None:
+    code, _, err = await raftctl(cluster, "member", "remove", name)
+    assert code == 0, err
+    if cluster.members[name].process is not None:
+        assert await cluster.wait_exit(name, timeout_s=20) == 0
+    del cluster.members[name]
+
+
+async def voters(cluster: Cluster) -> list[str]:
+    code, out, _ = await raftctl(cluster, "--output", "json", "member", "list")
+    assert code == 0
+    return sorted(m["name"] for m in json.loads(out)["members"] if m["role"] == "voter")
+
+
+async def test_grow_to_five_shrink_to_three_and_replace_a_member_whose_disk_was_wiped(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = Cluster(tmp_path, 3)
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_all_serving(timeout_s=30)
+        writer = Writer(cluster)
+        for n in range(30):
+            await writer.set(f"k{n}", f"v{n}")
+        await grow(cluster, nursery, "n4")
+        await grow(cluster, nursery, "n5")
+        assert await voters(cluster) == ["n1", "n2", "n3", "n4", "n5"]
+        await writer.set("five", "members")
+        await converged(cluster, ["n1", "n2", "n3", "n4", "n5"])
+        for name in ("n5", "n4"):
+            await shrink(cluster, name)
+        assert await voters(cluster) == ["n1", "n2", "n3"]
+        await writer.set("three", "again")
+        # A machine replaced: n3's disk is gone; remove it, add it back as a new member.
+        leader = await cluster.wait_for_leader()
+        victim = next(n for n in ("n3", "n2") if n != leader)
+        await cluster.stop(victim)
+        shutil.rmtree(cluster.members[victim].data_dir)
+        code, _, err = await raftctl(cluster, "member", "remove", victim)
+        assert code == 0, err
+        replacement = cluster.members.pop(victim)
+        await grow(cluster, nursery, victim)
+        assert await voters(cluster) == ["n1", "n2", "n3"]
+        assert cluster.members[victim].peer_port != replacement.peer_port
+        await writer.set("after", "replacement")
+        hashes = await converged(cluster, ["n1", "n2", "n3"])
+        assert len(hashes) == 1
+        leader = await cluster.wait_for_leader()
+        assert (await get(cluster, leader, "k7")).value == "v7"
     finally:
         await cluster.shutdown()

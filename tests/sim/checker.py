@@ -9,14 +9,17 @@ Each check looks only at what just changed, so checking after every event stays 
 - monotonicity: current_term never decreases (across restarts), commit_index never decreases
   within a node's life and never passes its log;
 - one vote per term per node, across restarts;
-- clients: only proposed commands are applied, and none twice.
+- clients: only proposed commands are applied, and none twice;
+- membership: each committed configuration differs from the one committed before it by at
+  most one voter, so any majority of the one overlaps any majority of the other (no two
+  disjoint majorities can each elect a leader or commit).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftd.core import Entry, EntryKind, NodeId, RaftNode, Role
+from raftd.core import Entry, EntryKind, Membership, NodeId, RaftNode, Role
 
 
 class Violation(Exception):
@@ -43,6 +46,19 @@ class SafetyChecker:
         self.applied_count: dict[NodeId, int] = {}
         self.applied_commands: dict[NodeId, set[bytes]] = {}
         self.proposed: set[bytes] = set()
+
+    def configuration_committed(
+        self, index: int, previous: Membership, committed: Membership
+    ) -> None:
+        changed = set(previous.voters) ^ set(committed.voters)
+        overlap = 2 * len(set(previous.voters) & set(committed.voters))
+        if len(changed) > 1 or (
+            overlap <= len(previous.voters) and overlap <= len(committed.voters) and changed
+        ):
+            raise Violation(
+                f"configuration at {index}: voters {previous.voters} -> {committed.voters}; "
+                "majorities of the two need not overlap"
+            )
 
     def node_restarted(self, node_id: NodeId) -> None:
         """A restarted node rebuilds its state machine and relearns the commit index."""

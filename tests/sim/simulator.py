@@ -335,7 +335,11 @@ class Simulation:
             self.checker.applied(node_id, entry)
             self.applied[node_id].append(entry)
             if entry.kind is EntryKind.CONFIG and entry.index > self._committed_config[0]:
-                self._committed_config = (entry.index, Membership.decode(entry.data))
+                committed = Membership.decode(entry.data)
+                self.checker.configuration_committed(
+                    entry.index, self._committed_config[1], committed
+                )
+                self._committed_config = (entry.index, committed)
             pending = self._pending.pop((node_id, entry.index), None)
             if pending is None:
                 continue

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from raftd.core import Config, Entry, RaftNode
+from raftd.core import Config, Entry, Membership, RaftNode
 from raftd.storage.pagecache import PageCacheStorage
 from tests.core.network import Network
 from tests.sim.__main__ import main
@@ -158,3 +158,11 @@ def test_a_seed_with_the_page_cache_disk_recovers_from_its_crashes() -> None:
     results = [Simulation(seed).run() for seed in chosen[:6]]
     assert all(r.ok for r in results), [r.violation for r in results]
     assert sum(r.crashes for r in results) > 0
+
+
+def test_checker_flags_a_committed_change_of_two_voters_at_once() -> None:
+    """Majorities of {1, 2, 3} and {1, 4, 5} need not overlap: {2, 3} and {4, 5}."""
+    checker = SafetyChecker()
+    checker.configuration_committed(7, Membership((1, 2, 3)), Membership((1, 2, 3, 4)))
+    with pytest.raises(Violation, match="need not overlap"):
+        checker.configuration_committed(9, Membership((1, 2, 3)), Membership((1, 4, 5)))
