@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench resources-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
+.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ trace-audit-long: $(STAMP)
 # Restart-to-serving of a member whose log holds 100k and 1M entries.
 restart-bench: $(STAMP)
 	$(PY) -m tests.restart 100000 1000000
+
+# A rolling restart of every member under 16 clients (failed writes, longest gap), and the
+# time to add a member to a cluster holding 100k keys.
+membership-bench: $(STAMP)
+	$(PY) -m tests.perf.membership
 
 # Memory and disk after a million writes with compaction on; restart and rejoin times.
 resources-bench: $(STAMP)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 
+from cli.client import Client, ClientError
 from tests.integration.harness import Cluster
 from tests.integration.test_cluster import Writer, get
 from tests.integration.test_raftctl import raftctl
@@ -86,5 +87,45 @@ async def test_a_leader_stopped_with_sigterm_hands_over_first(
             await cluster.start_member(leader)
             await cluster.wait_all_serving(timeout_s=30)
         assert (await get(cluster, await cluster.wait_for_leader(), "k")).value == "before"
+    finally:
+        await cluster.shutdown()
+
+
+async def test_a_rolling_restart_of_every_member_under_load_loses_no_write(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = Cluster(tmp_path, 3)
+    await cluster.start(nursery)
+    try:
+        await cluster.wait_all_serving(timeout_s=30)
+        written: list[str] = []
+        failed: list[str] = []
+        stop = trio.Event()
+
+        async def client(lane: int) -> None:
+            async with Client(cluster.endpoints, timeout_s=10.0) as c:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    try:
+                        await c.set(f"lane{lane}", f"{n}")
+                        written.append(f"lane{lane}={n}")
+                    except ClientError as exc:
+                        failed.append(str(exc))
+
+        async with trio.open_nursery() as clients:
+            for lane in range(4):
+                clients.start_soon(client, lane)
+            for name in list(cluster.members):
+                assert await cluster.stop(name) == 0
+                await cluster.start_member(name)
+                await cluster.wait_all_serving(timeout_s=30)
+            stop.set()
+        assert failed == []
+        assert len(written) > 50
+        last = {entry.split("=")[0]: entry.split("=")[1] for entry in written}
+        leader = await cluster.wait_for_leader()
+        for key, value in last.items():
+            assert (await get(cluster, leader, key)).value == value
     finally:
         await cluster.shutdown()
