@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -240,6 +241,16 @@ class Cluster:
                 member.log_file.close()
             return status
         return None
+
+    async def wait_applied(self, name: str, index: int, timeout_s: float = 60) -> float:
+        """Wait until ``name`` has applied ``index``; returns the seconds it took."""
+        started = time.monotonic()
+        with trio.fail_after(timeout_s):
+            while True:
+                statuses = await self.statuses([name])
+                if name in statuses and statuses[name].last_applied >= index:
+                    return time.monotonic() - started
+                await trio.sleep(0.02)
 
     def pause(self, name: str) -> None:
         process = self.members[name].process

@@ -22,7 +22,7 @@ import trio
 
 from cli.client import Client, ClientError
 from tests.integration.harness import Cluster
-from tests.perf.resources import applied_to, bench, commit_of
+from tests.perf.resources import bench, commit_of
 from wire.api import MemberChangeRequest
 
 
@@ -95,7 +95,7 @@ async def add_member(base: Path, keys: int, report: list[str]) -> None:
                 await client.change_members(add)
                 await cluster.start_member("n4")
                 _, commit = await commit_of(cluster)
-                await applied_to(cluster, "n4", commit, timeout_s=300)
+                await cluster.wait_applied("n4", commit, timeout_s=300)
                 caught_up = time.monotonic() - started
                 while True:
                     try:

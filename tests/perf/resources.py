@@ -62,16 +62,6 @@ def disk_mb(cluster: Cluster) -> dict[str, str]:
     return found
 
 
-async def applied_to(cluster: Cluster, name: str, index: int, timeout_s: float = 600) -> float:
-    started = time.monotonic()
-    with trio.fail_after(timeout_s):
-        while True:
-            statuses = await cluster.statuses([name])
-            if name in statuses and statuses[name].last_applied >= index:
-                return time.monotonic() - started
-            await trio.sleep(0.02)
-
-
 async def commit_of(cluster: Cluster) -> tuple[str, int]:
     leader = await cluster.wait_for_leader(timeout_s=60)
     return leader, (await cluster.statuses([leader]))[leader].commit_index
@@ -84,7 +74,7 @@ async def restart_follower(cluster: Cluster) -> str:
     await cluster.stop(follower)
     started = time.monotonic()
     await cluster.start_member(follower)
-    await applied_to(cluster, follower, commit)
+    await cluster.wait_applied(follower, commit, timeout_s=600)
     took = time.monotonic() - started
     return f"  {follower} restart to serving at index {commit:,}: {took:.2f} s"
 
@@ -135,7 +125,7 @@ async def wiped_member(base: Path, keys: int, report: list[str]) -> None:
             shutil.rmtree(cluster.members[follower].data_dir)
             started = time.monotonic()
             await cluster.start_member(follower)
-            await applied_to(cluster, follower, commit)
+            await cluster.wait_applied(follower, commit, timeout_s=600)
             took = time.monotonic() - started
             report.append(
                 f"{keys:,} keys: {follower}, its data directory wiped, back to index "
