@@ -480,6 +480,13 @@ async def test_bad_endpoints_from_the_environment_name_the_variable() -> None:
         (["cas", "k", "a", "b", "c"], "expected KEY EXPECTED NEW"),
         (["cas", "k", "--absent", "a", "b"], "expected KEY --absent NEW"),
         (["status", "extra"], "unrecognized arguments: extra"),
+        (["member", "list", "n1"], "member list takes no NAME"),
+        (["member", "promote"], "member promote needs NAME"),
+        (["member", "add", "n4"], "member add needs --peer-addr and --client-addr"),
+        (["member", "add", "n4", "--peer-addr", "h:1", "--client-addr", "nope"], "--client-addr"),
+        (["member", "remove", "n2", "--learner"], "are for member add"),
+        (["member", "join"], "invalid choice: 'join'"),
+        (["move-leader"], "the following arguments are required: NAME"),
     ],
 )
 async def test_usage_errors_exit_2(argv: list[str], error: str) -> None:
@@ -491,7 +498,14 @@ async def test_usage_errors_exit_2(argv: list[str], error: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], *[[c, "--help"] for c in ("get", "set", "cas", "delete", "status")]]
+    "argv",
+    [
+        ["--help"],
+        *[
+            [c, "--help"]
+            for c in ("get", "set", "cas", "delete", "status", "member", "move-leader")
+        ],
+    ],
 )
 async def test_help_explains_arguments_and_exit_codes(argv: list[str]) -> None:
     out, err = io.StringIO(), io.StringIO()
