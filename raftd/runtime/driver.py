@@ -571,6 +571,10 @@ class Driver:
         except NotLeaderError:
             op.box.set(self._not_leader())
             return
+        except ValueError:  # a learner, or a member a pending change removes
+            why = f"{op.target!r} is not a voter: only a voter can lead"
+            op.box.set(ErrorReply(ErrorCode.BAD_REQUEST, why, True))
+            return
         self._handovers.append((target, op.box))
         self._deadlines.append((trio.current_time() + self.config.request_timeout_s, op.box))
 

@@ -35,8 +35,9 @@ class Roster:
     in place, so whoever holds them (spans, the transport) sees every change.
 
     Members a change removed stay reachable (``known``, and in ``names`` and ``ids``) until
-    the change commits (``settle``): a leader removing itself still leads until then, and
-    its followers must keep answering it."""
+    the change has committed and the leader has stopped telling them of it (``settle``): a
+    leader removing itself still leads until the commit, and its followers must keep
+    answering it."""
 
     def __init__(self, config: NodeConfig) -> None:
         self._config = config
@@ -83,7 +84,7 @@ class Roster:
         self._listeners.append(listener)
 
     def settle(self) -> None:
-        """The configuration in force is committed: forget the members it removed."""
+        """No one talks to the members the configuration in force removed: forget them."""
         if self.former:
             self.former = {}
             self._index()

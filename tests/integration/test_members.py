@@ -84,6 +84,8 @@ async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stop
         assert "raftd_is_learner 1.0" in await cluster.scrape("n4")
         assert members["n4"]["client_addr"] == n4.client_addr
         assert "added to the cluster" in cluster.log_text("n4")
+        code, _, err = await raftctl(cluster, "move-leader", "n4")
+        assert code == 1 and "'n4' is not a voter" in err, err
         code, out, err = await raftctl(cluster, "member", "promote", "n4")
         assert code == 0 and out.startswith("promoted n4 (id 4)"), err
         code, out, _ = await raftctl(cluster, "--output", "json", "member", "list")
