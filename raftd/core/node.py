@@ -294,7 +294,9 @@ class RaftNode:
         self._config_entries: list[tuple[int, Membership]] = [
             (e.index, Membership.decode(e.data))
             for e in durable.entries
-            if e.kind is EntryKind.CONFIG and e.index > self.log.snapshot_index
+            # Only entries still in the log: a snapshot past the log's end replaced it all.
+            if e.kind is EntryKind.CONFIG
+            and self.log.snapshot_index < e.index <= self.log.last_index
         ]
         self.membership = self._base_membership
         self._voters: frozenset[NodeId] = frozenset()
