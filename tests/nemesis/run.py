@@ -410,9 +410,19 @@ class Nemesis:
                     await c.change_members(MemberChangeRequest("promote", victim))
                     self.note(f"{victim} promoted")
                     return
-                except ClientError:
-                    await trio.sleep(0.5)  # catching up (or a leader change): again
+                except ClientError as exc:  # catching up, or an answer lost to a new leader
+                    if await self._is_voter(c, victim):
+                        self.note(f"{victim} promoted (the answer was lost: {exc})")
+                        return
+                    await trio.sleep(0.5)
             self.outcome.problems.append(f"replace_member: {victim} not promoted within 60 s")
+
+    async def _is_voter(self, client: Client, name: str) -> bool:
+        try:
+            listed = await client.member_list()
+        except ClientError:
+            return False
+        return any(m.name == name and m.role == "voter" for m in listed.members)
 
     async def _changed(
         self, client: Client, request: MemberChangeRequest, name: str, present: bool
