@@ -380,10 +380,19 @@ def run_member(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_IGN)
     try:
         joined = _join_if_asked(config, wal)
-        if joined is None:
-            wal.close()
-            log.info("stopped before being added")
-            return EXIT_OK
+    except IdentityMismatch as exc:
+        wal.close()
+        print(f"raftd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # waiting to be added: the peer port is in use
+        wal.close()
+        print(f"raftd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if joined is None:
+        wal.close()
+        log.info("stopped before being added")
+        return EXIT_OK
+    try:
         config = _with_stored_identity(joined, wal)
     except IdentityMismatch as exc:
         wal.close()
@@ -439,7 +448,13 @@ def _join_if_asked(config: NodeConfig, wal: WalStorage) -> NodeConfig | None:
         raise IdentityMismatch(
             f"--join needs an empty data directory; {config.data_dir} holds a log already"
         )
-    invitation = trio.run(_wait_for_invitation, config)
+    try:
+        invitation = trio.run(_wait_for_invitation, config)
+    except BaseExceptionGroup as group:  # the peer port in use, named by open_listeners
+        errors = [e for e in _leaves(group) if isinstance(e, OSError)]
+        if not errors:
+            raise
+        raise errors[0] from None
     if invitation is None:
         return None
     ids = {config.name: invitation.member_id, invitation.sender: invitation.sender_id}

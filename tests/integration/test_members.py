@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
 
-from tests.integration.harness import Cluster
+from tests.integration.harness import ROOT, Cluster, free_port
 from tests.integration.test_cluster import Writer, get
 from tests.integration.test_raftctl import raftctl
 from tests.integration.test_snapshots import converged
@@ -189,3 +193,35 @@ async def test_grow_to_five_shrink_to_three_and_replace_a_member_whose_disk_was_
         assert (await get(cluster, leader, "k7")).value == "v7"
     finally:
         await cluster.shutdown()
+
+
+async def test_a_joining_member_says_why_it_cannot_wait_and_stops_cleanly_while_waiting(
+    tmp_path: Path,
+) -> None:
+    peer, client = free_port(), free_port()
+    args = [sys.executable, "-m", "raftd", "run", "--id", "n4", "--join",
+            "--cluster", f"n1=127.0.0.1:{free_port()},n4=127.0.0.1:{peer}",
+            "--client-addr", f"127.0.0.1:{client}", "--data-dir"]  # fmt: skip
+    # Its peer port taken: exit 1, naming it.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", peer))
+        taken.listen()
+        busy = await trio.run_process(
+            [*args, str(tmp_path / "busy")], capture_stderr=True, check=False, cwd=ROOT
+        )
+    assert busy.returncode == 1
+    assert f"cannot listen for peers on 127.0.0.1:{peer}" in busy.stderr.decode()
+    # Waiting to be added, SIGTERM stops it cleanly with nothing written.
+    waiting = await trio.lowlevel.open_process(
+        [*args, str(tmp_path / "wait")], stderr=subprocess.PIPE, cwd=ROOT
+    )
+    with trio.fail_after(20):
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", peer), timeout=1):
+                    break
+            except OSError:
+                await trio.sleep(0.1)
+        waiting.send_signal(signal.SIGTERM)
+        assert await waiting.wait() == 0
+    assert not (tmp_path / "wait" / "member.json").exists()
