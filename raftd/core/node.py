@@ -828,6 +828,18 @@ class RaftNode:
         self._election_elapsed = 0
         next_index = self.log.last_index + 1
         self._progress = {n: Progress(next_index) for n in (*self._peers, self.id)}
+        if self._config_entries:
+            # Members the newest change removed may not have heard that it committed (the
+            # leader that made it is gone): tell them too, as that leader would have.
+            index, newest = self._config_entries[-1]
+            before = (
+                self._config_entries[-2][1]
+                if len(self._config_entries) > 1
+                else self._base_membership
+            )
+            for gone in set(before.members) - set(newest.members) - {self.id}:
+                self._progress[gone] = Progress(next_index)
+                self._departing[gone] = [index, 0]
         me = self._progress[self.id]
         me.match_index = self._stable_last_index
         me.recent_active = True

@@ -194,3 +194,16 @@ def test_a_removed_follower_learns_that_its_removal_committed_and_is_then_left_a
     sent = len(net.delivered)
     net.tick(10)
     assert all(m.dst != 3 for m in net.delivered[sent:])
+
+
+def test_a_new_leader_also_tells_a_removed_member_about_its_removal() -> None:
+    net = Network(4)
+    net.elect(1)
+    net.isolate(4)
+    index = change(net, 1, (1, 2, 3))  # commits on 1, 2 and 3; 4 hears nothing
+    net.crash(1)
+    net.heal()
+    new = net.wait_for_leader(among=(2, 3))
+    assert 4 in net.nodes[new].departing
+    net.tick(net.config(2).election_timeout_ticks)
+    assert net.nodes[4].commit_index >= index

@@ -261,6 +261,7 @@ class Nemesis:
         self.rng = random.Random(plan.seed * 7 + 1)
         self.killed_by_us: set[str] = set()
         self.lag_rounds = 0
+        self.replaced = False  # a member was added back (see strike)
 
     def note(self, text: str) -> None:
         self.outcome.events.append(f"{time.monotonic():.3f} {text}")
@@ -352,7 +353,11 @@ class Nemesis:
         # is replaced in a new term: if the term did not move, the fault never reached the
         # cluster (a proxy that did not cut, a signal lost). Shorter holds may or may not
         # see an election, so they prove nothing either way.
-        if kind in LEADER_LOSING_KINDS and hold >= MIN_HOLD_FOR_NEW_TERM_S:
+        # A member added back by replace_member is reached at its own port, not through the
+        # proxies (the configuration holds one address for everyone), so isolating the
+        # leader no longer cuts the leader's link to it: then the leader may keep leading.
+        cut_whole = kind != "isolate_leader" or not self.replaced
+        if kind in LEADER_LOSING_KINDS and hold >= MIN_HOLD_FOR_NEW_TERM_S and cut_whole:
             term_after = await self.term_of(after)
             if term_before is not None and term_after is not None and term_after <= term_before:
                 self.outcome.problems.append(
@@ -404,6 +409,7 @@ class Nemesis:
                 return
             await cluster.start_member(victim)
             self.killed_by_us.discard(victim)
+            self.replaced = True
             deadline = trio.current_time() + 60
             while trio.current_time() < deadline:
                 try:
