@@ -270,8 +270,11 @@ class Driver:
         self._member_changes: dict[int, tuple[int, ReplyBox, str, int]] = {}
         self._removed_at: int | None = None
         # Removal is noticed only by a member that was in a committed configuration: a new
-        # member applies older configurations (from before it was added) on its way up.
-        self._was_member = self.node.id in self.node.membership.members
+        # member applies older configurations (from before it was added) on its way up,
+        # after every restart too, so this starts from what is in force where applying
+        # resumes, not from the newest configuration in the log.
+        applied = self.node.membership_at(self.node.last_applied)
+        self._was_member = self.node.id in applied.members
         self._role = self.node.role
         membership = self.node.membership
         learner = self.node.id in membership.learners
