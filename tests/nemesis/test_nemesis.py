@@ -28,7 +28,9 @@ async def test_a_short_nemesis_run_is_linearizable_and_converges(seed: int, tmp_
     print(outcome.summary_line())
     assert outcome.problems == []
     assert outcome.linearizable == "linearizable"
-    assert outcome.faults >= 3
+    # A replacement (remove, wait for the member to stop, add, join, catch up, promote)
+    # takes 10-15 s of the 20: two faults then, one of them that one.
+    assert outcome.faults >= (2 if "replace_member" in plan.extras else 3)
     assert outcome.ops > 500
     assert outcome.stale_reads > 0  # the staleness pass had something to check
 
