@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from cli.client import Client, ClientError
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, running
 from tests.integration.test_cluster import Writer, get
 from tests.integration.test_raftctl import raftctl
 
@@ -31,9 +31,7 @@ async def test_move_leader_hands_over_in_one_election_and_writes_carry_on(
 ) -> None:
     cluster = Cluster(tmp_path, 3)
     cluster.serve_metrics()
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         writer = Writer(cluster)
         await writer.set("k", "1")
         leader = await cluster.wait_for_leader()
@@ -62,17 +60,13 @@ async def test_move_leader_hands_over_in_one_election_and_writes_carry_on(
         assert code == 1 and f"the transfer to {down} was aborted (timeout)" in err, err
         assert await cluster.wait_for_leader() == target
         await writer.set("k", "3")  # proposals resumed after the aborted transfer
-    finally:
-        await cluster.shutdown()
 
 
 async def test_a_leader_stopped_with_sigterm_hands_over_first(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     cluster = Cluster(tmp_path, 3)
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         writer = Writer(cluster)
         await writer.set("k", "before")
         for _ in range(3):  # a rolling restart of leaders
@@ -87,8 +81,6 @@ async def test_a_leader_stopped_with_sigterm_hands_over_first(
             await cluster.start_member(leader)
             await cluster.wait_all_serving(timeout_s=30)
         assert (await get(cluster, await cluster.wait_for_leader(), "k")).value == "before"
-    finally:
-        await cluster.shutdown()
 
 
 async def test_a_rolling_restart_of_every_member_under_load_loses_no_write(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.harness import ROOT, Cluster, free_port
+from tests.integration.harness import ROOT, Cluster, free_port, running
 from tests.integration.test_cluster import Writer, get
 from tests.integration.test_raftctl import raftctl
 from tests.integration.test_snapshots import converged
@@ -24,9 +24,7 @@ async def test_member_list_shows_the_configuration_as_the_leader_sees_it(
 ) -> None:
     cluster = Cluster(tmp_path, 3)
     cluster.serve_metrics()
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         await Writer(cluster).set("k", "v")
         leader = await cluster.wait_for_leader()
         follower = next(name for name in cluster.members if name != leader)
@@ -54,8 +52,6 @@ async def test_member_list_shows_the_configuration_as_the_leader_sees_it(
         text = await cluster.scrape(follower)
         assert 'raftd_cluster_members{kind="voter"} 3.0' in text
         assert 'raftd_cluster_members{kind="learner"} 0.0' in text
-    finally:
-        await cluster.shutdown()
 
 
 async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stops(
@@ -63,9 +59,7 @@ async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stop
 ) -> None:
     cluster = Cluster(tmp_path, 3)
     cluster.serve_metrics()
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         writer = Writer(cluster)
         for n in range(40):
             await writer.set(f"k{n}", f"v{n}")
@@ -123,8 +117,6 @@ async def test_a_member_joins_as_a_learner_is_promoted_and_a_removed_leader_stop
         assert "was removed from the cluster (the configuration at index" in cluster.log_text(
             leader
         )
-    finally:
-        await cluster.shutdown()
 
 
 async def grow(cluster: Cluster, nursery: trio.Nursery, name: str) -> None:
@@ -160,9 +152,7 @@ async def test_grow_to_five_shrink_to_three_and_replace_a_member_whose_disk_was_
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     cluster = Cluster(tmp_path, 3)
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         writer = Writer(cluster)
         for n in range(30):
             await writer.set(f"k{n}", f"v{n}")
@@ -197,8 +187,6 @@ async def test_grow_to_five_shrink_to_three_and_replace_a_member_whose_disk_was_
         assert sorted(hashes) == ["n1", "n2", "n3"]
         leader = await cluster.wait_for_leader()
         assert (await get(cluster, leader, "k7")).value == "v7"
-    finally:
-        await cluster.shutdown()
 
 
 async def test_a_joining_member_says_why_it_cannot_wait_and_stops_cleanly_while_waiting(

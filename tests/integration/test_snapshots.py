@@ -11,12 +11,21 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.harness import Cluster, metric
+from tests.integration.harness import Cluster, metric, running
 from tests.integration.test_cluster import Writer, get
 from wire.api import StateHashRequest, StatusReply
 
 FLAGS = ["--snapshot-entries", "50", "--snapshot-keep", "10", "--wal-segment-mb", "1"]
 VALUE = "v" * 20_000
+
+
+def compacting_cluster(tmp_path: Path) -> Cluster:
+    """Three members with metrics and the low snapshot thresholds above."""
+    cluster = Cluster(tmp_path, 3)
+    cluster.serve_metrics()
+    for member in cluster.members.values():
+        member.extra_args += FLAGS
+    return cluster
 
 
 async def state_hashes(cluster: Cluster) -> dict[str, tuple[int, str | None]]:
@@ -45,13 +54,8 @@ async def converged(cluster: Cluster) -> dict[str, tuple[int, str | None]]:
 async def test_members_compact_their_logs_and_restart_from_snapshots(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    cluster = Cluster(tmp_path, 3)
-    cluster.serve_metrics()
-    for member in cluster.members.values():
-        member.extra_args += FLAGS
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    cluster = compacting_cluster(tmp_path)
+    async with running(cluster, nursery):
         writer = Writer(cluster)
         for n in range(300):
             await writer.set(f"k{n % 40}", f"{n}:{VALUE}", timeout_s=30)
@@ -79,17 +83,12 @@ async def test_members_compact_their_logs_and_restart_from_snapshots(
         for n in range(260, 300):
             reply = await get(cluster, leader, f"k{n % 40}")
             assert reply.value == f"{n}:{VALUE}"
-    finally:
-        await cluster.shutdown()
 
 
 async def test_a_follower_whose_disk_was_wiped_catches_up_from_the_leaders_snapshot(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    cluster = Cluster(tmp_path, 3)
-    cluster.serve_metrics()
-    for member in cluster.members.values():
-        member.extra_args += FLAGS
+    cluster = compacting_cluster(tmp_path)
     await cluster.start(nursery)
     try:
         leader = await cluster.wait_for_leader(timeout_s=30)
@@ -118,13 +117,8 @@ async def test_a_follower_whose_disk_was_wiped_catches_up_from_the_leaders_snaps
 async def test_a_snapshot_transfer_cut_short_by_a_lost_connection_is_sent_again(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    cluster = Cluster(tmp_path, 3)
-    cluster.serve_metrics()
-    for member in cluster.members.values():
-        member.extra_args += FLAGS
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_for_leader(timeout_s=30)
+    cluster = compacting_cluster(tmp_path)
+    async with running(cluster, nursery):
         writer = Writer(cluster)
         # 120 keys of 20 kB: a snapshot of about 2.4 MB, three chunks of 1 MiB.
         for n in range(240):
@@ -151,5 +145,3 @@ async def test_a_snapshot_transfer_cut_short_by_a_lost_connection_is_sent_again(
             assert sent >= 1
         else:
             assert sent >= 2
-    finally:
-        await cluster.shutdown()

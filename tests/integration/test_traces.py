@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from observability.filexport import SpanRecord, read_spans
-from tests.integration.harness import ROOT, Cluster
+from tests.integration.harness import ROOT, Cluster, running
 
 
 async def raftctl(cluster: Cluster, trace_file: Path, *args: str) -> int:
@@ -229,9 +229,7 @@ async def test_a_membership_change_and_a_leadership_transfer_are_each_one_trace(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     cluster = Cluster(tmp_path / "cluster", 3)
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         leader = await cluster.wait_for_leader()
         followers = sorted(n for n in cluster.members if n != leader)
         trace_file = tmp_path / "raftctl" / "traces.jsonl"
@@ -271,5 +269,3 @@ async def test_a_membership_change_and_a_leadership_transfer_are_each_one_trace(
         spans = await wait_for_spans(tmp_path, transfer_traced)
         root = next(s for s in spans if s["name"] == "raft.leader_transfer")
         assert root["attributes"]["raft.transfer.outcome"] == "completed"
-    finally:
-        await cluster.shutdown()

@@ -22,7 +22,7 @@ import trio
 
 from cli.client import Client, ClientError
 from tests.integration.harness import Cluster
-from tests.perf.resources import bench, commit_of
+from tests.perf.resources import commit_of, prefill
 from wire.api import MemberChangeRequest
 
 
@@ -84,8 +84,7 @@ async def add_member(base: Path, keys: int, report: list[str]) -> None:
         await cluster.start(nursery)
         try:
             await cluster.wait_all_serving(timeout_s=60)
-            await bench(cluster, "--op", "mixed", "--keys", str(keys), "--clients", "64",
-                        "--duration", "2", "--warmup", "0")  # fmt: skip
+            await prefill(cluster, keys)
             member = await cluster.add_member("n4", nursery)
             async with Client(cluster.endpoints[:3], timeout_s=30.0) as client:
                 started = time.monotonic()

@@ -38,6 +38,12 @@ async def bench(cluster: Cluster, *args: str) -> dict[str, Any]:
     return figures
 
 
+async def prefill(cluster: Cluster, keys: int) -> None:
+    """Write every one of ``keys`` keys (bench's mixed run prefills each once first)."""
+    await bench(cluster, "--op", "mixed", "--keys", str(keys), "--clients", "64",
+                "--duration", "2", "--warmup", "0")  # fmt: skip
+
+
 def rss_mb(cluster: Cluster) -> dict[str, float]:
     found = {}
     for name, member in cluster.members.items():
@@ -116,9 +122,7 @@ async def wiped_member(base: Path, keys: int, report: list[str]) -> None:
         await cluster.start(nursery)
         try:
             await cluster.wait_all_serving(timeout_s=60)
-            # mixed prefills every key once, then runs briefly.
-            await bench(cluster, "--op", "mixed", "--keys", str(keys), "--clients", "64",
-                        "--duration", "2", "--warmup", "0")  # fmt: skip
+            await prefill(cluster, keys)
             leader, commit = await commit_of(cluster)
             follower = next(n for n in cluster.members if n != leader)
             await cluster.stop(follower)
