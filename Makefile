@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
+.PHONY: demo sim-demo test test-tls lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q
+
+# The integration suite and a nemesis run with mutual TLS on every port of every member
+# (make test runs the TLS cases of its own, tests/integration/test_tls.py, and a short
+# nemesis with TLS; this runs everything else that way too).
+test-tls: $(STAMP)
+	RAFTD_TEST_TLS=1 $(PY) -m pytest -q tests/integration
+	$(PY) -m tests.nemesis --duration 120 --seed $(NEMESIS_SEED) --tls
 
 sim: $(STAMP)
 	$(PY) -m tests.sim --seeds $(SIM_SEEDS)

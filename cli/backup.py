@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from cli.client import ClientError, DefiniteError, Unavailable, UnknownOutcome, parse_endpoint
+from cli.client import ClientError, DefiniteError, Unavailable, UnknownOutcome, open_stream
 from raftd.core import Snapshot, SnapshotMeta
 from raftd.storage import snapfile
 from wire.api import (
-    CLIENT_REGISTRY,
     ErrorCode,
     ErrorReply,
     SnapshotPart,
@@ -28,7 +28,7 @@ from wire.api import (
 )
 from wire.codec import Header
 from wire.frame import WireError
-from wire.stream import FramedStream
+from wire.tls import TlsFailure
 
 NO_LEADER_RETRY_S = 0.2
 
@@ -40,7 +40,9 @@ class Backup:
     served_by: str
 
 
-async def fetch(endpoints: list[str], timeout_s: float) -> Backup:
+async def fetch(
+    endpoints: list[str], timeout_s: float, tls: ssl.SSLContext | None = None
+) -> Backup:
     """The leader's snapshot, whole and checked; ``ClientError`` when it cannot be had."""
     queue = list(endpoints)
     failures: list[str] = []
@@ -49,8 +51,8 @@ async def fetch(endpoints: list[str], timeout_s: float) -> Backup:
             while queue:
                 endpoint = queue.pop(0)
                 try:
-                    outcome = await _ask(endpoint)
-                except (OSError, trio.BrokenResourceError, WireError) as exc:
+                    outcome = await _ask(endpoint, tls)
+                except (OSError, trio.BrokenResourceError, WireError, TlsFailure) as exc:
                     failures.append(f"{endpoint}: {exc}")
                     continue
                 if isinstance(outcome, Backup):
@@ -71,9 +73,8 @@ async def fetch(endpoints: list[str], timeout_s: float) -> Backup:
     raise Unavailable("unavailable", "no member could send a snapshot: " + "; ".join(failures))
 
 
-async def _ask(endpoint: str) -> Backup | ErrorReply:
-    host, port = parse_endpoint(endpoint)
-    stream = FramedStream(await trio.open_tcp_stream(host, port), CLIENT_REGISTRY)
+async def _ask(endpoint: str, tls: ssl.SSLContext | None) -> Backup | ErrorReply:
+    stream = await open_stream(endpoint, tls)
     try:
         await stream.send(Header("SnapshotRequest", 1), SnapshotRequest())
         parts: list[bytes] = []

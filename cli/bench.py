@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 import time
 from array import array
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -695,6 +696,7 @@ async def run_bench(
     tracer: trace.Tracer | None = None,
     progress: ProgressSink | None = None,
     progress_interval_s: float = 0.5,
+    tls: ssl.SSLContext | None = None,
 ) -> BenchResult:
     """Runs one bench against a live cluster and returns what it measured.
 
@@ -715,6 +717,7 @@ async def run_bench(
                     timeout_s=config.timeout_s,
                     write_sessions=max(per_client, PREFILL_IN_FLIGHT_PER_CONNECTION),
                     tracer=tracer if tracer is not None else trace.NoOpTracer(),
+                    tls=tls,
                 )
             )
             for i in range(config.effective_connections)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import random
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
@@ -66,6 +67,8 @@ from wire.api import (
 from wire.codec import Header
 from wire.frame import WireError
 from wire.stream import FramedStream
+from wire.tls import TlsFailure, handshake, is_handshake_refusal, wrap
+from wire.tls import explain as explain_tls
 
 __all__ = [
     "CODE_BUSY",
@@ -92,6 +95,7 @@ DEFAULT_WRITE_SESSIONS: Final = 64
 # Client-side codes, next to the server's ErrorCode values.
 CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
 CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
+CODE_TLS: Final = "tls"  # definite: the TLS handshake failed with every member asked
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
 
 Reply = TypeVar(
@@ -118,6 +122,31 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"endpoint {text!r}: the port must be a number from 1 to 65535")
     return host, int(port_text)
+
+
+async def open_stream(endpoint: str, tls: ssl.SSLContext | None) -> FramedStream:
+    """A framed connection to ``endpoint``; with ``tls``, after a handshake in which the
+    member's certificate was checked against its host (``TlsFailure`` saying why not).
+    ``OSError`` when it cannot be reached."""
+    host, port = parse_endpoint(endpoint)
+    tcp = await trio.open_tcp_stream(host, port)
+    if tls is None:
+        return FramedStream(tcp, CLIENT_REGISTRY)
+    link = wrap(tcp, tls, server_hostname=host)
+    try:
+        await handshake(link)
+    except BaseException:
+        tcp.socket.close()
+        raise
+    return FramedStream(link, CLIENT_REGISTRY)
+
+
+def socket_of(stream: FramedStream) -> trio.SocketStream | None:
+    """The TCP stream under a framed one, TLS or not."""
+    inner = stream.stream
+    if isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    return inner if isinstance(inner, trio.SocketStream) else None
 
 
 # --------------------------------------------------------------------- errors
@@ -237,20 +266,24 @@ class MemberStatus:
 
 
 class _ConnectFailed(Exception):
-    """No connection: the request certainly did not leave this process."""
+    """No connection: the request certainly did not leave this process. ``tls``: the
+    member was reached, but the TLS handshake failed (a configuration problem, which
+    retrying will not fix)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, tls: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.tls = tls
 
 
 class _ConnectionLost(Exception):
     """The connection died with our request on it (or broke while it was being written)."""
 
-    def __init__(self, reason: str, *, sent: bool) -> None:
+    def __init__(self, reason: str, *, sent: bool, tls: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sent = sent
+        self.tls = tls
 
 
 class _Waiter:
@@ -279,6 +312,9 @@ class _Connection:
         self.stream = stream
         self.pending: dict[int, _Waiter] = {}
         self.lost: str | None = None
+        # The member refused the TLS handshake (TLS 1.3 says so only at the first read):
+        # it read none of the requests, whatever was written.
+        self.tls_refused = False
         self.outgoing: list[tuple[_Waiter, bytes]] = []
         self.wakeup = trio.Event()
 
@@ -293,6 +329,7 @@ class _Connection:
         self.lost = reason
         for waiter in self.pending.values():
             waiter.lost = reason
+            waiter.written = waiter.written and not self.tls_refused
             waiter.event.set()
         self.pending.clear()
         self.outgoing.clear()
@@ -454,7 +491,10 @@ class Client:
         write_sessions: int = DEFAULT_WRITE_SESSIONS,
         tracer: trace.Tracer | None = None,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: connect with TLS, verifying each member's certificate against the host
+        of its address (``wire.tls.client_context`` builds one)."""
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a list of HOST:PORT strings, not one string")
         self._endpoints = list(dict.fromkeys(endpoints))
@@ -478,6 +518,7 @@ class Client:
             raise ValueError("client_id must not be empty (the empty id means no session)")
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
+        self._tls = tls
         # Spans of each call and attempt; the request's trace context goes in the frame
         # header, so the member's server span joins the caller's trace.
         self._tracer = tracer or trace.get_tracer("raftd.client")
@@ -726,6 +767,7 @@ class Client:
         # means the cluster is mid-election, and bouncing between them at full speed helps
         # no one.
         bounced: set[str] = set()
+        tls_refused: set[str] = set()
 
         def advance() -> str:
             nonlocal cursor
@@ -747,11 +789,16 @@ class Client:
                         except _ConnectFailed as exc:
                             attempt.outcome = f"connect failed: {exc.reason}"
                             op.failed(target, exc.reason)
+                            if exc.tls:
+                                tls_refused.add(target)
                         except _ConnectionLost as exc:
                             attempt.outcome = f"connection lost: {exc.reason}"
-                            op.failed(target, f"connection lost ({exc.reason})")
+                            lost = exc.reason if exc.tls else f"connection lost ({exc.reason})"
+                            op.failed(target, lost)
                             if exc.sent:
                                 op.ambiguous(CODE_CONNECTION_LOST)
+                            if exc.tls:
+                                tls_refused.add(target)
                     if attempt_scope.cancelled_caught:
                         what = "no reply" if attempt.request_id is not None else "connect timed out"
                         attempt.outcome = f"{what} within {self.attempt_timeout_s:g} s"
@@ -760,6 +807,14 @@ class Client:
                             op.ambiguous(ErrorCode.TIMEOUT)
 
                     if reply is None:  # connection trouble or a silent member: try someone else
+                        if tls_refused >= set(self._endpoints) and not op.possibly_delivered:
+                            # Every member refused TLS: a configuration mistake, which
+                            # waiting out the deadline would only hide.
+                            raise DefiniteError(
+                                CODE_TLS,
+                                f"TLS failed with every member ({_summarize(op.failures)})",
+                                stats=stats,
+                            ) from None
                         self._forget_leader(target)
                         target = advance()
                         await backoff.sleep()
@@ -826,6 +881,10 @@ class Client:
                 reply = await self._exchange(endpoint, op.request, StatusReply, attempt, op)
             except _ConnectFailed as exc:
                 attempt.outcome = f"connect failed: {exc.reason}"
+                if exc.tls:
+                    raise DefiniteError(
+                        CODE_TLS, f"{endpoint}: {exc.reason}", endpoint=endpoint, stats=op.stats
+                    ) from None
                 raise Unavailable(
                     CODE_UNREACHABLE,
                     f"cannot reach {endpoint}: {exc.reason}",
@@ -834,6 +893,10 @@ class Client:
                 ) from None
             except _ConnectionLost as exc:
                 attempt.outcome = f"connection lost: {exc.reason}"
+                if exc.tls:
+                    raise DefiniteError(
+                        CODE_TLS, f"{endpoint}: {exc.reason}", endpoint=endpoint, stats=op.stats
+                    ) from None
                 if reused and not retry:
                     continue
                 raise UnknownOutcome(
@@ -940,7 +1003,7 @@ class Client:
             conn.pending.pop(request_id, None)
         if waiter.lost is not None:
             # A frame the writer never took cannot have reached the server.
-            raise _ConnectionLost(waiter.lost, sent=waiter.written)
+            raise _ConnectionLost(waiter.lost, sent=waiter.written, tls=conn.tls_refused)
         return waiter.reply
 
     async def _connection(self, endpoint: str) -> _Connection:
@@ -954,12 +1017,13 @@ class Client:
             if conn is not None and conn.lost is None:
                 return conn
             self._check_open()
-            host, port = parse_endpoint(endpoint)
             try:
-                tcp = await trio.open_tcp_stream(host, port)
+                stream = await open_stream(endpoint, self._tls)
             except OSError as exc:
                 raise _ConnectFailed(_describe_os_error(exc)) from None
-            conn = _Connection(endpoint, FramedStream(tcp, CLIENT_REGISTRY))
+            except TlsFailure as exc:  # tls: a refusal, not a member restarting
+                raise _ConnectFailed(f"TLS: {exc}", tls=exc.configuration) from None
+            conn = _Connection(endpoint, stream)
             self._connections[endpoint] = conn
             assert self._nursery is not None
             self._nursery.start_soon(self._read_replies, conn)
@@ -989,6 +1053,15 @@ class Client:
                 if received is None:
                     break
                 header, message = received
+                if header.request_id == 0 and isinstance(message, ErrorReply):
+                    # About the connection, not a request (too many connections, a
+                    # plaintext client on a TLS port): the member read none of ours.
+                    reason = message.message
+                    conn.tls_refused = message.code == ErrorCode.TLS_REQUIRED
+                    if message.code == ErrorCode.UNAVAILABLE or conn.tls_refused:
+                        for pending in conn.pending.values():
+                            pending.written = False
+                    break
                 waiter = conn.pending.get(header.request_id)
                 if waiter is None:
                     continue  # a late reply to a request whose caller gave up
@@ -1003,6 +1076,9 @@ class Client:
             reason = f"garbled reply ({exc})"
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             reason = _describe(exc)
+            if is_handshake_refusal(exc):
+                conn.tls_refused = True
+                reason = f"TLS: {explain_tls(exc)}"
         finally:
             self._discard(conn, reason)
             with trio.CancelScope(shield=True):
@@ -1016,8 +1092,8 @@ class Client:
             del self._connections[conn.endpoint]
         # Closing the socket here, without a checkpoint, stops any sender waiting for the
         # stream's lock from writing a whole frame after a half one.
-        tcp = conn.stream.stream
-        if isinstance(tcp, trio.SocketStream):
+        tcp = socket_of(conn.stream)
+        if tcp is not None:
             tcp.socket.close()
 
     @asynccontextmanager

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,10 +54,12 @@ from cli.client import (
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import version
 from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES, MemberChangeRequest
+from wire.tls import TlsFiles, client_context
 
 PROG = "raftctl"
 ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
 ENV_TRACE_FILE = "RAFTCTL_TRACE_FILE"
+ENV_CACERT, ENV_CERT, ENV_KEY = "RAFTCTL_CACERT", "RAFTCTL_CERT", "RAFTCTL_KEY"
 DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
 BENCH_GC_THRESHOLDS = (50_000, 20, 100)
@@ -81,6 +84,10 @@ With --output json an error is {{"error": {{"code", "message", "definite"}}}};
 
 environment:
   {ENV_ENDPOINTS}  default for --endpoints (the flag wins)
+  {ENV_CACERT}, {ENV_CERT}, {ENV_KEY}  defaults for --cacert, --cert, --key
+
+TLS: with --cacert (or --cert/--key) raftctl speaks TLS and checks each member's
+certificate against the host in its address; see docs/security.md.
 
 Put -- before a key or value that starts with '-'.
 
@@ -201,6 +208,10 @@ stdout holds only the result.
 
 environment:
   {ENV_ENDPOINTS}  default for --endpoints (the flag wins)
+  {ENV_CACERT}, {ENV_CERT}, {ENV_KEY}  defaults for --cacert, --cert, --key
+
+TLS: with --cacert (or --cert/--key) raftctl speaks TLS and checks each member's
+certificate against the host in its address; see docs/security.md.
   {ENV_TRACE_FILE}, OTEL_*  where spans go, with --trace-requests only
 """
 
@@ -323,6 +334,14 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
             help="give up after this long, redirects and retries included"
             f" (default: {DEFAULT_TIMEOUT_S:g})",
         )
+        for flag, what in (
+            ("--cacert", "connect with TLS, trusting this CA's certificates (PEM)"),
+            ("--cert", "client certificate to present, for members that require one (PEM)"),
+            ("--key", "the client certificate's private key (PEM)"),
+        ):
+            # dest apart from the commands' own KEY argument
+            dest = "tls_" + flag.lstrip("-")
+            parser.add_argument(flag, dest=dest, metavar="FILE", default=default(None), help=what)
         parser.add_argument(
             "--output",
             choices=("text", "json"),
@@ -804,7 +823,7 @@ _WRITES = frozenset({"set", "cas", "delete"})
 
 async def _snapshot(args: argparse.Namespace, endpoints: list[str], output: _Output) -> int:
     try:
-        fetched = await backup.fetch(endpoints, args.timeout)
+        fetched = await backup.fetch(endpoints, args.timeout, args.tls)
         size = backup.write_file(args.file, fetched)
     except ClientError as exc:
         return output.error(exc, write=False)
@@ -833,7 +852,7 @@ async def _run(
     with tracer.start_as_current_span(
         f"raftctl {args.command}", attributes={"raftctl.endpoints": len(endpoints)}
     ) as root:
-        async with Client(endpoints, timeout_s=args.timeout, tracer=tracer) as client:
+        async with Client(endpoints, timeout_s=args.timeout, tracer=tracer, tls=args.tls) as client:
             try:
                 return await _COMMANDS[args.command](client, args, output)
             except ClientError as exc:
@@ -931,6 +950,7 @@ def _bench_main(
                 config,
                 tracer=tracing.tracer("raftctl") if tracing is not None else None,
                 progress=progress if show_progress else None,
+                tls=args.tls,
             )
         )
     except PrefillError as exc:
@@ -959,6 +979,19 @@ def _bench_main(
         output.failure("no operation succeeded in the measured window")
         code = EXIT_UNKNOWN
     return code
+
+
+def _tls_context(args: argparse.Namespace, env: Mapping[str, str]) -> ssl.SSLContext | None:
+    """TLS when any of the three files is given (flag, else environment); ``ValueError``
+    (``TlsConfigError``) naming the file that cannot be used."""
+    files = {
+        name: getattr(args, f"tls_{name}", None) or env.get(variable, "").strip() or None
+        for name, variable in (("cacert", ENV_CACERT), ("cert", ENV_CERT), ("key", ENV_KEY))
+    }
+    if not any(files.values()):
+        return None
+    cacert, cert, key = (Path(p) if p else None for p in files.values())
+    return client_context(TlsFiles(cert, key, cacert))
 
 
 def _setup_tracing(env: Mapping[str, str]) -> TracingHandle:
@@ -1045,6 +1078,7 @@ def main(
     output = _Output(out, err, json=args.output == "json")
     try:
         endpoints = parse_endpoints(text, source=source)
+        args.tls = _tls_context(args, env)
     except ValueError as exc:
         if output.json:
             body = {"code": "usage", "message": str(exc), "definite": True}

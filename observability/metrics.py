@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import (
@@ -59,6 +60,7 @@ __all__ = [
     "ROLES",
     "SAMPLER_REASONS",
     "SNAPSHOT_KINDS",
+    "TLS_RELOAD_OUTCOMES",
     "TRANSFER_SIDES",
     "MetricsServer",
     "NodeState",
@@ -107,7 +109,19 @@ CLIENT_OPS = (
 )
 PORTS = ("client", "peer")
 # Why a member closed or refused a connection on one of its ports (hostile or broken input).
-CONNECTION_CLOSE_REASONS = ("limit", "bad_frame", "frame_timeout", "handshake", "misaddressed")
+# tls_handshake: a TLS handshake failed (an untrusted or expired certificate, none given);
+# tls_mismatch: plaintext on a TLS port or TLS on a plaintext one; identity: a peer whose
+# Hello names a member its certificate was not issued for.
+CONNECTION_CLOSE_REASONS = (
+    "limit",
+    "bad_frame",
+    "frame_timeout",
+    "handshake",
+    "misaddressed",
+    "tls_handshake",
+    "tls_mismatch",
+    "identity",
+)
 CLIENT_OUTCOMES = (
     "ok",
     "not_found",
@@ -120,6 +134,7 @@ CLIENT_OUTCOMES = (
 )
 SNAPSHOT_KINDS = ("taken", "installed", "sent", "received")
 TRANSFER_SIDES = ("sender", "receiver")
+TLS_RELOAD_OUTCOMES = ("ok", "failed")
 LEADER_TRANSFER_OUTCOMES = ("started", "completed", "aborted")
 SAMPLER_REASONS = (
     "sampled",
@@ -427,6 +442,22 @@ class RaftMetrics:
             ),
             _Bound(TRANSFER_SIDES),
         )
+        self._tls_reloads: _Children[Counter] = _Children(
+            Counter(
+                "raftd_tls_reloads",
+                "Reloads of the TLS certificates (SIGHUP or changed files), by outcome; a "
+                "failed one leaves the member on its previous certificates.",
+                ["outcome"],
+                registry=reg,
+            ),
+            _Bound(TLS_RELOAD_OUTCOMES),
+        )
+        self._tls_expiry = Gauge(
+            "raftd_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate each TLS port presents stops being valid (Unix time).",
+            ["port"],
+            registry=reg,
+        )
         self._snapshot_bytes = Gauge(
             "raftd_snapshot_bytes",
             "Size of the last snapshot this member took, installed, sent or received.",
@@ -470,6 +501,8 @@ class RaftMetrics:
         # event; the closed sets are small enough to create them all.
         for chaos_kind in CHAOS_KINDS:
             self._chaos.child(chaos_kind)
+        for reload_outcome in TLS_RELOAD_OUTCOMES:
+            self._tls_reloads.child(reload_outcome)
         for port_name in PORTS:
             self._bad_traceparents.child(port_name)
             self._open_connections.labels(port_name)
@@ -587,6 +620,15 @@ class RaftMetrics:
         """``side`` is one of ``TRANSFER_SIDES``."""
         child = self._transfers_cut.get(side)
         (child or self._transfers_cut.child(side)).inc()
+
+    def tls_reloaded(self, outcome: str) -> None:
+        """``outcome`` is one of ``TLS_RELOAD_OUTCOMES``."""
+        child = self._tls_reloads.get(outcome)
+        (child or self._tls_reloads.child(outcome)).inc()
+
+    def tls_certificates(self, not_after: Mapping[str, datetime]) -> None:
+        for port, when in not_after.items():
+            self._tls_expiry.labels(port).set(when.timestamp())
 
     def append_entries_sent(self, entries: int) -> None:
         self._append_batch.observe(entries)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from raftd.core import NodeId
 from raftd.storage.identity import bootstrap_ids
+from wire.tls import TlsFiles
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -57,6 +58,63 @@ def parse_cluster(text: str) -> dict[str, Address]:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """What ``raftd run`` was given: files per port, None for a plaintext port."""
+
+    peer: TlsFiles | None = None
+    client: TlsFiles | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.peer is not None or self.client is not None
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(p for files in (self.peer, self.client) if files for p in files.paths)
+
+    def proxy_files(self) -> TlsFiles | None:
+        """How this member calls the leader's client port when it forwards a request: with
+        its own client certificate, trusting the client CA (else the peer CA, which signed
+        the members' certificates when one CA serves both)."""
+        if self.client is None:
+            return None
+        ca = self.client.ca or (self.peer.ca if self.peer else None)
+        return TlsFiles(self.client.cert, self.client.key, ca)
+
+
+def settings_from_flags(
+    *,
+    peer_cert: str | None,
+    peer_key: str | None,
+    peer_ca: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    client_ca: str | None,
+) -> TlsSettings:
+    """Check the flags go together; the files are read later, by ``Credentials``."""
+    peer_given = [f for f in (peer_cert, peer_key, peer_ca) if f]
+    if peer_given and len(peer_given) != 3:
+        raise ConfigError(
+            "peer TLS is mutual: give all of --peer-cert, --peer-key and --peer-ca (or none)"
+        )
+    if bool(client_cert) != bool(client_key):
+        raise ConfigError("give --client-cert and --client-key together")
+    if client_ca and not client_cert:
+        raise ConfigError(
+            "--client-ca (require client certificates) needs TLS on the client port: "
+            "give --client-cert and --client-key too"
+        )
+    peer = None
+    if peer_cert and peer_key and peer_ca:
+        peer = TlsFiles(Path(peer_cert), Path(peer_key), Path(peer_ca))
+    client = None
+    if client_cert and client_key:
+        ca = Path(client_ca) if client_ca else None
+        client = TlsFiles(Path(client_cert), Path(client_key), ca)
+    return TlsSettings(peer, client)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
     members: dict[str, Address]
@@ -88,6 +146,7 @@ class NodeConfig:
     # own until the log gives it one (``ids`` then names only itself and who added it).
     bootstrap: bool = True
     join: bool = False  # --join: wait to be added rather than bootstrap a new cluster
+    tls: TlsSettings = TlsSettings()  # plaintext ports unless given certificates
 
     def __post_init__(self) -> None:
         if self.name not in self.members:

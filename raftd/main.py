@@ -23,8 +23,14 @@ from observability.logs import configure_logging, node_fields
 from observability.metrics import RaftMetrics, driver_state, serve_metrics
 from observability.sampling import PER_MINUTE_ENV, RATIO_ENV, RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
-from raftd import restore, version
-from raftd.config import ConfigError, NodeConfig, parse_address, parse_cluster
+from raftd import certs, restore, version
+from raftd.config import (
+    ConfigError,
+    NodeConfig,
+    parse_address,
+    parse_cluster,
+    settings_from_flags,
+)
 from raftd.core import DurableState, HardState
 from raftd.runtime import mutations
 from raftd.runtime.chaos import Chaos, ChaosConfig
@@ -34,6 +40,7 @@ from raftd.runtime.join import Invitation, wait_for_invitation
 from raftd.runtime.listen import start_listening
 from raftd.runtime.peers import PeerTransport
 from raftd.runtime.roster import configuration_in, member_names
+from raftd.runtime.tls import Credentials
 from raftd.storage import SnapshotStorage, StorageError, WalStorage, identity
 from raftd.storage.fs import OsFileSystem
 from raftd.storage.identity import IdentityMismatch
@@ -177,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="size at which the log starts a new segment file; whole segments are deleted "
         "once a snapshot covers them (default 64)",
     )
+    tls = run.add_argument_group(
+        "TLS",
+        "Plaintext unless given certificates (raftd certs makes a set for development; "
+        "docs/security.md). SIGHUP, or a change to the files, reloads them for new "
+        "connections.",
+    )
+    for flag, what in (
+        ("peer-cert", "this member's certificate for its peer links (PEM; names the member)"),
+        ("peer-key", "its private key"),
+        ("peer-ca", "the CA every member's peer certificate must chain to"),
+        ("client-cert", "the certificate the client port presents (PEM)"),
+        ("client-key", "its private key"),
+        (
+            "client-ca",
+            "require a client certificate that chains to this CA from every client",
+        ),
+    ):
+        tls.add_argument(
+            "--" + flag, default=_env_default(flag.replace("-", "_")), metavar="FILE", help=what
+        )
     run.add_argument(
         "--log-format",
         choices=("auto", "console", "json"),
@@ -186,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default=_env_default("log_level", "info"))
 
     restore.add_parser(commands)
+    certs.add_parser(commands)
 
     cluster = commands.add_parser(
         "cluster",
@@ -237,6 +265,14 @@ def config_from_args(
         snapshot_keep_entries=int(args.snapshot_keep),
         wal_segment_bytes=int(args.wal_segment_mb) * 1024 * 1024,
         test_mutations=mutations.from_env(environ),
+        tls=settings_from_flags(
+            peer_cert=args.peer_cert,
+            peer_key=args.peer_key,
+            peer_ca=args.peer_ca,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+            client_ca=args.client_ca,
+        ),
     )
 
 
@@ -269,7 +305,12 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observability) -> None:
+async def serve(
+    config: NodeConfig,
+    storage: SnapshotStorage,
+    observe: Observability,
+    credentials: Credentials | None = None,
+) -> None:
     """Run one member until SIGINT or SIGTERM."""
     client_addrs: dict[str, str] = {}
     tracer = observe.tracing.tracer("raftd")
@@ -291,8 +332,9 @@ async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observabi
         metrics=metrics,
         trace_room=observe.sampler,
         roster=driver.roster,
+        credentials=credentials,
     )
-    clients = ClientServer(config, driver, tracer=tracer, metrics=metrics)
+    clients = ClientServer(config, driver, tracer=tracer, metrics=metrics, credentials=credentials)
     metrics.bind_state(driver_state(driver))
     metrics.bind_span_counts(lambda: (observe.tracing.exported_spans, observe.tracing.failed_spans))
     if observe.sampler is not None:
@@ -301,6 +343,8 @@ async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observabi
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope, driver)
+            if credentials is not None:
+                nursery.start_soon(credentials.keep_fresh)
             await nursery.start(driver.run)
             await nursery.start(peers.run)
             await nursery.start(clients.run)
@@ -314,9 +358,21 @@ async def serve(config: NodeConfig, storage: SnapshotStorage, observe: Observabi
                 metrics=str(config.metrics_addr) if config.metrics_addr else "off",
                 data_dir=str(config.data_dir),
                 traces=observe.tracing.description,
+                tls=_tls_description(config),
             )
     finally:
         driver.fail_everything("the member is shutting down")
+
+
+def _tls_description(config: NodeConfig) -> str:
+    tls = config.tls
+    if not tls.enabled:
+        return "off"
+    peer = "mutual TLS" if tls.peer else "plaintext"
+    client = "off"
+    if tls.client is not None:
+        client = "TLS, client certificates required" if tls.client.ca else "TLS"
+    return f"peers: {peer}; clients: {client}"
 
 
 async def _cancel_on_signal(scope: trio.CancelScope, driver: Driver) -> None:
@@ -345,6 +401,7 @@ def run_member(args: argparse.Namespace) -> int:
         tracing = setup_tracing(
             "raftd", config.name, file_path=config.data_dir / "traces.jsonl", sampler=sampler
         )
+        credentials = Credentials(config.tls, metrics) if config.tls.enabled else None
     except (ConfigError, ValueError) as exc:
         print(f"raftd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -376,10 +433,11 @@ def run_member(args: argparse.Namespace) -> int:
     except (StorageError, OSError) as exc:
         print(f"raftd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP reloads certificates once serving; until then it must not end the process.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     try:
-        joined = _join_if_asked(config, wal)
+        joined = _join_if_asked(config, wal, credentials)
     except IdentityMismatch as exc:
         wal.close()
         print(f"raftd: {exc}", file=sys.stderr)
@@ -413,7 +471,8 @@ def run_member(args: argparse.Namespace) -> int:
     # has returned, a second signal (Ctrl-C reaches a whole process group) must not
     # interrupt closing the log.
     try:
-        trio.run(serve, config, storage, Observability(tracing, metrics, chaos, sampler))
+        observe = Observability(tracing, metrics, chaos, sampler)
+        trio.run(serve, config, storage, observe, credentials)
     except* MemberRemoved as removed:
         for leaf in _leaves(removed):
             print(f"raftd: {leaf}", file=sys.stderr)
@@ -437,7 +496,9 @@ def _has_history(state: DurableState) -> bool:
     return state.hard_state != HardState() or bool(state.entries) or state.snapshot is not None
 
 
-def _join_if_asked(config: NodeConfig, wal: WalStorage) -> NodeConfig | None:
+def _join_if_asked(
+    config: NodeConfig, wal: WalStorage, credentials: Credentials | None
+) -> NodeConfig | None:
     """With --join and a new data directory, wait until the cluster sends this member
     its first message (raftd.runtime.join) and record the id it was given. None: stopped
     by a signal first."""
@@ -449,7 +510,7 @@ def _join_if_asked(config: NodeConfig, wal: WalStorage) -> NodeConfig | None:
             f"--join needs an empty data directory; {config.data_dir} holds a log already"
         )
     try:
-        invitation = trio.run(_wait_for_invitation, config)
+        invitation = trio.run(_wait_for_invitation, config, credentials)
     except BaseExceptionGroup as group:  # the peer port in use, named by open_listeners
         errors = [e for e in _leaves(group) if isinstance(e, OSError)]
         if not errors:
@@ -462,12 +523,14 @@ def _join_if_asked(config: NodeConfig, wal: WalStorage) -> NodeConfig | None:
     return config
 
 
-async def _wait_for_invitation(config: NodeConfig) -> Invitation | None:
+async def _wait_for_invitation(
+    config: NodeConfig, credentials: Credentials | None
+) -> Invitation | None:
     found: list[Invitation] = []
     async with trio.open_nursery() as nursery:
 
         async def wait() -> None:
-            found.append(await wait_for_invitation(config))
+            found.append(await wait_for_invitation(config, credentials))
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(wait)
@@ -523,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_member(args)
     if args.command == "restore":
         return restore.run_restore(args)
+    if args.command == "certs":
+        return certs.run_certs(args)
     from raftd.cluster import run_cluster
 
     return run_cluster(args)

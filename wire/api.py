@@ -261,6 +261,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"  # definite: a key, value or frame over its limit; nothing proposed
     SESSION = "session"  # definite: stale sequence number
     TRANSFER_FAILED = "transfer_failed"  # definite: the leader is unchanged
+    TLS_REQUIRED = "tls_required"  # definite: a plaintext client on a TLS port; nothing read
     TIMEOUT = "timeout"  # indefinite
     LEADERSHIP_LOST = "leadership_lost"  # indefinite for writes; reads were not served
     UNAVAILABLE = "unavailable"  # indefinite: shutting down, proxy failed

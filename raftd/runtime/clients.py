@@ -44,6 +44,7 @@ from raftd.runtime.driver import (
 )
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
+from raftd.runtime.tls import Credentials, Refused, accept, dial
 from raftd.runtime.transfer import CHUNK_BYTES, digest_of
 from wire.api import (
     CLIENT_REGISTRY,
@@ -70,6 +71,7 @@ from wire.api import (
 from wire.codec import Header
 from wire.frame import FrameTooLarge, WireError
 from wire.stream import BatchedSender, FramedStream, FrameTimeout
+from wire.tls import HANDSHAKE_TIMEOUT_S, TlsFailure, frame_length_is_tls
 
 log = structlog.get_logger("raftd.clients")
 
@@ -91,8 +93,10 @@ class ClientServer:
         *,
         tracer: trace.Tracer | None = None,
         metrics: RaftMetrics | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.config = config
+        self._credentials = credentials
         self.driver = driver
         self.tracer = tracer or trace.get_tracer("raftd")
         self.metrics = metrics if metrics is not None else driver.metrics
@@ -110,18 +114,43 @@ class ClientServer:
 
     async def _serve(self, tcp: trio.SocketStream) -> None:
         remote = remote_of(tcp)
-        stream = FramedStream(tcp, CLIENT_REGISTRY, frame_timeout_s=self.config.frame_timeout_s)
         try:
             if not self.gate.try_enter(remote):
-                await self._refuse(stream)
+                await self._refuse(FramedStream(tcp, CLIENT_REGISTRY))
                 return
             try:
-                await self._serve_connection(stream, remote)
+                stream = await self._admit(tcp, remote)
+                if stream is not None:
+                    await self._serve_connection(stream, remote)
             finally:
                 self.gate.leave()
         finally:
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await tcp.aclose()
+
+    async def _admit(self, tcp: trio.SocketStream, remote: str) -> FramedStream | None:
+        """The connection's frames, after the TLS handshake when the port has TLS. A
+        plaintext client on a TLS port is told so in plaintext, the one thing it can read,
+        so raftctl can say "use --cacert" instead of "connection reset"."""
+        context = None if self._credentials is None else self._credentials.current.client_server
+        timeout = self.config.frame_timeout_s
+        try:
+            link, _ = await accept(tcp, context, timeout_s=timeout)
+        except Refused as exc:
+            self._closed(remote, exc.reason, str(exc))
+            if exc.reason == "tls_mismatch":
+                refusal = ErrorReply(
+                    ErrorCode.TLS_REQUIRED,
+                    "this member's client port requires TLS: connect with its CA "
+                    "(raftctl --cacert FILE, and --cert/--key if it asks for a client "
+                    "certificate)",
+                    True,
+                )
+                await _say_before_closing(FramedStream(tcp, CLIENT_REGISTRY), refusal, drain=True)
+            return None
+        except (trio.BrokenResourceError, OSError):
+            return None
+        return FramedStream(link, CLIENT_REGISTRY, frame_timeout_s=timeout)
 
     async def _refuse(self, stream: FramedStream) -> None:
         """Say why before closing, so a client shows a reason rather than a reset. Request
@@ -181,6 +210,13 @@ class ClientServer:
         except FrameTimeout as exc:
             self._closed(remote, "frame_timeout", f"frame not completed in time: {exc}")
         except FrameTooLarge as exc:
+            if frame_length_is_tls(exc.length):
+                # Its handshake. Any plaintext answer makes its TLS say "not TLS", which
+                # is the truth; closing without one would look like a member restarting.
+                self._closed(remote, "tls_mismatch", "a TLS client on a port without TLS")
+                notice = _bad_request("this member's client port does not use TLS")
+                await _say_before_closing(stream, notice, drain=True)
+                return
             self._closed(remote, "bad_frame", f"bad frame: {exc}")
             await self._refuse_frame(stream, exc)
         except WireError as exc:
@@ -441,7 +477,19 @@ class ClientServer:
             ) as hop:
                 with trio.fail_after(FORWARD_CONNECT_TIMEOUT_S):
                     tcp = await trio.open_tcp_stream(address.host, address.port)
-                stream = FramedStream(tcp, CLIENT_REGISTRY)
+                try:
+                    context = None if self._credentials is None else self._credentials.current
+                    link = await dial(
+                        tcp,
+                        None if context is None else context.proxy_client,
+                        server_hostname=address.host,
+                        timeout_s=HANDSHAKE_TIMEOUT_S,
+                    )
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await tcp.aclose()
+                    raise
+                stream = FramedStream(link, CLIENT_REGISTRY)
                 try:
                     hop_parent = traceparent_of(hop)
                     state = PROXIED_TRACESTATE if hop_parent is not None else None
@@ -451,7 +499,7 @@ class ClientServer:
                 finally:
                     with trio.CancelScope(shield=True):
                         await stream.aclose()
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, WireError) as exc:
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, WireError, TlsFailure) as exc:
             definite = isinstance(request, GetRequest)
             return ErrorReply(
                 ErrorCode.UNAVAILABLE,

@@ -20,9 +20,11 @@ import trio
 from raftd.config import NodeConfig
 from raftd.core import NodeId
 from raftd.runtime.listen import open_listeners
+from raftd.runtime.tls import Credentials, Refused, accept
 from wire.api import PEER_REGISTRY, Hello
 from wire.frame import WireError
 from wire.stream import FramedStream
+from wire.tls import certificate_names
 
 log = structlog.get_logger("raftd.join")
 
@@ -38,8 +40,11 @@ class Invitation:
     sender_id: NodeId
 
 
-async def wait_for_invitation(config: NodeConfig) -> Invitation:
-    """Listen on the peer port until a member of ``--cluster`` sends a Raft message."""
+async def wait_for_invitation(
+    config: NodeConfig, credentials: Credentials | None = None
+) -> Invitation:
+    """Listen on the peer port until a member of ``--cluster`` sends a Raft message (with
+    peer TLS, one whose certificate names it)."""
     found: list[Invitation] = []
     listeners = await open_listeners(config.peer_addr, "peers")
     log.info(
@@ -49,14 +54,20 @@ async def wait_for_invitation(config: NodeConfig) -> Invitation:
     async with trio.open_nursery() as nursery:
 
         async def serve(tcp: trio.SocketStream) -> None:
-            stream = FramedStream(tcp, PEER_REGISTRY, frame_timeout_s=config.frame_timeout_s)
+            context = None if credentials is None else credentials.current.peer_server
             try:
-                invitation = await _read_invitation(config, stream)
+                link, certificate = await accept(tcp, context, timeout_s=HELLO_TIMEOUT_S)
+                names = None if context is None else certificate_names(certificate)
+                stream = FramedStream(link, PEER_REGISTRY, frame_timeout_s=config.frame_timeout_s)
+                invitation = await _read_invitation(config, stream, names)
+            except Refused as exc:
+                log.warning("refused a peer connection", reason=str(exc))
+                invitation = None
             except (WireError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 invitation = None
             finally:
                 with trio.CancelScope(shield=True):
-                    await stream.aclose()
+                    await tcp.aclose()
             if invitation is not None and not found:
                 found.append(invitation)
                 nursery.cancel_scope.cancel()
@@ -68,7 +79,9 @@ async def wait_for_invitation(config: NodeConfig) -> Invitation:
     return invitation
 
 
-async def _read_invitation(config: NodeConfig, stream: FramedStream) -> Invitation | None:
+async def _read_invitation(
+    config: NodeConfig, stream: FramedStream, names: frozenset[str] | None
+) -> Invitation | None:
     with trio.move_on_after(HELLO_TIMEOUT_S):
         first = await stream.receive()
         if first is None or not isinstance(first[1], Hello):
@@ -82,6 +95,13 @@ async def _read_invitation(config: NodeConfig, stream: FramedStream) -> Invitati
             )
             return None
         if hello.node_name == config.name:
+            return None
+        if names is not None and hello.node_name not in names:
+            log.warning(
+                "ignored a peer whose certificate does not name it",
+                name=hello.node_name,
+                certificate_names=sorted(names),
+            )
             return None
         second = await stream.receive()
         if second is None:

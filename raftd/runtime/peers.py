@@ -35,11 +35,13 @@ from raftd.runtime.chaos import Chaos, DelayLine
 from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
 from raftd.runtime.roster import Roster, check_configuration
+from raftd.runtime.tls import Credentials, Refused, accept, answer_tls_in_plaintext, dial
 from raftd.runtime.transfer import Reassembly, chunks, digest_of
 from wire.api import PEER_REGISTRY, Hello, SnapshotChunk
 from wire.codec import Header
-from wire.frame import WireError
+from wire.frame import FrameTooLarge, WireError
 from wire.stream import FramedStream, FrameTimeout
+from wire.tls import TlsFailure, certificate_names, frame_length_is_tls, peer_certificate
 from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.peers")
@@ -94,8 +96,10 @@ class PeerTransport:
         metrics: RaftMetrics | None = None,
         trace_room: TraceRoom | None = None,
         roster: Roster | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.config = config
+        self._credentials = credentials
         self._trace_room = trace_room
         self._deliver = deliver
         self.client_addrs = client_addrs
@@ -217,7 +221,25 @@ class PeerTransport:
                     quiet = True
                 delay = await self._back_off(outbox, delay)
                 continue
-            stream = FramedStream(tcp, PEER_REGISTRY)
+            try:
+                link = await self._secure(tcp, name)
+            except TlsFailure as exc:
+                with trio.CancelScope(shield=True):
+                    await tcp.aclose()
+                if exc.configuration:
+                    # A refusal someone must fix: said now and then for as long as it lasts.
+                    self._quiet.warning(
+                        "peer failed the TLS handshake",
+                        key=f"tls:{name}",
+                        peer=name,
+                        error=str(exc),
+                    )
+                elif not quiet:  # gone mid-handshake: a peer restarting, like an unreachable one
+                    log.info("peer failed the TLS handshake", peer=name, error=str(exc))
+                quiet = True
+                delay = await self._back_off(outbox, delay)
+                continue
+            stream = FramedStream(link, PEER_REGISTRY)
             opened = trio.current_time()
             try:
                 config = self.config
@@ -244,6 +266,22 @@ class PeerTransport:
             finally:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
+
+    async def _secure(self, tcp: trio.SocketStream, name: str) -> trio.abc.Stream:
+        """With peer TLS: the stream after a handshake in which the other side proved to be
+        ``name`` (its certificate names it), else ``TlsFailure``."""
+        context = None if self._credentials is None else self._credentials.current.peer_client
+        if context is None:
+            return tcp
+        link = await dial(tcp, context, server_hostname=name, timeout_s=HELLO_TIMEOUT_S)
+        assert isinstance(link, trio.SSLStream)
+        names = certificate_names(peer_certificate(link))
+        if name not in names:
+            raise TlsFailure(
+                f"its certificate is issued for {', '.join(sorted(names)) or 'no name'}, "
+                f"not for {name}"
+            )
+        return link
 
     async def _back_off(self, outbox: Any, delay: float) -> float:
         self._discard(outbox)
@@ -388,23 +426,38 @@ class PeerTransport:
 
     async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
         remote = remote_of(tcp)
-        stream = FramedStream(tcp, PEER_REGISTRY, frame_timeout_s=self.config.frame_timeout_s)
         try:
             if not self.gate.try_enter(remote):
                 return
             try:
-                await self._receive_from_peer(stream, remote)
+                await self._serve_admitted(tcp, remote)
             finally:
                 self.gate.leave()
         finally:
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await tcp.aclose()
 
-    async def _receive_from_peer(self, stream: FramedStream, remote: str) -> None:
+    async def _serve_admitted(self, tcp: trio.SocketStream, remote: str) -> None:
+        context = None if self._credentials is None else self._credentials.current.peer_server
+        try:
+            link, certificate = await accept(tcp, context, timeout_s=HELLO_TIMEOUT_S)
+        except Refused as exc:
+            self._refuse(remote, exc.reason, str(exc))
+            return
+        except (trio.BrokenResourceError, OSError):
+            return
+        names = None if context is None else certificate_names(certificate)
+        stream = FramedStream(link, PEER_REGISTRY, frame_timeout_s=self.config.frame_timeout_s)
+        await self._receive_from_peer(stream, remote, names)
+
+    async def _receive_from_peer(
+        self, stream: FramedStream, remote: str, names: frozenset[str] | None = None
+    ) -> None:
+        """``names``: what the caller's certificate names it (None without TLS)."""
         reassembly = Reassembly()
         first_chunk_at = 0.0
         try:
-            hello = await self._accept_hello(stream, remote)
+            hello = await self._accept_hello(stream, remote, names)
             if hello is None:
                 return
             name, peer_id = hello
@@ -446,6 +499,12 @@ class PeerTransport:
                 self._deliver(msg, header.traceparent, built_at, leader_fresh)
         except FrameTimeout as exc:
             self._refuse(remote, "frame_timeout", f"frame not completed in time: {exc}")
+        except FrameTooLarge as exc:
+            if frame_length_is_tls(exc.length):
+                self._refuse(remote, "tls_mismatch", "a TLS caller on a port without TLS")
+                await answer_tls_in_plaintext(stream.stream)
+            else:
+                self._refuse(remote, "bad_frame", f"bad frame: {exc}")
         except WireError as exc:
             self._refuse(remote, "bad_frame", f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -460,9 +519,12 @@ class PeerTransport:
                 received_bytes=reassembly.received,
             )
 
-    async def _accept_hello(self, stream: FramedStream, remote: str) -> tuple[str, int] | None:
+    async def _accept_hello(
+        self, stream: FramedStream, remote: str, names: frozenset[str] | None = None
+    ) -> tuple[str, int] | None:
         """The caller's name and id (``UNBOUND``: a name of --cluster the configuration
-        here does not know yet), or None when it was refused."""
+        here does not know yet), or None when it was refused. With TLS, the name must be
+        one its certificate was issued for: the CA vouches for names, not for members."""
         with trio.move_on_after(HELLO_TIMEOUT_S):
             received = await stream.receive()
             if received is None:
@@ -485,6 +547,14 @@ class PeerTransport:
                     "handshake",
                     f"{hello.node_name!r} is not a peer of {self.config.name}",
                     "stranger",
+                )
+                return None
+            if names is not None and hello.node_name not in names:
+                self._refuse(
+                    remote,
+                    "identity",
+                    f"says it is {hello.node_name!r}, but its certificate is issued for "
+                    f"{', '.join(sorted(names)) or 'no name'}",
                 )
                 return None
             self.client_addrs[hello.node_name] = hello.client_addr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,11 +24,16 @@ from typing import IO
 
 import trio
 
-from wire.api import CLIENT_REGISTRY, ClientReply, StatusReply, StatusRequest
+from cli.client import open_stream
+from raftd import certs
+from wire.api import ClientReply, StatusReply, StatusRequest
 from wire.codec import Header
-from wire.stream import FramedStream
+from wire.tls import TlsFailure, TlsFiles, client_context
 
 ROOT = Path(__file__).resolve().parents[2]
+# RAFTD_TEST_TLS=1 runs every cluster whose test does not choose (tls=None) with mutual TLS
+# on both ports: `make test-tls` runs the integration suite and the nemesis that way.
+TLS_BY_DEFAULT = os.environ.get("RAFTD_TEST_TLS", "") not in ("", "0")
 
 
 # Every port this test process has handed out. The kernel picks bind(0) ports at random,
@@ -131,7 +137,11 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, base: Path, size: int = 3, *, tick_ms: int = 50) -> None:
+    def __init__(
+        self, base: Path, size: int = 3, *, tick_ms: int = 50, tls: bool | None = None
+    ) -> None:
+        """``tls``: mutual TLS on every port, certificates from ``raftd certs`` in
+        ``base/tls`` (None: as RAFTD_TEST_TLS says)."""
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.tick_ms = tick_ms
@@ -141,6 +151,12 @@ class Cluster:
             self.members[name] = Member(
                 name, free_port(), free_port(), base / name, base / f"{name}.log"
             )
+        self.tls_dir: Path | None = None
+        self.client_tls: ssl.SSLContext | None = None
+        if TLS_BY_DEFAULT if tls is None else tls:
+            self.tls_dir = base / "tls"
+            certs.write_bundle(self.tls_dir, list(self.members))
+            self.client_tls = client_context(self.client_files)
         self.links: dict[tuple[str, str], LinkProxy] = {
             (src, dst): LinkProxy(self.members[dst].peer_port)
             for src in self.members
@@ -151,6 +167,39 @@ class Cluster:
     @property
     def endpoints(self) -> list[str]:
         return [m.client_addr for m in self.members.values()]
+
+    @property
+    def client_files(self) -> TlsFiles:
+        """raftctl's CA, certificate and key (the cluster must have TLS)."""
+        assert self.tls_dir is not None, "this cluster runs without TLS"
+        d = self.tls_dir
+        return TlsFiles(d / "client.pem", d / "client-key.pem", d / certs.CA_CERT)
+
+    @property
+    def raftctl_env(self) -> dict[str, str]:
+        """What a raftctl subprocess needs in its environment to reach the members."""
+        if self.tls_dir is None:
+            return {}
+        files = self.client_files
+        return {
+            "RAFTCTL_CACERT": str(files.ca),
+            "RAFTCTL_CERT": str(files.cert),
+            "RAFTCTL_KEY": str(files.key),
+        }
+
+    def tls_args(self, name: str) -> list[str]:
+        """A member's TLS flags: its own certificate on both ports, client certificates
+        required."""
+        if self.tls_dir is None:
+            return []
+        d = self.tls_dir
+        if not (d / f"{name}.pem").exists():  # a member added later
+            certs.write_bundle(d, [name])
+        cert, key, ca = str(d / f"{name}.pem"), str(d / f"{name}-key.pem"), str(d / certs.CA_CERT)
+        return [
+            *("--peer-cert", cert, "--peer-key", key, "--peer-ca", ca),
+            *("--client-cert", cert, "--client-key", key, "--client-ca", ca),
+        ]
 
     def command(self, name: str) -> list[str]:
         """Each member sees the others through the proxies of its outgoing links."""
@@ -174,6 +223,7 @@ class Cluster:
             str(member.data_dir),
             "--tick-ms",
             str(self.tick_ms),
+            *self.tls_args(name),
             *member.extra_args,
         ]
 
@@ -299,8 +349,7 @@ class Cluster:
     async def request(self, name: str, request: object, timeout_s: float = 5.0) -> ClientReply:
         member = self.members[name]
         with trio.fail_after(timeout_s):
-            tcp = await trio.open_tcp_stream("127.0.0.1", member.client_port)
-            stream = FramedStream(tcp, CLIENT_REGISTRY)
+            stream = await open_stream(member.client_addr, self.client_tls)
             try:
                 await stream.send(Header(type(request).__name__, 1), request)
                 received = await stream.receive()
@@ -317,7 +366,13 @@ class Cluster:
                 continue
             try:
                 reply = await self.request(name, StatusRequest(), timeout_s=1.0)
-            except (OSError, trio.TooSlowError, trio.BrokenResourceError, AssertionError):
+            except (
+                OSError,
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+                TlsFailure,
+                AssertionError,
+            ):
                 continue
             if isinstance(reply, StatusReply):
                 found[name] = reply

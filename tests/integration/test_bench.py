@@ -7,6 +7,7 @@ completes against a real cluster with no errors, and that its JSON and its plot 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,12 @@ async def bench(cluster: Cluster, *args: str) -> tuple[int, Any, str]:
         *args,
     ]
     result = await trio.run_process(
-        argv, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
+        argv,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **cluster.raftctl_env},
     )
     out = result.stdout.decode()
     return result.returncode, json.loads(out) if out else None, result.stderr.decode()

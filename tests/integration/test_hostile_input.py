@@ -20,6 +20,12 @@ from wire.frame import encode_frame
 from wire.stream import FramedStream
 
 
+@pytest.fixture
+def cluster(plaintext_cluster: Cluster) -> Cluster:
+    """These tests write raw bytes to the ports: plaintext whatever RAFTD_TEST_TLS says."""
+    return plaintext_cluster
+
+
 async def send_raw(port: int, data: bytes) -> bytes:
     """Send bytes, then read until the server closes the connection (it must)."""
     received = b""

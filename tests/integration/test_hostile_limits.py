@@ -38,7 +38,7 @@ CONNECTION_LIMIT = 12
 
 @pytest.fixture
 async def guarded(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, 3)
+    c = Cluster(tmp_path, 3, tls=False)  # raw bytes on the ports
     for member in c.members.values():
         member.extra_args += [
             "--frame-timeout",

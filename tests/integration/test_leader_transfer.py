@@ -95,7 +95,7 @@ async def test_a_rolling_restart_of_every_member_under_load_loses_no_write(
         stop = trio.Event()
 
         async def client(lane: int) -> None:
-            async with Client(cluster.endpoints, timeout_s=10.0) as c:
+            async with Client(cluster.endpoints, timeout_s=10.0, tls=cluster.client_tls) as c:
                 n = 0
                 while not stop.is_set():
                     n += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -21,6 +22,7 @@ async def raftctl(
         capture_stderr=True,
         check=False,
         cwd=ROOT,
+        env={**os.environ, **cluster.raftctl_env},
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 

@@ -61,6 +61,12 @@ REFUSED = [
 ]
 
 
+@pytest.fixture
+def cluster(plaintext_cluster: Cluster) -> Cluster:
+    """These tests write raw bytes to the ports: plaintext whatever RAFTD_TEST_TLS says."""
+    return plaintext_cluster
+
+
 @pytest.mark.parametrize(("request_", "message"), REFUSED)
 def test_the_check_names_the_limit_and_the_size(request_: object, message: str) -> None:
     refusal = size_refusal(request_)

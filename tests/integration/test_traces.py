@@ -26,7 +26,7 @@ async def raftctl(cluster: Cluster, trace_file: Path, *args: str) -> int:
         capture_stderr=True,
         check=False,
         cwd=ROOT,
-        env={**env, "RAFTCTL_TRACE_FILE": str(trace_file)},
+        env={**env, **cluster.raftctl_env, "RAFTCTL_TRACE_FILE": str(trace_file)},
     )
     return result.returncode
 
@@ -204,7 +204,7 @@ async def test_a_forwarded_request_shows_the_proxy_hop_in_the_same_trace(
         capture_stderr=True,
         check=False,
         cwd=ROOT,
-        env={**env, "RAFTCTL_TRACE_FILE": str(trace_file)},
+        env={**env, **cluster.raftctl_env, "RAFTCTL_TRACE_FILE": str(trace_file)},
     )
     assert result.returncode == 0, result.stderr
 

@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=MUTATIONS,
         help="run the members with a deliberate bug (the harness must catch it)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="mutual TLS on every port (default: as RAFTD_TEST_TLS says)",
+    )
     args = parser.parse_args(argv)
     kinds = args.faults.split(",") if args.faults else None
     if kinds and not set(kinds) <= set(FAULT_KINDS):
@@ -52,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix=f"nemesis-{args.seed}-"))
     print(f"seed {plan.seed}: {plan.nodes} members, {plan.clients} clients, faults "
           f"{','.join(plan.all_kinds)}; values {'tiny and large' if plan.large_values else 'tiny'};"
-          f" stale reads from {STALE_TARGET} within {plan.stale_bound_s} s; output in {out}",
+          f" stale reads from {STALE_TARGET} within {plan.stale_bound_s} s;"
+          f"{' TLS;' if args.tls else ''} output in {out}",
           flush=True)  # fmt: skip
     env = {MUTATION_ENV: args.mutation} if args.mutation else None
-    outcome = trio.run(partial(run, member_env=env), plan, args.duration, out)
+    outcome = trio.run(partial(run, member_env=env, tls=args.tls), plan, args.duration, out)
     for event in outcome.events:
         print(f"  {event}")
     for problem in outcome.problems:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import random
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -167,13 +168,16 @@ async def client_loop(
     *,
     reader: bool = False,
     large_values: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """One client session, one operation at a time. A ``reader`` only reads, from the one
     member it was given: a correct member redirects it to the leader, a member that
     answered linearizable reads from local state would be caught by its stale answers."""
     seen: dict[str, str | None] = {}
     counter = 0
-    async with Client(endpoints, timeout_s=2.0, attempt_timeout_s=0.5, client_id=name) as c:
+    async with Client(
+        endpoints, timeout_s=2.0, attempt_timeout_s=0.5, client_id=name, tls=tls
+    ) as c:
         while not stop.is_set():
             key = rng.choice(KEYS)
             roll = 0.0 if reader else rng.random()
@@ -219,11 +223,14 @@ async def stale_reader_loop(
     stop: trio.Event,
     bound_s: float,
     outcome: Outcome,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Bounded-staleness gets from one member, each recorded with its bound: the checker's
     staleness pass then verifies every answer was current within [call - bound, return].
     A refusal (too_stale) or no answer says nothing about the bound and is not recorded."""
-    async with Client([endpoint], timeout_s=2.0, attempt_timeout_s=0.5, client_id=name) as c:
+    async with Client(
+        [endpoint], timeout_s=2.0, attempt_timeout_s=0.5, client_id=name, tls=tls
+    ) as c:
         while not stop.is_set():
             key = rng.choice(KEYS)
             call = time.monotonic_ns()
@@ -367,7 +374,9 @@ class Nemesis:
     async def _move_leader(self, leader: str) -> None:
         target = self._follower(leader)
         self.note(f"move-leader {leader} -> {target}")
-        async with Client(self.cluster.endpoints, timeout_s=5.0, client_id="mover") as client:
+        async with Client(
+            self.cluster.endpoints, timeout_s=5.0, client_id="mover", tls=self.cluster.client_tls
+        ) as client:
             try:
                 reply = await client.move_leader(target)
                 self.note(f"move-leader: {reply.leader} leads in term {reply.term}")
@@ -386,7 +395,9 @@ class Nemesis:
         member = cluster.members[victim]
         self.note(f"replace {victim}: remove, wipe, add as a learner, promote")
         self.killed_by_us.add(victim)
-        async with Client(cluster.endpoints, timeout_s=10.0, client_id="membership") as c:
+        async with Client(
+            cluster.endpoints, timeout_s=10.0, client_id="membership", tls=cluster.client_tls
+        ) as c:
             if not await self._changed(c, MemberChangeRequest("remove", victim), victim, False):
                 self.killed_by_us.discard(victim)
                 return
@@ -475,7 +486,10 @@ class Nemesis:
         async def writer(lane: int) -> None:
             nonlocal written
             async with Client(
-                cluster.endpoints, timeout_s=5.0, client_id=f"lag{round_id}-{lane}"
+                cluster.endpoints,
+                timeout_s=5.0,
+                client_id=f"lag{round_id}-{lane}",
+                tls=cluster.client_tls,
             ) as c:
                 for n in range(lane, LAG_WRITES, 8):
                     if trio.current_time() > give_up:
@@ -550,11 +564,17 @@ async def converge(cluster: Cluster, outcome: Outcome) -> None:
 
 
 async def run(
-    plan: Plan, duration_s: float, out: Path, *, member_env: dict[str, str] | None = None
+    plan: Plan,
+    duration_s: float,
+    out: Path,
+    *,
+    member_env: dict[str, str] | None = None,
+    tls: bool | None = None,
 ) -> Outcome:
+    """``tls``: every port with mutual TLS (None: as RAFTD_TEST_TLS says)."""
     outcome = Outcome()
     out.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(out / "members", plan.nodes)
+    cluster = Cluster(out / "members", plan.nodes, tls=tls)
     for member in cluster.members.values():
         if "drop_delay" in plan.kinds:
             member.env.update(
@@ -595,6 +615,7 @@ async def run(
                             stop,
                             reader=reader,
                             large_values=plan.large_values,
+                            tls=cluster.client_tls,
                         )
                     )
                 # One stale reader asks the member the extra faults aim at, one another.
@@ -608,6 +629,7 @@ async def run(
                         stop,
                         plan.stale_bound_s,
                         outcome,
+                        cluster.client_tls,
                     )
                 began = time.monotonic()
                 await trio.sleep(2.0)
@@ -627,7 +649,9 @@ async def run(
                 if history.rate(healed, time.monotonic()) < MIN_OPS_PER_S:
                     outcome.problems.append("too little traffic after the heal")
                 stop.set()
-            async with Client(cluster.endpoints, timeout_s=10, client_id="final") as final:
+            async with Client(
+                cluster.endpoints, timeout_s=10, client_id="final", tls=cluster.client_tls
+            ) as final:
                 for key in KEYS:
                     call = time.monotonic_ns()
                     got = await final.get(key)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import REGISTRY
@@ -81,6 +82,8 @@ FAMILIES = {
     "raftd_connections_closed_by_member",
     "raftd_bad_traceparents",
     "raftd_open_connections",
+    "raftd_tls_reloads",
+    "raftd_tls_certificate_expiry_timestamp_seconds",
 }
 
 LEADER = NodeState(
@@ -126,6 +129,8 @@ def exercise(metrics: RaftMetrics) -> None:
     metrics.connection_closed("client", "limit")
     metrics.bad_traceparent("peer")
     metrics.connection_opened("client")
+    metrics.tls_reloaded("ok")
+    metrics.tls_certificates({"peer": datetime(2030, 1, 1, tzinfo=UTC)})
 
 
 def open_two_close_one(metrics: RaftMetrics) -> None:

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def exported_metrics() -> tuple[set[str], set[str]]:
     metrics.rpc_completed("AppendEntries", 0.001)
     metrics.fsync(0.003, 4)
     metrics.append_entries_sent(4)
+    metrics.tls_certificates({"client": datetime(2030, 1, 1, tzinfo=UTC)})
     families = list(text_string_to_metric_families(render(metrics).decode()))
     names = {f.name for f in families}
     # The text format carries a counter's or histogram's creation time as a gauge family

@@ -1,0 +1,194 @@
+"""wire.tls: contexts, real handshakes over memory streams, and the sentences for each
+way a handshake fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from raftd import certs
+from wire.tls import (
+    TlsConfigError,
+    TlsFailure,
+    TlsFiles,
+    certificate_names,
+    client_context,
+    explain,
+    frame_length_is_tls,
+    handshake,
+    looks_like_tls,
+    peer_certificate,
+    server_context,
+    wrap,
+)
+
+
+def write(tmp: Path, name: str, pair: tuple[bytes, bytes]) -> TlsFiles:
+    cert, key = tmp / f"{name}.pem", tmp / f"{name}-key.pem"
+    cert.write_bytes(pair[0])
+    key.write_bytes(pair[1])
+    return TlsFiles(cert, key)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, TlsFiles]:
+    """A CA, a member n1 (for 127.0.0.1 and localhost), a client, and trouble."""
+    ca = certs.new_authority()
+    other = certs.new_authority("another CA")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "other-ca.pem").write_bytes(other.cert_pem)
+    past = datetime.now(UTC) - timedelta(days=1)
+    hosts = ["127.0.0.1", "localhost"]
+    files = {
+        "n1": write(tmp_path, "n1", certs.issue(ca, "n1", names=hosts)),
+        "client": write(tmp_path, "client", certs.issue(ca, "client")),
+        "expired": write(tmp_path, "expired", certs.issue(ca, "n1", names=hosts, not_after=past)),
+        "stranger": write(tmp_path, "stranger", certs.issue(other, "n1", names=hosts)),
+    }
+    files["ca"] = TlsFiles(ca=tmp_path / "ca.pem")
+    files["other-ca"] = TlsFiles(ca=tmp_path / "other-ca.pem")
+    return files
+
+
+def server_files(pki: dict[str, TlsFiles], name: str, *, require_client: bool) -> TlsFiles:
+    own = pki[name]
+    return TlsFiles(own.cert, own.key, pki["ca"].ca if require_client else None)
+
+
+async def shake(
+    server: TlsFiles, client: TlsFiles, hostname: str = "127.0.0.1"
+) -> tuple[BaseException | None, BaseException | None, frozenset[str]]:
+    """Both ends of one handshake over memory; what each raised, and the names in the
+    server's certificate as the client saw them."""
+    left, right = trio.testing.memory_stream_pair()
+    s = wrap(left, server_context(server), server_side=True)
+    c = wrap(right, client_context(client), server_hostname=hostname)
+    failures: dict[str, BaseException | None] = {"server": None, "client": None}
+    names: frozenset[str] = frozenset()
+
+    async def side(which: str, stream: trio.SSLStream[trio.abc.Stream]) -> None:
+        nonlocal names
+        try:
+            await handshake(stream, timeout_s=5)
+            if which == "client":
+                names = certificate_names(peer_certificate(stream))
+                await stream.send_all(b"ping")  # TLS 1.3: a refusal arrives at the next read
+                await stream.receive_some(10)
+            else:
+                await stream.send_all(await stream.receive_some(10))
+        except (TlsFailure, trio.BrokenResourceError) as exc:
+            failures[which] = exc
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(side, "server", s)
+        nursery.start_soon(side, "client", c)
+    return failures["server"], failures["client"], names
+
+
+def client_files(pki: dict[str, TlsFiles], name: str | None, ca: str = "ca") -> TlsFiles:
+    own = pki[name] if name else TlsFiles()
+    return TlsFiles(own.cert, own.key, pki[ca].ca)
+
+
+async def test_a_good_handshake_shows_the_names_the_certificate_holds(
+    pki: dict[str, TlsFiles],
+) -> None:
+    server, client, names = await shake(
+        server_files(pki, "n1", require_client=True), client_files(pki, "client")
+    )
+    assert (server, client) == (None, None)
+    assert {"n1", "localhost"} <= names
+
+
+@pytest.mark.parametrize(
+    ("server_name", "client_name", "ca", "hostname", "client_says", "server_says"),
+    [
+        ("stranger", "client", "ca", "127.0.0.1", "not signed by a CA we trust", None),
+        ("expired", "client", "ca", "127.0.0.1", "its certificate has expired", None),
+        ("n1", "client", "ca", "127.0.0.2", "not issued for this address", None),
+        ("n1", None, "ca", "127.0.0.1", "requires a client certificate", "certificate"),
+        ("n1", "stranger", "ca", "127.0.0.1", "does not trust the CA", "not signed by a CA"),
+        ("n1", "expired", "ca", "127.0.0.1", "says our certificate has expired", "expired"),
+    ],
+)
+async def test_each_refusal_is_said_in_words_on_both_sides(
+    pki: dict[str, TlsFiles],
+    server_name: str,
+    client_name: str | None,
+    ca: str,
+    hostname: str,
+    client_says: str,
+    server_says: str | None,
+) -> None:
+    server, client, _ = await shake(
+        server_files(pki, server_name, require_client=True),
+        client_files(pki, client_name, ca),
+        hostname,
+    )
+    assert client is not None
+    assert client_says in (str(client) if isinstance(client, TlsFailure) else explain(client))
+    if server_says is not None:
+        assert server is not None and server_says in str(server)
+
+
+async def test_a_tls_client_facing_a_plaintext_server_is_told_so(
+    pki: dict[str, TlsFiles],
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    client = wrap(right, client_context(client_files(pki, "client")), server_hostname="x")
+
+    async def plaintext_server() -> None:
+        await left.receive_some(100)
+        await left.send_all(b"\x00\x00\x00\x10not tls at all!!")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(plaintext_server)
+        with pytest.raises(TlsFailure, match="does not speak TLS") as caught:
+            await handshake(client, timeout_s=5)
+    assert caught.value.configuration
+
+
+async def test_a_handshake_cut_short_is_a_lost_link_not_a_misconfiguration(
+    pki: dict[str, TlsFiles],
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    client = wrap(right, client_context(client_files(pki, "client")), server_hostname="x")
+
+    async def vanishing_server() -> None:
+        await left.receive_some(100)
+        await left.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(vanishing_server)
+        with pytest.raises(TlsFailure, match="closed during the TLS handshake") as caught:
+            await handshake(client, timeout_s=5)
+    assert not caught.value.configuration
+
+
+def test_a_tls_record_is_recognised_in_first_bytes_and_as_a_frame_length() -> None:
+    hello = b"\x16\x03\x01\x02\x00"
+    assert looks_like_tls(hello) and looks_like_tls(hello[:1])
+    assert not looks_like_tls(b"\x00\x00\x00\x10") and not looks_like_tls(b"")
+    assert frame_length_is_tls(int.from_bytes(hello[:4], "big"))
+    assert not frame_length_is_tls(16) and not frame_length_is_tls(0x17030100)
+
+
+def test_unusable_files_name_themselves(tmp_path: Path, pki: dict[str, TlsFiles]) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(TlsConfigError, match=f"cannot read {missing}: no such file"):
+        server_context(TlsFiles(missing, pki["n1"].key))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(TlsConfigError, match="not a PEM certificate and its private key"):
+        server_context(TlsFiles(garbage, pki["n1"].key))
+    with pytest.raises(TlsConfigError, match="holds no PEM CA certificate"):
+        client_context(TlsFiles(ca=garbage))
+    with pytest.raises(TlsConfigError, match="needs its key"):
+        client_context(TlsFiles(cert=pki["client"].cert, ca=pki["ca"].ca))
+    with pytest.raises(TlsConfigError, match="both a certificate and its key"):
+        server_context(TlsFiles(cert=pki["n1"].cert))

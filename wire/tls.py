@@ -1,0 +1,286 @@
+"""TLS for the framed connections, shared by the members and raftctl.
+
+TLS sits between TCP and the frames (``trio.SSLStream``), so nothing above it changes: the
+same frames, the same trace context in their headers. Three choices hold everywhere:
+
+- TLS 1.2 at least (1.3 when both ends have it, as OpenSSL prefers);
+- ``https_compatible=True``: no close_notify on close and none expected. A close_notify is
+  a write, and a close that must first write can hang on a peer that stopped reading
+  (every close here runs shielded from cancellation). Truncation is still caught: every
+  message is a length-prefixed frame, and a stream cut inside one is a ``TruncatedFrame``;
+- the handshake is done at once, inside a deadline, so a connection that never completes
+  it (a plaintext client, a stalled one) costs a bounded wait, and a failure is reported
+  where it happened, with ``explain`` turning OpenSSL's reason into a sentence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import trio
+
+MIN_VERSION: Final = ssl.TLSVersion.TLSv1_2
+HANDSHAKE_TIMEOUT_S: Final = 5.0
+ALERT_GRACE_S: Final = 1.0
+ALERT_DRAIN_BYTES: Final = 16 * 1024
+# Every TLS connection opens with a handshake record: content type 22, version 3.x.
+_HANDSHAKE_RECORD: Final = 0x16
+_RECORD_MAJOR_VERSION: Final = 0x03
+
+_LOST_LINK_REASONS: Final = frozenset(
+    {"UNEXPECTED_EOF_WHILE_READING", "EOF_OCCURRED_IN_VIOLATION_OF_PROTOCOL", ""}
+)
+# OpenSSL's X509 verification codes that need a sentence of their own.
+_UNTRUSTED_ISSUER: Final = frozenset({2, 18, 19, 20, 21})
+_EXPIRED: Final = 10
+_NOT_YET_VALID: Final = 9
+_NAME_MISMATCH: Final = frozenset({62, 64})
+
+
+class TlsConfigError(ValueError):
+    """A certificate, key or CA file cannot be used; the message names the file."""
+
+
+class TlsFailure(Exception):
+    """A TLS handshake failed; ``str()`` says why in words, not OpenSSL's codes.
+
+    ``configuration``: the two sides disagree (a certificate refused, TLS on one side
+    only), which retrying will not fix; otherwise the connection merely went away during
+    the handshake (a peer restarting), which it may."""
+
+    def __init__(self, why: str, *, configuration: bool = True) -> None:
+        super().__init__(why)
+        self.configuration = configuration
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Where one side's certificate, key and trusted CA live (any may be absent)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.cert, self.key, self.ca) if p is not None)
+
+
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """A listening side: presents ``cert``; with ``ca``, requires a certificate from every
+    caller that chains to it (etcd's --client-cert-auth)."""
+    if files.cert is None or files.key is None:
+        raise TlsConfigError("a TLS port needs both a certificate and its key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(context)
+    _load_chain(context, files.cert, files.key)
+    if files.ca is not None:
+        _load_ca(context, files.ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(files: TlsFiles, *, check_hostname: bool = True) -> ssl.SSLContext:
+    """A dialling side: trusts ``ca`` only (or the system's CAs without one) and presents
+    ``cert`` when given. ``check_hostname=False`` is for the members' peer links, which
+    check the member's name in the certificate themselves (``certificate_names``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(context)
+    context.check_hostname = check_hostname
+    if files.ca is not None:
+        _load_ca(context, files.ca)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if (files.cert is None) != (files.key is None):
+        raise TlsConfigError("a client certificate needs its key, and a key its certificate")
+    if files.cert is not None and files.key is not None:
+        _load_chain(context, files.cert, files.key)
+    return context
+
+
+def _harden(context: ssl.SSLContext) -> None:
+    context.minimum_version = MIN_VERSION
+    context.options |= ssl.OP_NO_COMPRESSION
+
+
+def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    for path in (cert, key):  # OpenSSL's error would not say which of the two
+        _check_readable(path)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise TlsConfigError(
+            f"{cert} and {key} are not a PEM certificate and its private key ({exc.reason})"
+        ) from None
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        path.open("rb").close()
+    except FileNotFoundError:
+        raise TlsConfigError(f"cannot read {path}: no such file") from None
+    except OSError as exc:
+        raise TlsConfigError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
+    _check_readable(ca)
+    try:
+        context.load_verify_locations(cafile=ca)
+    except ssl.SSLError as exc:
+        raise TlsConfigError(f"{ca} holds no PEM CA certificate ({exc.reason})") from None
+
+
+def wrap(
+    tcp: trio.abc.Stream,
+    context: ssl.SSLContext,
+    *,
+    server_side: bool = False,
+    server_hostname: str | None = None,
+) -> trio.SSLStream[trio.abc.Stream]:
+    return trio.SSLStream(
+        tcp,
+        context,
+        server_side=server_side,
+        server_hostname=server_hostname,
+        https_compatible=True,
+    )
+
+
+async def handshake(
+    stream: trio.SSLStream[trio.abc.Stream], *, timeout_s: float = HANDSHAKE_TIMEOUT_S
+) -> None:
+    """Complete the handshake within ``timeout_s``, or raise ``TlsFailure`` saying why."""
+    try:
+        with trio.fail_after(timeout_s):
+            await stream.do_handshake()
+    except trio.TooSlowError:
+        raise TlsFailure(f"no TLS handshake within {timeout_s:g} s", configuration=False) from None
+    except trio.BrokenResourceError as exc:
+        await _send_alert(stream)
+        raise TlsFailure(explain(exc), configuration=_disagreement(exc)) from exc
+
+
+async def _send_alert(stream: trio.SSLStream[trio.abc.Stream]) -> None:
+    """Deliver the alert OpenSSL wrote when it refused the handshake, then read what the
+    other side still sends until it closes (a moment at most).
+
+    trio's SSLStream drops the alert (it leaves it in its outgoing buffer when the
+    handshake fails), and closing on unread bytes resets the connection: in TLS 1.3 the
+    client has finished its half and written its requests by then, so it would see a
+    reset instead of "your certificate was refused". The buffer is private to trio;
+    without it (another version), the other side sees a closed connection, no more."""
+    outgoing = getattr(stream, "_outgoing", None)
+    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if not alert:
+        return
+    with (
+        trio.move_on_after(ALERT_GRACE_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.transport_stream.send_all(alert)
+        while await stream.transport_stream.receive_some(ALERT_DRAIN_BYTES):
+            pass
+
+
+def _disagreement(exc: BaseException) -> bool:
+    """Whether a failed handshake was a refusal (either side's) rather than a lost link."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return True
+    if isinstance(cause, ssl.SSLError):
+        return (cause.reason or "") not in _LOST_LINK_REASONS
+    return False
+
+
+def peer_certificate(stream: trio.SSLStream[trio.abc.Stream]) -> dict[str, object] | None:
+    with contextlib.suppress(ValueError, trio.NeedHandshakeError):
+        cert = stream.getpeercert()
+        return dict(cert) if cert else None
+    return None
+
+
+def certificate_names(cert: dict[str, object] | None) -> frozenset[str]:
+    """The DNS names a certificate (``SSLSocket.getpeercert()``'s dict) was issued for: its
+    subjectAltName DNS entries and its subject's common name."""
+    if not cert:
+        return frozenset()
+    names: set[str] = set()
+    for kind, value in cert.get("subjectAltName", ()):  # type: ignore[attr-defined]
+        if kind == "DNS":
+            names.add(value)
+    for rdn in cert.get("subject", ()):  # type: ignore[attr-defined]
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(value)
+    return frozenset(names)
+
+
+def looks_like_tls(first: bytes) -> bool:
+    """Whether a connection's first bytes are a TLS handshake record."""
+    return (
+        len(first) >= 1
+        and first[0] == _HANDSHAKE_RECORD
+        and (len(first) < 2 or first[1] == _RECORD_MAJOR_VERSION)
+    )
+
+
+def frame_length_is_tls(length: int) -> bool:
+    """Whether a frame length read on a plaintext port is really the start of a TLS record
+    (type 22, version 3.x): a TLS client on a port without TLS."""
+    return length >> 24 == _HANDSHAKE_RECORD and (length >> 16) & 0xFF == _RECORD_MAJOR_VERSION
+
+
+def explain(exc: BaseException) -> str:
+    """OpenSSL's reason for a failed handshake, as a sentence about the other side."""
+    cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        code = cause.verify_code
+        if code in _UNTRUSTED_ISSUER:
+            return "its certificate is not signed by a CA we trust (check the CA file)"
+        if code == _EXPIRED:
+            return "its certificate has expired"
+        if code == _NOT_YET_VALID:
+            return "its certificate is not valid yet (check the clocks)"
+        if code in _NAME_MISMATCH:
+            return f"its certificate is not issued for this address ({cause.verify_message})"
+        return f"its certificate was refused: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError):
+        return _explain_reason(cause.reason or "", str(cause))
+    if isinstance(cause, OSError):
+        return f"{(cause.strerror or str(cause)).lower()} during the TLS handshake"
+    return str(exc) or type(exc).__name__
+
+
+def _explain_reason(reason: str, text: str) -> str:
+    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        return "it does not speak TLS on this port (a member without TLS?)"
+    if reason in ("UNEXPECTED_EOF_WHILE_READING", "EOF_OCCURRED_IN_VIOLATION_OF_PROTOCOL"):
+        return "the connection closed during the TLS handshake"
+    if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        return "it requires a client certificate, and none was given"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":  # said by the side that requires one
+        return "it presented no certificate, and one is required"
+    if reason == "TLSV1_ALERT_UNKNOWN_CA":
+        return "it does not trust the CA that signed our certificate"
+    if reason == "SSLV3_ALERT_CERTIFICATE_EXPIRED":
+        return "it says our certificate has expired"
+    if reason in ("SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN"):
+        return "it refused our certificate"
+    if reason in ("HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "NO_SHARED_CIPHER"):
+        return f"it is not a TLS client we can talk to ({reason.lower()})"
+    if reason.startswith("TLSV1_ALERT_PROTOCOL_VERSION") or reason.endswith("PROTOCOL_VERSION"):
+        return "no TLS version in common (TLS 1.2 is the minimum)"
+    return f"TLS failed: {reason.lower() or text}"
+
+
+def is_handshake_refusal(exc: BaseException) -> bool:
+    """Whether a read failed because the other side rejected the handshake (a TLS alert).
+    In TLS 1.3 a client learns that its certificate was refused only at its first read,
+    after its requests were written; a refused handshake means none of them were read."""
+    cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    return isinstance(cause, ssl.SSLError) and "ALERT" in (cause.reason or "")
