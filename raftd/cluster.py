@@ -17,6 +17,8 @@ from pathlib import Path
 
 import trio
 
+from raftd import certs
+
 CLIENT_BASE, PEER_BASE, METRICS_BASE = 7000, 7100, 9100
 STOP_GRACE_S = 5.0
 READY_TIMEOUT_S = 20.0
@@ -35,7 +37,9 @@ def member_table(nodes: int, data_dir: Path, port_offset: int = 0) -> list[dict[
     ]
 
 
-def member_command(member: dict[str, str], cluster: str, *, forward: bool) -> list[str]:
+def member_command(
+    member: dict[str, str], cluster: str, *, forward: bool, tls_dir: Path | None = None
+) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -54,7 +58,31 @@ def member_command(member: dict[str, str], cluster: str, *, forward: bool) -> li
         "--log-format",
         "console",  # merged for a person, even though the member's stderr is a pipe
     ]
+    if tls_dir is not None:
+        cert, key = str(tls_dir / f"{member['id']}.pem"), str(tls_dir / f"{member['id']}-key.pem")
+        ca = str(tls_dir / certs.CA_CERT)
+        command += ["--peer-cert", cert, "--peer-key", key, "--peer-ca", ca]
+        command += ["--client-cert", cert, "--client-key", key, "--client-ca", ca]
     return [*command, "--forward"] if forward else command
+
+
+def ensure_certificates(tls_dir: Path, names: list[str]) -> None:
+    """A development CA and certificates for every member and for raftctl, made once and
+    kept with the data (``raftd certs``); members added since get theirs from the same CA."""
+    missing = [n for n in names if not (tls_dir / f"{n}.pem").exists()]
+    if missing or not (tls_dir / certs.CA_CERT).exists():
+        written = certs.write_bundle(tls_dir, missing)
+        print(f"wrote {len(written)} TLS files to {tls_dir} (raftd certs)")
+
+
+def raftctl_tls_env(tls_dir: Path | None) -> dict[str, str]:
+    if tls_dir is None:
+        return {}
+    return {
+        "RAFTCTL_CACERT": str(tls_dir / certs.CA_CERT),
+        "RAFTCTL_CERT": str(tls_dir / "client.pem"),
+        "RAFTCTL_KEY": str(tls_dir / "client-key.pem"),
+    }
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -65,6 +93,12 @@ def run_cluster(args: argparse.Namespace) -> int:
         print("raftd cluster: --port-offset must be between 0 and 50000", file=sys.stderr)
         return 2
     members = member_table(args.nodes, Path(args.data_dir), args.port_offset)
+    if args.tls:
+        try:
+            ensure_certificates(Path(args.data_dir) / "tls", [m["id"] for m in members])
+        except certs.CertsError as exc:
+            print(f"raftd cluster: {exc}", file=sys.stderr)
+            return 1
     # Signals are handled inside _run; outside it (and when trio re-delivers signals still
     # queued as the receiver closes) they must not turn into a KeyboardInterrupt traceback.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -78,13 +112,15 @@ async def _run(members: list[dict[str, str]], args: argparse.Namespace) -> int:
     for m in members:
         print(f"{m['id']:<8}{m['client']:<18}{m['peer']:<18}{m['metrics']:<18}{m['data_dir']}")
     endpoints = ",".join(m["client"] for m in members)
-    print(f"\nraftctl --endpoints {endpoints} status     (Ctrl-C stops every member)\n")
+    tls_dir = Path(args.data_dir) / "tls" if args.tls else None
+    flags = "".join(f" --{k[8:].lower()} {v}" for k, v in raftctl_tls_env(tls_dir).items())
+    print(f"\nraftctl --endpoints {endpoints}{flags} status     (Ctrl-C stops every member)\n")
     sys.stdout.flush()
     async with trio.open_nursery() as nursery:
         processes = []
         for m in members:
             process = await trio.lowlevel.open_process(
-                member_command(m, cluster, forward=args.forward),
+                member_command(m, cluster, forward=args.forward, tls_dir=tls_dir),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )
@@ -93,7 +129,7 @@ async def _run(members: list[dict[str, str]], args: argparse.Namespace) -> int:
         if args.demo:
             trace_file = Path(args.data_dir) / "raftctl" / "traces.jsonl"
             trace_file.parent.mkdir(parents=True, exist_ok=True)
-            nursery.start_soon(_demo, endpoints, trace_file)
+            nursery.start_soon(_demo, endpoints, trace_file, raftctl_tls_env(tls_dir))
         # The receiver stays open while the members stop, so a second Ctrl-C (terminals send
         # it to the whole process group) cannot interrupt the shutdown half-way.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -134,12 +170,16 @@ async def _stop_all(processes: list[trio.Process]) -> None:
 
 
 async def _raftctl(
-    endpoints: str, trace_file: Path, *command: str, show: bool = True
+    endpoints: str,
+    trace_file: Path,
+    *command: str,
+    show: bool = True,
+    tls_env: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     argv = [sys.executable, "-m", "cli", "--endpoints", endpoints, *command]
     # raftctl's spans land beside the members' traces, so one trace file tree holds
     # every span of a demo write, from the client to each member.
-    env = {**os.environ, "RAFTCTL_TRACE_FILE": str(trace_file)}
+    env = {**os.environ, **(tls_env or {}), "RAFTCTL_TRACE_FILE": str(trace_file)}
     result = await trio.run_process(
         argv, capture_stdout=True, capture_stderr=True, check=False, env=env
     )
@@ -149,12 +189,12 @@ async def _raftctl(
     return result.returncode, out
 
 
-async def _demo(endpoints: str, trace_file: Path) -> None:
+async def _demo(endpoints: str, trace_file: Path, tls_env: dict[str, str]) -> None:
     """A short scripted session: the contract's commands, against the live cluster."""
     with trio.move_on_after(READY_TIMEOUT_S):
         while True:
             status, out = await _raftctl(
-                endpoints, trace_file, "--output", "json", "status", show=False
+                endpoints, trace_file, "--output", "json", "status", show=False, tls_env=tls_env
             )
             members = json.loads(out).get("members", []) if status == 0 else []
             if any(m.get("role") == "leader" for m in members):
@@ -170,5 +210,5 @@ async def _demo(endpoints: str, trace_file: Path) -> None:
         ("--endpoints", follower, "get", "greeting", "--max-staleness", "1"),
         ("status",),
     ):
-        await _raftctl(endpoints, trace_file, *command)
+        await _raftctl(endpoints, trace_file, *command, tls_env=tls_env)
     print("\n== the cluster keeps running; Ctrl-C stops it", flush=True)

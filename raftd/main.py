@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="run a short scripted raftctl session once up"
     )
     cluster.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS on every port, with development certificates made once in "
+        "DATA_DIR/tls (raftd certs); raftctl then needs the --cacert/--cert/--key it prints",
+    )
+    cluster.add_argument(
         "--port-offset",
         type=int,
         default=0,

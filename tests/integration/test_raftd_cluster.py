@@ -74,3 +74,38 @@ async def test_raftd_cluster_runs_members_merges_logs_and_stops_on_ctrl_c(tmp_pa
         assert (tmp_path / "data" / name / "wal-00000001.log").exists()  # kept for the next start
     assert "became leader" in output
     assert "stopped cleanly" in output
+
+
+async def test_raftd_cluster_tls_makes_certificates_and_its_demo_speaks_tls(
+    tmp_path: Path,
+) -> None:
+    offset = free_offset()
+    log_path = tmp_path / "cluster.out"
+    data = tmp_path / "data"
+    with log_path.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "raftd", "cluster", "--data-dir", str(data),
+             "--port-offset", str(offset), "--tls", "--demo"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )  # fmt: skip
+        try:
+            with trio.fail_after(60):
+                while "the cluster keeps running" not in log_path.read_text():
+                    await trio.sleep(0.1)
+            # A plaintext client is turned away: the ports really are TLS.
+            assert await status(7001 + offset) is None
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(20):
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+    output = log_path.read_text()
+    assert f"--cacert {data / 'tls' / 'ca.pem'}" in output  # how to reach it, printed
+    assert "$ raftctl set greeting hello\nOK\n(exit status 0)" in output
+    assert "$ raftctl get greeting\nhello\n(exit status 0)" in output
+    assert "peers: mutual TLS; clients: TLS, client certificates required" in output
+    for name in ("n1", "n2", "n3", "client", "ca"):
+        assert (data / "tls" / f"{name}.pem").exists()

@@ -35,6 +35,19 @@ async def test_a_short_nemesis_run_is_linearizable_and_converges(seed: int, tmp_
     assert outcome.stale_reads > 0  # the staleness pass had something to check
 
 
+async def test_a_short_nemesis_run_with_mutual_tls_is_linearizable(tmp_path: Path) -> None:
+    """The same faults with TLS on every port: partitions and one-way cuts go through the
+    harness' proxies, which carry the TLS bytes as they are; kills restart members that
+    must handshake again with everyone."""
+    plan = Plan.draw(10, 3)
+    outcome = await run(plan, 20.0, tmp_path, tls=True)
+    print(outcome.summary_line())
+    assert outcome.problems == []
+    assert outcome.linearizable == "linearizable"
+    assert outcome.faults >= 2 and outcome.ops > 500
+    assert "peers: mutual TLS" in (tmp_path / "members" / "n1.log").read_text()
+
+
 # Teeth: each deliberate bug (raftd/runtime/mutations.py) is caught by the same run, with
 # a seed whose faults give it a chance: reads from a follower show stale values for sure
 # while that follower is cut off (partition_minority; with no fault at all, followers now

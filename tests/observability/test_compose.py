@@ -564,3 +564,63 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     # What the image needs must not be ignored.
     for needed in ("pyproject.toml", "README.md", "raftd", "wire", "cli", "observability"):
         assert needed not in patterns, needed
+
+
+# ------------------------------------------------------------------ with TLS
+
+TLS_OVERRIDE = ROOT / "docker-compose.tls.yml"
+
+
+def load_tls_override() -> Doc:
+    return cast(Doc, yaml.safe_load(TLS_OVERRIDE.read_text(encoding="utf-8")))
+
+
+def merged(base: Doc, override: Doc) -> Doc:
+    """Compose's merge of ``-f base -f override``, as far as these files need it: maps
+    merge key by key, lists of volumes add up, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        elif key == "volumes" and isinstance(value, list):
+            out[key] = [*out.get(key, []), *value]
+        else:
+            out[key] = value
+    return out
+
+
+def test_the_tls_override_is_valid_alone_and_merged() -> None:
+    assert schema_errors(load_tls_override()) == []
+    assert schema_errors(merged(resolved_compose(), load_tls_override())) == []
+
+
+def test_with_tls_every_member_runs_mutual_tls_on_the_files_raftd_certs_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    override = load_tls_override()
+    script = service(override, "certs")["command"][2]
+    line = next(part for part in script.split("\n") if "raftd certs" in part)
+    certs_args = build_parser().parse_args(shlex.split(line.strip().rstrip("&").strip())[1:])
+    assert set(certs_args.members.split(",")) == set(MEMBERS)
+    out = Path(certs_args.out)
+    doc = merged(resolved_compose(), override)
+    for name in MEMBERS:
+        svc = service(doc, name)
+        assert "certs:/certs:ro" in svc["volumes"] and svc["depends_on"]["certs"]
+        for variable, value in environment(svc).items():
+            monkeypatch.setenv(variable, value)  # raftd run reads RAFTD_* as flag defaults
+        config = member_config(doc, name)
+        member_files = (out / f"{name}.pem", out / f"{name}-key.pem", out / "ca.pem")
+        assert config.tls.peer is not None and config.tls.client is not None
+        assert (config.tls.peer.cert, config.tls.peer.key, config.tls.peer.ca) == member_files
+        assert (config.tls.client.cert, config.tls.client.key) == member_files[:2]
+        assert config.tls.client.ca == out / "ca.pem"  # client certificates required
+        monkeypatch.undo()
+    for name in (*MEMBERS, "demo"):  # the healthchecks run in the members' containers
+        env = environment(service(doc, name))
+        assert env["RAFTCTL_CACERT"] == str(out / "ca.pem")
+        assert (env["RAFTCTL_CERT"], env["RAFTCTL_KEY"]) == (
+            str(out / "client.pem"),
+            str(out / "client-key.pem"),
+        )
+    assert "certs" in doc["volumes"]
