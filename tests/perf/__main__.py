@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.perf.compare import ANCHOR_PYTHON_ENV, ANCHORS_ENV, compare
+from tests.perf.compare import ANCHOR_PYTHON_ENV, ANCHORS_ENV, WORKLOADS, compare
 from tests.perf.report import draw, render_markdown
 
 
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         default="raftd,etcd,PySyncObj",
         help="comma-separated subset of raftd,etcd,PySyncObj",
     )
+    parser.add_argument(
+        "--workloads",
+        help="only the workloads whose name contains one of these comma-separated words "
+        "(e.g. 'writes' or '1 client'); default all",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--reps must be at least 1, --duration positive, --warmup not negative")
@@ -54,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(systems) - {"raftd", "etcd", "PySyncObj"}
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    words = [w.strip() for w in (args.workloads or "").split(",") if w.strip()]
+    chosen = [w for w in WORKLOADS if not words or any(word in w.name for word in words)]
+    if not chosen:
+        parser.error(f"no workload matches {args.workloads!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     results = compare(
         reps=args.reps,
@@ -63,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor_python=args.anchor_python,
         systems=systems,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        workloads=chosen,
     )
     plot = args.out / "throughput.png"
     drawn = draw(results, plot)

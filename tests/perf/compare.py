@@ -49,6 +49,10 @@ class Workload:
     etcd: tuple[str, ...] | None  # etcd_load.py arguments (None: not comparable)
     pysyncobj: tuple[str, ...] | None  # pysyncobj_bench.py arguments
     raftd_env: tuple[tuple[str, str], ...] = ()
+    tls: bool = False  # raftd with mutual TLS on every port (raftd cluster --tls)
+    # Workloads of one group differ in one setting and run back to back, in reversed
+    # order every other repetition, so drift does not pass for the setting's cost.
+    group: str = ""
 
 
 WORKLOADS = (
@@ -57,6 +61,7 @@ WORKLOADS = (
         ("--op", "set", "--clients", "64"),
         ("--op", "put", "--conc", "64"),
         ("--conc", "64", "--journal", "file", "--batch", "0"),
+        group="writes64",
     ),
     Workload(
         "writes, 64 clients, tracing off",
@@ -64,12 +69,30 @@ WORKLOADS = (
         None,
         None,
         (("OTEL_SDK_DISABLED", "true"),),
+        group="writes64",
+    ),
+    Workload(
+        "writes, 64 clients, TLS",
+        ("--op", "set", "--clients", "64"),
+        None,
+        None,
+        tls=True,
+        group="writes64",
     ),
     Workload(
         "writes, 1 client",
         ("--op", "set", "--clients", "1"),
         ("--op", "put", "--conc", "1"),
         ("--conc", "1", "--journal", "file", "--batch", "0"),
+        group="writes1",
+    ),
+    Workload(
+        "writes, 1 client, TLS",
+        ("--op", "set", "--clients", "1"),
+        None,
+        None,
+        tls=True,
+        group="writes1",
     ),
     Workload(
         "linearizable reads, 64 clients",
@@ -163,11 +186,27 @@ def raftctl(command: str) -> list[str]:
     return [sys.executable, "-m", "cli", "--endpoints", ENDPOINTS, "--output", "json", command]
 
 
+def client_tls_env(data: Path) -> dict[str, str]:
+    """What raftctl needs to reach a ``raftd cluster --tls`` whose data is in ``data``."""
+    tls = data / "tls"
+    return {
+        "RAFTCTL_CACERT": str(tls / "ca.pem"),
+        "RAFTCTL_CERT": str(tls / "client.pem"),
+        "RAFTCTL_KEY": str(tls / "client-key.pem"),
+    }
+
+
 @contextmanager
 def raftd_cluster(
-    env: dict[str, str], results: Results, shown_env: Sequence[tuple[str, str]] = ()
-) -> Iterator[None]:
-    """Three fresh members (fsync on; tracing as ``env`` says), stopped with Ctrl-C."""
+    env: dict[str, str],
+    results: Results,
+    shown_env: Sequence[tuple[str, str]] = (),
+    *,
+    tls: bool = False,
+) -> Iterator[dict[str, str]]:
+    """Three fresh members (fsync on; tracing as ``env`` says; ``tls``: mutual TLS on
+    every port), stopped with Ctrl-C. Yields what raftctl's environment needs to reach
+    them."""
     data = Path(tempfile.mkdtemp(prefix="raftd-bench-"))
     command = [
         sys.executable,
@@ -178,7 +217,9 @@ def raftd_cluster(
         str(data),
         "--port-offset",
         str(PORT_OFFSET),
+        *(["--tls"] if tls else []),
     ]
+    client_env = {**env, **(client_tls_env(data) if tls else {})}
     results.commands.append(" ".join([*(f"{k}={v}" for k, v in shown_env), *command]))
     process = subprocess.Popen(
         command,
@@ -197,13 +238,14 @@ def raftd_cluster(
                 capture_output=True,
                 text=True,
                 check=False,
+                env=client_env,
             )
             if status.returncode == 0 and '"leader"' in status.stdout:
                 break
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the raftd cluster did not elect a leader within 60 s")
             time.sleep(0.3)
-        yield
+        yield client_env
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -216,7 +258,7 @@ def raftd_cluster(
 
 def run_raftd(workload: Workload, timing: tuple[str, ...], results: Results) -> None:
     env = {**os.environ, **dict(workload.raftd_env)}
-    with raftd_cluster(env, results, workload.raftd_env):
+    with raftd_cluster(env, results, workload.raftd_env, tls=workload.tls) as client_env:
         out = _run(
             [
                 *raftctl("bench"),
@@ -227,7 +269,7 @@ def run_raftd(workload: Workload, timing: tuple[str, ...], results: Results) -> 
                 *timing,
             ],
             results,
-            env=env,
+            env=client_env,
             cwd=ROOT,
         )
     results.measurements.append(_measurement("raftd", workload.name, _last_json(out)))
@@ -306,6 +348,19 @@ class Anchors:
 # ----------------------------------------------------------------- the run
 
 
+def interleaved(workloads: Sequence[Workload], rep: int) -> list[Workload]:
+    """The workloads in their order, each group's members reversed on even repetitions:
+    tracing on and off, TLS on and off, each measured next to the other, in both orders."""
+    order = list(workloads)
+    if rep % 2 == 0:
+        for group in {w.group for w in workloads if w.group}:
+            places = [i for i, w in enumerate(order) if w.group == group]
+            members = [order[i] for i in places]
+            for i, member in zip(places, reversed(members), strict=True):
+                order[i] = member
+    return order
+
+
 def compare(
     *,
     reps: int,
@@ -315,6 +370,7 @@ def compare(
     anchor_python: Path | None,
     systems: Sequence[str],
     log: Callable[[str], None] = print,
+    workloads: Sequence[Workload] = WORKLOADS,
 ) -> Results:
     results = Results()
     anchors: Anchors | None = None
@@ -330,12 +386,7 @@ def compare(
     # raftctl bench and both anchor scripts take the same two options.
     timing = ("--duration", f"{duration_s:g}", "--warmup", f"{warmup_s:g}")
     for rep in range(1, reps + 1):
-        # The tracing pair runs back to back, in alternating order, so drift between
-        # measurements does not pass for the cost of tracing.
-        order = list(WORKLOADS)
-        if rep % 2 == 0:
-            order[0], order[1] = order[1], order[0]
-        for workload in order:
+        for workload in interleaved(workloads, rep):
             steps: list[tuple[str, Callable[[], None]]] = []
             if "raftd" in systems:
                 steps.append(("raftd", partial(run_raftd, workload, timing, results)))

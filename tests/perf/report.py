@@ -41,6 +41,18 @@ TARGETS: tuple[Target, ...] = (
         ("raftd", "writes, 64 clients, tracing off", "ops_per_s"),
         0.95,
     ),
+    (
+        "TLS cost: with / without mutual TLS, writes @64",
+        ("raftd", "writes, 64 clients, TLS", "ops_per_s"),
+        ("raftd", "writes, 64 clients", "ops_per_s"),
+        0.85,
+    ),
+    (
+        "TLS cost: write p50 @1 without / with mutual TLS",
+        ("raftd", "writes, 1 client", "p50_ms"),
+        ("raftd", "writes, 1 client, TLS", "p50_ms"),
+        0.85,
+    ),
 )
 SYSTEMS = ("raftd", "etcd", "PySyncObj")
 
@@ -95,7 +107,9 @@ def render_markdown(results: Results, *, command: str, plot_name: str | None) ->
         "3 replicas on 127.0.0.1; closed-loop Python clients; 16-byte keys chosen uniformly "
         "from 10,000 (reads: from 1,000 pre-written); 16-byte values; warm-up, then a measured "
         "window. raftd: fsync on, tracing on at the default sampler unless the row says "
-        "otherwise, load from `raftctl bench` over its client protocol. etcd 3.4 (Debian), "
+        "otherwise, load from `raftctl bench` over its client protocol; rows marked TLS run "
+        "`raftd cluster --tls` (mutual TLS on the peer and client ports, client certificates "
+        "required) and raftctl with the client certificate. etcd 3.4 (Debian), "
         "fsync on, loaded by the anchors' raw gRPC client. PySyncObj never fsyncs and has no "
         "client protocol: its load runs inside the leader process (no client network hop), "
         "which flatters it.",

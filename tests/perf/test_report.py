@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.perf.compare import Measurement, Results, _last_json
+from tests.perf.compare import WORKLOADS, Measurement, Results, _last_json, interleaved
 from tests.perf.report import draw, render_markdown
 
 
@@ -48,3 +48,23 @@ def test_the_plot_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "throughput.png"
     assert draw(results(), path)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_each_group_runs_back_to_back_in_both_orders() -> None:
+    odd = [w.name for w in interleaved(WORKLOADS, 1)]
+    even = [w.name for w in interleaved(WORKLOADS, 2)]
+    assert odd == [w.name for w in WORKLOADS]
+    tls_pair = ["writes, 1 client", "writes, 1 client, TLS"]
+    assert [n for n in odd if n in tls_pair] == tls_pair
+    assert [n for n in even if n in tls_pair] == tls_pair[::-1]
+    assert even.index("writes, 64 clients, TLS") < even.index("writes, 64 clients")
+    assert sorted(odd) == sorted(even)
+
+
+def test_the_cost_of_tls_is_a_target_of_its_own() -> None:
+    r = results()
+    r.measurements.append(Measurement("raftd", "writes, 64 clients, TLS", 5400.0, 9.5, 20))
+    r.measurements.append(Measurement("raftd", "writes, 1 client, TLS", 480.0, 2.5, 6))
+    text = render_markdown(r, command="python -m tests.perf", plot_name=None)
+    assert "| TLS cost: with / without mutual TLS, writes @64 | 0.90 | 0.85 | yes |" in text
+    assert "| TLS cost: write p50 @1 without / with mutual TLS | 0.80 | 0.85 | no |" in text
