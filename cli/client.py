@@ -67,7 +67,7 @@ from wire.api import (
 from wire.codec import Header
 from wire.frame import WireError
 from wire.stream import FramedStream
-from wire.tls import TlsFailure, handshake, is_handshake_refusal, wrap
+from wire.tls import TlsFailure, TlsStream, handshake, is_handshake_refusal, wrap
 from wire.tls import explain as explain_tls
 
 __all__ = [
@@ -144,7 +144,7 @@ async def open_stream(endpoint: str, tls: ssl.SSLContext | None) -> FramedStream
 def socket_of(stream: FramedStream) -> trio.SocketStream | None:
     """The TCP stream under a framed one, TLS or not."""
     inner = stream.stream
-    if isinstance(inner, trio.SSLStream):
+    if isinstance(inner, TlsStream):
         inner = inner.transport_stream
     return inner if isinstance(inner, trio.SocketStream) else None
 

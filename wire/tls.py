@@ -1,16 +1,25 @@
 """TLS for the framed connections, shared by the members and raftctl.
 
-TLS sits between TCP and the frames (``trio.SSLStream``), so nothing above it changes: the
+TLS sits between TCP and the frames (``TlsStream``), so nothing above it changes: the
 same frames, the same trace context in their headers. Three choices hold everywhere:
 
 - TLS 1.2 at least (1.3 when both ends have it, as OpenSSL prefers);
-- ``https_compatible=True``: no close_notify on close and none expected. A close_notify is
-  a write, and a close that must first write can hang on a peer that stopped reading
-  (every close here runs shielded from cancellation). Truncation is still caught: every
-  message is a length-prefixed frame, and a stream cut inside one is a ``TruncatedFrame``;
+- no close_notify on close and none expected. A close_notify is a write, and a close that
+  must first write can hang on a peer that stopped reading (every close here runs shielded
+  from cancellation). Truncation is still caught: every message is a length-prefixed
+  frame, and a stream cut inside one is a ``TruncatedFrame``;
 - the handshake is done at once, inside a deadline, so a connection that never completes
   it (a plaintext client, a stalled one) costs a bounded wait, and a failure is reported
   where it happened, with ``explain`` turning OpenSSL's reason into a sentence.
+
+``TlsStream`` and not ``trio.SSLStream``: trio's stream is general (renegotiation, any
+number of waiting tasks, close_notify both ways) and pays for it on every read and write
+with locks and extra trips through the scheduler. On a busy member those trips are
+latency: with it, TLS on the peer links alone added a third of a millisecond to a
+one-client write (four TLS reads and writes on the critical path). raftd needs one reader
+and one writer per connection and TLS 1.2+ without renegotiation, which is a small loop
+around ``ssl.SSLObject``. It also delivers the alert of a refused handshake, which trio's
+drops.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ MIN_VERSION: Final = ssl.TLSVersion.TLSv1_2
 HANDSHAKE_TIMEOUT_S: Final = 5.0
 ALERT_GRACE_S: Final = 1.0
 ALERT_DRAIN_BYTES: Final = 16 * 1024
+RECEIVE_BYTES: Final = 64 * 1024
+REFILL_BYTES: Final = 64 * 1024
 # Every TLS connection opens with a handshake record: content type 22, version 3.x.
 _HANDSHAKE_RECORD: Final = 0x16
 _RECORD_MAJOR_VERSION: Final = 0x03
@@ -77,6 +88,9 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
         raise TlsConfigError("a TLS port needs both a certificate and its key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(context)
+    # No TLS 1.3 session tickets: raftd never resumes a session, and tickets would be
+    # bytes written to a caller that may never read (a peer link is one-way).
+    context.num_tickets = 0
     _load_chain(context, files.cert, files.key)
     if files.ca is not None:
         _load_ca(context, files.ca)
@@ -104,7 +118,9 @@ def client_context(files: TlsFiles, *, check_hostname: bool = True) -> ssl.SSLCo
 
 def _harden(context: ssl.SSLContext) -> None:
     context.minimum_version = MIN_VERSION
-    context.options |= ssl.OP_NO_COMPRESSION
+    # TlsStream answers post-handshake messages only from its reading task: no TLS 1.2
+    # renegotiation, which would need the writer to read.
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
 
 
 def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
@@ -135,72 +151,166 @@ def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
         raise TlsConfigError(f"{ca} holds no PEM CA certificate ({exc.reason})") from None
 
 
+class TlsStream(trio.abc.Stream):
+    """TLS over a trio stream, for one reading task and one writing task at a time (the
+    framed streams' use). A refused handshake sends OpenSSL's alert before failing, so
+    the other side learns why; a post-handshake message that needs an answer (a TLS 1.3
+    key update) is answered from the reading task, in order with the writer's records."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.transport_stream = transport
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side,
+            server_hostname=server_hostname,
+        )  # fmt: skip
+        self._send_lock = trio.Lock()
+        self._handshook = False
+
+    async def do_handshake(self) -> None:
+        """Raises ``trio.BrokenResourceError`` from OpenSSL's error when it fails."""
+        while True:
+            try:
+                self._ssl.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            except ssl.SSLError as exc:
+                await self._send_alert()
+                raise trio.BrokenResourceError(str(exc)) from exc
+            await self._flush()
+            if done:
+                self._handshook = True
+                return
+            await self._refill(during_handshake=True)
+
+    def getpeercert(self) -> dict[str, object] | None:
+        cert = self._ssl.getpeercert()
+        return dict(cert) if cert else None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Plaintext; b"" at the end of the stream (with or without a close_notify)."""
+        if not self._handshook:
+            raise trio.BrokenResourceError("receive before the TLS handshake")
+        while True:
+            try:
+                data = self._ssl.read(max_bytes or RECEIVE_BYTES)
+            except ssl.SSLWantReadError:
+                if self._outgoing.pending:
+                    await self._flush()
+                if not await self._refill(during_handshake=False):
+                    return b""
+                continue
+            except ssl.SSLZeroReturnError:
+                return b""
+            except ssl.SSLError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if self._outgoing.pending:  # an answer the read produced (a key update)
+                await self._flush()
+            return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._handshook:
+            raise trio.BrokenResourceError("send before the TLS handshake")
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._ssl.write(view)
+                view = view[written:]
+        except ssl.SSLError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+        await self._flush()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()
+
+    async def _flush(self) -> None:
+        """Send what OpenSSL wrote, in order: the BIO is read only with the lock held."""
+        if not self._send_lock.locked():
+            self._send_lock.acquire_nowait()  # the common case costs no trip to the scheduler
+        else:
+            await self._send_lock.acquire()
+        try:
+            pending = self._outgoing.read()
+            if pending:
+                await self.transport_stream.send_all(pending)
+        finally:
+            self._send_lock.release()
+
+    async def _refill(self, *, during_handshake: bool) -> bool:
+        """Feed OpenSSL the next bytes; False at the end of the stream."""
+        data = await self.transport_stream.receive_some(REFILL_BYTES)
+        if not data:
+            if during_handshake:
+                raise trio.BrokenResourceError("closed during the handshake") from ssl.SSLEOFError(
+                    ssl.SSL_ERROR_EOF, "UNEXPECTED_EOF_WHILE_READING"
+                )
+            return False
+        self._incoming.write(data)
+        return True
+
+    async def _send_alert(self) -> None:
+        """Deliver the alert OpenSSL wrote when it refused the handshake, then read what the
+        other side still sends until it closes (a moment at most): closing on unread bytes
+        resets the connection, and in TLS 1.3 the client has finished its half and written
+        its requests by then, so it would see a reset instead of the reason."""
+        alert = self._outgoing.read()
+        if not alert:
+            return
+        with (
+            trio.move_on_after(ALERT_GRACE_S),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+        ):
+            await self.transport_stream.send_all(alert)
+            while await self.transport_stream.receive_some(ALERT_DRAIN_BYTES):
+                pass
+
+
 def wrap(
     tcp: trio.abc.Stream,
     context: ssl.SSLContext,
     *,
     server_side: bool = False,
     server_hostname: str | None = None,
-) -> trio.SSLStream[trio.abc.Stream]:
-    return trio.SSLStream(
-        tcp,
-        context,
-        server_side=server_side,
-        server_hostname=server_hostname,
-        https_compatible=True,
-    )
+) -> TlsStream:
+    return TlsStream(tcp, context, server_side=server_side, server_hostname=server_hostname)
 
 
-async def handshake(
-    stream: trio.SSLStream[trio.abc.Stream], *, timeout_s: float = HANDSHAKE_TIMEOUT_S
-) -> None:
+async def handshake(stream: TlsStream, *, timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
     """Complete the handshake within ``timeout_s``, or raise ``TlsFailure`` saying why."""
     try:
         with trio.fail_after(timeout_s):
             await stream.do_handshake()
     except trio.TooSlowError:
         raise TlsFailure(f"no TLS handshake within {timeout_s:g} s", configuration=False) from None
-    except trio.BrokenResourceError as exc:
-        await _send_alert(stream)
-        raise TlsFailure(explain(exc), configuration=_disagreement(exc)) from exc
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        raise TlsFailure(explain(exc), configuration=_disagreement(cause)) from exc
 
 
-async def _send_alert(stream: trio.SSLStream[trio.abc.Stream]) -> None:
-    """Deliver the alert OpenSSL wrote when it refused the handshake, then read what the
-    other side still sends until it closes (a moment at most).
-
-    trio's SSLStream drops the alert (it leaves it in its outgoing buffer when the
-    handshake fails), and closing on unread bytes resets the connection: in TLS 1.3 the
-    client has finished its half and written its requests by then, so it would see a
-    reset instead of "your certificate was refused". The buffer is private to trio;
-    without it (another version), the other side sees a closed connection, no more."""
-    outgoing = getattr(stream, "_outgoing", None)
-    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
-    if not alert:
-        return
-    with (
-        trio.move_on_after(ALERT_GRACE_S),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
-    ):
-        await stream.transport_stream.send_all(alert)
-        while await stream.transport_stream.receive_some(ALERT_DRAIN_BYTES):
-            pass
-
-
-def _disagreement(exc: BaseException) -> bool:
+def _disagreement(cause: BaseException | None) -> bool:
     """Whether a failed handshake was a refusal (either side's) rather than a lost link."""
-    cause = exc.__cause__
     if isinstance(cause, ssl.SSLCertVerificationError):
         return True
-    if isinstance(cause, ssl.SSLError):
+    if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError):
         return (cause.reason or "") not in _LOST_LINK_REASONS
     return False
 
 
-def peer_certificate(stream: trio.SSLStream[trio.abc.Stream]) -> dict[str, object] | None:
-    with contextlib.suppress(ValueError, trio.NeedHandshakeError):
-        cert = stream.getpeercert()
-        return dict(cert) if cert else None
+def peer_certificate(stream: TlsStream) -> dict[str, object] | None:
+    with contextlib.suppress(ValueError):
+        return stream.getpeercert()
     return None
 
 
@@ -238,6 +348,8 @@ def frame_length_is_tls(length: int) -> bool:
 def explain(exc: BaseException) -> str:
     """OpenSSL's reason for a failed handshake, as a sentence about the other side."""
     cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(cause, ssl.SSLEOFError):
+        return "the connection closed during the TLS handshake"
     if isinstance(cause, ssl.SSLCertVerificationError):
         code = cause.verify_code
         if code in _UNTRUSTED_ISSUER:

@@ -41,7 +41,13 @@ from wire.api import PEER_REGISTRY, Hello, SnapshotChunk
 from wire.codec import Header
 from wire.frame import FrameTooLarge, WireError
 from wire.stream import FramedStream, FrameTimeout
-from wire.tls import TlsFailure, certificate_names, frame_length_is_tls, peer_certificate
+from wire.tls import (
+    TlsFailure,
+    TlsStream,
+    certificate_names,
+    frame_length_is_tls,
+    peer_certificate,
+)
 from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.peers")
@@ -274,7 +280,7 @@ class PeerTransport:
         if context is None:
             return tcp
         link = await dial(tcp, context, server_hostname=name, timeout_s=HELLO_TIMEOUT_S)
-        assert isinstance(link, trio.SSLStream)
+        assert isinstance(link, TlsStream)
         names = certificate_names(peer_certificate(link))
         if name not in names:
             raise TlsFailure(

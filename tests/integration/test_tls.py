@@ -19,7 +19,7 @@ from cli.client import Client, ClientError, open_stream
 from raftd import certs
 from tests.integration import test_traces
 from tests.integration.harness import ROOT, Cluster, metric, running
-from wire.tls import TlsFiles, client_context
+from wire.tls import TlsFiles, TlsStream, client_context
 
 DEADLINE_S = 30.0
 
@@ -231,7 +231,7 @@ async def serial_served(cluster: Cluster, name: str) -> int:
     stream = await open_stream(cluster.members[name].client_addr, cluster.client_tls)
     try:
         link = stream.stream
-        assert isinstance(link, trio.SSLStream)
+        assert isinstance(link, TlsStream)
         cert = link.getpeercert()
         assert cert is not None
         return int(str(cert["serialNumber"]), 16)

@@ -15,6 +15,7 @@ from wire.tls import (
     TlsConfigError,
     TlsFailure,
     TlsFiles,
+    TlsStream,
     certificate_names,
     client_context,
     explain,
@@ -70,7 +71,7 @@ async def shake(
     failures: dict[str, BaseException | None] = {"server": None, "client": None}
     names: frozenset[str] = frozenset()
 
-    async def side(which: str, stream: trio.SSLStream[trio.abc.Stream]) -> None:
+    async def side(which: str, stream: TlsStream) -> None:
         nonlocal names
         try:
             await handshake(stream, timeout_s=5)
