@@ -500,7 +500,8 @@ class ClientServer:
                     with trio.CancelScope(shield=True):
                         await stream.aclose()
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, WireError, TlsFailure) as exc:
-            definite = isinstance(request, GetRequest)
+            # A failed handshake sent nothing: the write certainly did not happen.
+            definite = isinstance(request, GetRequest) or isinstance(exc, TlsFailure)
             return ErrorReply(
                 ErrorCode.UNAVAILABLE,
                 f"forwarding to the leader at {leader_addr} failed: {exc}",

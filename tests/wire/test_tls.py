@@ -137,38 +137,33 @@ async def test_each_refusal_is_said_in_words_on_both_sides(
         assert server is not None and server_says in str(server)
 
 
-async def test_a_tls_client_facing_a_plaintext_server_is_told_so(
-    pki: dict[str, TlsFiles],
+@pytest.mark.parametrize(
+    ("answer", "says", "misconfigured"),
+    [
+        # A plaintext server answers a ClientHello with plaintext (raftd's do, on purpose).
+        (b"\x00\x00\x00\x10not tls at all!!", "does not speak TLS", True),
+        # One that goes away mid-handshake is a member restarting, not a mistake.
+        (None, "closed during the TLS handshake", False),
+    ],
+)
+async def test_a_handshake_that_meets_no_tls_says_which_way(
+    pki: dict[str, TlsFiles], answer: bytes | None, says: str, misconfigured: bool
 ) -> None:
     left, right = trio.testing.memory_stream_pair()
     client = wrap(right, client_context(client_files(pki, "client")), server_hostname="x")
 
-    async def plaintext_server() -> None:
+    async def server() -> None:
         await left.receive_some(100)
-        await left.send_all(b"\x00\x00\x00\x10not tls at all!!")
+        if answer is None:
+            await left.aclose()
+        else:
+            await left.send_all(answer)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(plaintext_server)
-        with pytest.raises(TlsFailure, match="does not speak TLS") as caught:
+        nursery.start_soon(server)
+        with pytest.raises(TlsFailure, match=says) as caught:
             await handshake(client, timeout_s=5)
-    assert caught.value.configuration
-
-
-async def test_a_handshake_cut_short_is_a_lost_link_not_a_misconfiguration(
-    pki: dict[str, TlsFiles],
-) -> None:
-    left, right = trio.testing.memory_stream_pair()
-    client = wrap(right, client_context(client_files(pki, "client")), server_hostname="x")
-
-    async def vanishing_server() -> None:
-        await left.receive_some(100)
-        await left.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(vanishing_server)
-        with pytest.raises(TlsFailure, match="closed during the TLS handshake") as caught:
-            await handshake(client, timeout_s=5)
-    assert not caught.value.configuration
+    assert caught.value.configuration is misconfigured
 
 
 def test_a_tls_record_is_recognised_in_first_bytes_and_as_a_frame_length() -> None:
@@ -193,3 +188,60 @@ def test_unusable_files_name_themselves(tmp_path: Path, pki: dict[str, TlsFiles]
         client_context(TlsFiles(cert=pki["client"].cert, ca=pki["ca"].ca))
     with pytest.raises(TlsConfigError, match="both a certificate and its key"):
         server_context(TlsFiles(cert=pki["n1"].cert))
+
+
+async def connected_pair(pki: dict[str, TlsFiles]) -> tuple[TlsStream, TlsStream]:
+    """A server and a client TlsStream over a real socket pair, handshake done."""
+    left, right = trio.socket.socketpair()
+    server = wrap(
+        trio.SocketStream(left), server_context(server_files(pki, "n1", require_client=True)),
+        server_side=True,
+    )  # fmt: skip
+    client = wrap(
+        trio.SocketStream(right), client_context(client_files(pki, "client")),
+        server_hostname="localhost",
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handshake, server)
+        nursery.start_soon(handshake, client)
+    return server, client
+
+
+async def test_megabytes_cross_in_both_directions_while_each_side_also_reads(
+    pki: dict[str, TlsFiles],
+) -> None:
+    """Larger than a TLS record, a socket buffer and a read: written whole, read whole, with
+    a reader and a writer busy on each stream at once (a member's peer links)."""
+    server, client = await connected_pair(pki)
+    payload = bytes(range(256)) * 12_000  # 3 MB
+    got: dict[str, bytearray] = {"server": bytearray(), "client": bytearray()}
+
+    async def read(name: str, stream: TlsStream) -> None:
+        while len(got[name]) < len(payload):
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"{name} saw the end of the stream early"
+            got[name] += chunk
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, "server", server)
+        nursery.start_soon(read, "client", client)
+        nursery.start_soon(client.send_all, payload)
+        nursery.start_soon(server.send_all, memoryview(payload))
+    assert got["server"] == payload and got["client"] == payload
+
+
+async def test_the_end_of_the_stream_is_an_empty_read_and_no_io_before_the_handshake(
+    pki: dict[str, TlsFiles],
+) -> None:
+    server, client = await connected_pair(pki)
+    await client.send_all(b"last words")
+    await client.aclose()  # no close_notify: the frames above TLS detect a cut message
+    assert await server.receive_some(100) == b"last words"
+    assert await server.receive_some(100) == b""
+    left, _ = trio.socket.socketpair()
+    context = client_context(client_files(pki, "client"))
+    fresh = wrap(trio.SocketStream(left), context, server_hostname="localhost")
+    with pytest.raises(trio.BrokenResourceError, match="before the TLS handshake"):
+        await fresh.send_all(b"x")
+    with pytest.raises(trio.BrokenResourceError, match="before the TLS handshake"):
+        await fresh.receive_some(1)
