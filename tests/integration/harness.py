@@ -347,9 +347,17 @@ class Cluster:
     # -------------------------------------------------------------- clients
 
     async def request(self, name: str, request: object, timeout_s: float = 5.0) -> ClientReply:
+        """One request, one reply. A connection lost during a TLS handshake (the member
+        died) is a ``BrokenResourceError``, as it would be without TLS; a refused
+        handshake (a test's misconfiguration) stays a ``TlsFailure``."""
         member = self.members[name]
         with trio.fail_after(timeout_s):
-            stream = await open_stream(member.client_addr, self.client_tls)
+            try:
+                stream = await open_stream(member.client_addr, self.client_tls)
+            except TlsFailure as exc:
+                if exc.configuration:
+                    raise
+                raise trio.BrokenResourceError(str(exc)) from exc
             try:
                 await stream.send(Header(type(request).__name__, 1), request)
                 received = await stream.receive()
