@@ -21,6 +21,7 @@ commit index of the next, which a monitoring view tolerates.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,12 +33,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from observability.health import LOOP_STALL_S, Health, serve, with_health
 from raftd.core import Role
 
 if TYPE_CHECKING:
@@ -755,10 +757,38 @@ class MetricsServer:
         self._thread.join()
 
 
-def serve_metrics(address: Address, metrics: RaftMetrics) -> MetricsServer:
-    """Serves ``/metrics`` from the member's registry on the exporter thread."""
-    server, thread = start_http_server(address.port, addr=address.host, registry=metrics.registry)
+def serve_metrics(
+    address: Address, metrics: RaftMetrics, health: Health | None = None
+) -> MetricsServer:
+    """Serves ``/metrics`` from the member's registry on the exporter thread, and with
+    ``health`` also ``/health`` and ``/ready`` (observability.health)."""
+    app = make_wsgi_app(metrics.registry)
+    if health is not None:
+        app = with_health(app, health)
+    server, thread = serve(address.host, address.port, app)
     return MetricsServer(address.host, server.server_port, server, thread)
+
+
+def driver_health(driver: Driver) -> Health:
+    """Liveness and readiness read from the driver, like ``driver_state``, from the
+    exporter thread."""
+
+    def live() -> str | None:
+        stalled = time.monotonic() - driver.loop_turned_at
+        if stalled > LOOP_STALL_S:
+            return f"the consensus loop has not turned for {stalled:.0f} s"
+        return None
+
+    def ready() -> str | None:
+        node = driver.node
+        if node.leader_id is None:
+            return "no leader known"
+        committed, applied = node.commit_index, driver.applied_index
+        if applied < committed:
+            return f"applied {applied} of the {committed} entries known committed"
+        return None
+
+    return Health(live, ready)
 
 
 def render(metrics: RaftMetrics) -> bytes:

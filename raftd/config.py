@@ -147,6 +147,9 @@ class NodeConfig:
     bootstrap: bool = True
     join: bool = False  # --join: wait to be added rather than bootstrap a new cluster
     tls: TlsSettings = TlsSettings()  # plaintext ports unless given certificates
+    # What other members hand out as this member's client address (redirects, forwarding)
+    # when clients reach it by another name than the one it listens on.
+    advertise_client_addr: Address | None = None
 
     def __post_init__(self) -> None:
         if self.name not in self.members:
@@ -184,6 +187,10 @@ class NodeConfig:
     @property
     def names(self) -> dict[NodeId, str]:
         return {node_id: name for name, node_id in self.node_ids.items()}
+
+    @property
+    def advertised_client_addr(self) -> Address:
+        return self.advertise_client_addr or self.client_addr
 
     @property
     def peer_addr(self) -> Address:

@@ -20,7 +20,7 @@ import structlog
 import trio
 
 from observability.logs import configure_logging, node_fields
-from observability.metrics import RaftMetrics, driver_state, serve_metrics
+from observability.metrics import RaftMetrics, driver_health, driver_state, serve_metrics
 from observability.sampling import PER_MINUTE_ENV, RATIO_ENV, RaftdSampler
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import certs, restore, version
@@ -49,6 +49,7 @@ from raftd.storage.wal import DataDirLocked
 log = structlog.get_logger("raftd")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def _env_default(flag: str, default: str | None = None) -> str | None:
@@ -103,7 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="every member as NAME=HOST:PORT, comma-separated (peer addresses)",
     )
     run.add_argument(
-        "--client-addr", default=_env_default("client_addr"), help="HOST:PORT for clients"
+        "--client-addr",
+        default=_env_default("client_addr"),
+        help="HOST:PORT to listen on for clients (a host name or an address, 0.0.0.0 for all)",
+    )
+    run.add_argument(
+        "--advertise-client-addr",
+        default=_env_default("advertise_client_addr"),
+        metavar="HOST:PORT",
+        help="the client address other members hand out in redirects, when clients reach "
+        "this member by another name than --client-addr (default: --client-addr)",
     )
     run.add_argument("--data-dir", default=_env_default("data_dir"), help="where the log lives")
     run.add_argument(
@@ -256,6 +266,11 @@ def config_from_args(
         name=args.id,
         members=parse_cluster(args.cluster),
         client_addr=parse_address(args.client_addr, what="--client-addr"),
+        advertise_client_addr=parse_address(
+            args.advertise_client_addr, what="--advertise-client-addr"
+        )
+        if args.advertise_client_addr
+        else None,
         data_dir=Path(args.data_dir),
         metrics_addr=parse_address(args.metrics_addr, what="--metrics-addr")
         if args.metrics_addr
@@ -356,10 +371,12 @@ async def serve(
             await nursery.start(clients.run)
             if config.metrics_addr is not None:
                 address = config.metrics_addr
-                start_listening(address, "metrics", lambda: serve_metrics(address, metrics))
+                health = driver_health(driver)
+                start_listening(address, "metrics", lambda: serve_metrics(address, metrics, health))
             log.info(
                 "raftd ready",
                 clients=str(config.client_addr),
+                advertised=str(config.advertised_client_addr),
                 peers=str(config.peer_addr),
                 metrics=str(config.metrics_addr) if config.metrics_addr else "off",
                 data_dir=str(config.data_dir),
@@ -418,6 +435,12 @@ def run_member(args: argparse.Namespace) -> int:
                 f"sampler; set {RATIO_ENV} and {PER_MINUTE_ENV} instead",
                 value=os.environ[ignored],
             )
+    if config.advertised_client_addr.host in WILDCARD_HOSTS:
+        log.warning(
+            "the client address handed out in redirects is a wildcard, which sends a "
+            "redirected client to itself: give --advertise-client-addr",
+            client_addr=str(config.client_addr),
+        )
     if config.test_mutations:
         log.critical(
             "DELIBERATE BUGS ENABLED: this member is unsafe by design (a test run)",

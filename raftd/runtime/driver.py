@@ -226,7 +226,7 @@ class Driver:
         self.names = self.roster.names
         self.spans = RaftSpans(tracer or trace.get_tracer("raftd"), self.names)
         self.client_addrs = client_addrs if client_addrs is not None else {}
-        self.client_addrs[config.name] = str(config.client_addr)
+        self.client_addrs[config.name] = str(config.advertised_client_addr)
         core_config = Config(
             node_id=config.node_id,
             voters=config.bootstrap_voters,
@@ -244,6 +244,7 @@ class Driver:
         # A restart begins from the newest snapshot (the core restarts from its index).
         self.kv = store() if durable.snapshot is None else store.restore(durable.snapshot.data)
         self.applied_index = self.node.last_applied
+        self.loop_turned_at = time.monotonic()
         # Applied since the last snapshot, to decide the next one; one in the making at a
         # time, and its result waits here until the loop can hand it to the core.
         self._since_snapshot = (0, 0)  # (entries, bytes of entry data)
@@ -353,6 +354,7 @@ class Driver:
         next_sweep = trio.current_time() + SWEEP_INTERVAL_S
         max_ticks = 2 * self.config.election_timeout_ticks
         while True:
+            self.loop_turned_at = time.monotonic()  # /health: the loop is not wedged
             if self._peer_inbox or self.node.has_ready():
                 await trio.lowlevel.checkpoint()
             else:
@@ -706,7 +708,7 @@ class Driver:
             commit_index=self.node.commit_index,
             last_applied=self.applied_index,
             last_index=self.node.log.last_index,
-            client_addr=str(self.config.client_addr),
+            client_addr=str(self.config.advertised_client_addr),
             leader_addr=self.client_addrs.get(leader) if leader else None,
             state_hash=self.kv.state_hash() if with_state_hash else None,
         )

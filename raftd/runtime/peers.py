@@ -249,7 +249,7 @@ class PeerTransport:
             opened = trio.current_time()
             try:
                 config = self.config
-                hello = Hello(config.cluster_id, config.name, str(config.client_addr))
+                hello = Hello(config.cluster_id, config.name, str(config.advertised_client_addr))
                 await stream.send(Header("Hello"), hello)
                 (log.debug if quiet else log.info)(
                     "connected to peer", peer=name, address=str(address)

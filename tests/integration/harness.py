@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -450,12 +451,21 @@ class Cluster:
         return args[args.index("--metrics-addr") + 1]
 
     async def scrape(self, name: str) -> str:
+        status, text = await self.probe(name, "/metrics")
+        assert status == 200, f"{name} /metrics: {status} {text}"
+        return text
+
+    async def probe(self, name: str, path: str) -> tuple[int, str]:
+        """GET ``path`` on a member's metrics port (/metrics, /health, /ready): the status
+        and the body, a 503 included."""
         address = self.metrics_address(name)
 
-        def get() -> str:
-            with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-                text: str = response.read().decode()
-            return text
+        def get() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
 
         return await trio.to_thread.run_sync(get)
 

@@ -3,7 +3,9 @@ AppendEntries escaped the sender task and took the whole member down)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
@@ -100,3 +102,62 @@ async def test_every_frame_tells_the_peer_our_trace_room_and_theirs_reaches_the_
         nursery.cancel_scope.cancel()
     assert delivered == [Heartbeat(1, a_id, b_id, 0)]
     assert theirs_budget.reports == [(a_id, 7)]
+
+
+class MovingName(trio.abc.HostnameResolver):
+    """A resolver under which one host name moves to another address, as a rescheduled
+    pod's DNS name does; every other name resolves as usual."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name = name
+        self.address = address
+        self.asked = 0
+
+    async def getaddrinfo(
+        self, host: bytes | None, port: bytes | str | int | None, *args: Any
+    ) -> list[Any]:
+        target: bytes | str | None = host
+        if host is not None and host.decode() == self.name:
+            self.asked += 1
+            target = self.address
+        return await trio.to_thread.run_sync(socket.getaddrinfo, target, port, *args)
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        return await trio.to_thread.run_sync(socket.getnameinfo, sockaddr, flags)
+
+
+async def test_a_peer_known_by_name_is_resolved_again_when_its_address_changes(
+    tmp_path: Path,
+) -> None:
+    """--cluster names hosts, not addresses: each reconnection resolves the name anew, so
+    a member whose address changed (a rescheduled pod) is found at its new one."""
+    old, new = await trio.open_tcp_listeners(0, host="127.0.0.1"), None
+    port = old[0].socket.getsockname()[1]
+    new = await trio.open_tcp_listeners(port, host="127.0.0.2")
+    resolver = MovingName("b.raftd.test", "127.0.0.1")
+    members = {"a": parse_address("127.0.0.1:1"), "b": parse_address(f"b.raftd.test:{port}")}
+    config = NodeConfig("a", members, parse_address("127.0.0.1:3"), tmp_path)
+    transport = PeerTransport(config, lambda *args: None, {})
+    hellos: list[str] = []
+
+    async def hello_then_close(listener: trio.SocketListener, where: str) -> None:
+        tcp = await listener.accept()
+        received = await FramedStream(tcp, PEER_REGISTRY).receive()
+        assert received is not None and isinstance(received[1], Hello)
+        hellos.append(where)
+        await tcp.aclose()
+
+    previous = trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.run)
+            with trio.fail_after(10):
+                await hello_then_close(old[0], "old address")
+                resolver.address = "127.0.0.2"  # the pod moved
+                await hello_then_close(new[0], "new address")
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+        for listener in (*old, *new):
+            await listener.aclose()
+    assert hellos == ["old address", "new address"] and resolver.asked >= 2
