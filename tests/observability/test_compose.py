@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -27,8 +28,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
+from observability.health import Health
+from observability.metrics import RaftMetrics, serve_metrics
 from observability.tracing import choose_exporter
-from raftd.config import ConfigError, NodeConfig
+from raftd.config import Address, ConfigError, NodeConfig
 from raftd.main import build_parser, config_from_args
 from raftd.runtime.chaos import ENV_VARS as CHAOS_ENV_VARS
 from raftd.runtime.chaos import ChaosConfig
@@ -381,16 +384,32 @@ def test_members_and_the_demo_send_spans_to_the_collector() -> None:
     assert "127.0.0.1:4318:4318" in collector["ports"]
 
 
-def test_member_healthchecks_ask_their_own_member_and_trace_nothing() -> None:
+def test_member_healthchecks_ask_their_own_member_whether_it_is_ready() -> None:
     doc = resolved_compose()
     for name, config in ((n, member_config(doc, n)) for n in MEMBERS):
         test = service(doc, name)["healthcheck"]["test"]
-        assert test[:3] == ["CMD", "env", "OTEL_TRACES_EXPORTER=none"]
-        check_env = {**environment(service(doc, name)), "OTEL_TRACES_EXPORTER": "none"}
-        assert choose_exporter(check_env).kind == "none"
-        command = test[3:]
-        assert command[0] == "raftctl" and command[-1] == "status"
-        assert command[command.index("--endpoints") + 1] == str(config.client_addr)
+        assert test[:3] == ["CMD", "python", "-c"]
+        assert config.metrics_addr is not None
+        assert test[4] == f"http://127.0.0.1:{config.metrics_addr.port}/ready"
+
+
+@pytest.mark.parametrize(("ready", "status"), [(None, 0), ("no leader known", 1)])
+def test_the_healthcheck_command_fails_exactly_when_the_member_is_not_ready(
+    ready: str | None, status: int
+) -> None:
+    """The check's Python, run for real against a member's metrics server."""
+    server = serve_metrics(
+        Address("127.0.0.1", 0), RaftMetrics(), Health(lambda: None, lambda: ready)
+    )
+    try:
+        test = service(resolved_compose(), "n1")["healthcheck"]["test"]
+        url = f"http://127.0.0.1:{server.port}/ready"
+        done = subprocess.run(
+            [sys.executable, "-c", test[3], url], capture_output=True, timeout=30, check=False
+        )
+        assert done.returncode == status, done.stderr
+    finally:
+        server.close()
 
 
 # ------------------------------------------------------------------ the demo client
@@ -616,7 +635,7 @@ def test_with_tls_every_member_runs_mutual_tls_on_the_files_raftd_certs_writes(
         assert (config.tls.client.cert, config.tls.client.key) == member_files[:2]
         assert config.tls.client.ca == out / "ca.pem"  # client certificates required
         monkeypatch.undo()
-    for name in (*MEMBERS, "demo"):  # the healthchecks run in the members' containers
+    for name in (*MEMBERS, "demo"):  # raftctl in any of them reaches the members
         env = environment(service(doc, name))
         assert env["RAFTCTL_CACERT"] == str(out / "ca.pem")
         assert (env["RAFTCTL_CERT"], env["RAFTCTL_KEY"]) == (
