@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test test-tls lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
+.PHONY: demo sim-demo test test-tls netns lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,18 @@ test: tools lint typecheck sim unit
 # As root the package is installed here; otherwise the message says how to get it.
 PROMETHEUS_HINT := the tests need prometheus and promtool on PATH: install Debian's prometheus \
 package (sudo apt-get install prometheus) or a release from prometheus.io, then run make test again
+# As root, iptables too: the tests with members on hosts of their own (network namespaces)
+# cut links with it. Without it (or without root) those tests skip, saying why.
 tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  if [ "$$(id -u)" != 0 ]; then echo "make test: $(PROMETHEUS_HINT)" >&2; exit 1; fi; \
 	  echo "installing Debian's prometheus package (prometheus, promtool)"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
 	    || { echo "make test: apt-get could not install prometheus; $(PROMETHEUS_HINT)" >&2; exit 1; }; }
+	@command -v iptables >/dev/null || [ "$$(id -u)" != 0 ] || { \
+	  echo "installing Debian's iptables package (for the network-namespace tests)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; } \
+	    || echo "make test: apt-get could not install iptables; the netns tests will skip" >&2; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -48,6 +54,12 @@ unit: $(STAMP)
 test-tls: $(STAMP)
 	RAFTD_TEST_TLS=1 $(PY) -m pytest -q tests/integration
 	$(PY) -m tests.nemesis --duration 120 --seed $(NEMESIS_SEED) --tls
+
+# Members on hosts of their own (a network namespace each, joined by a bridge; needs root):
+# the netns tests, then 120 s of the nemesis with links going down and firewall cuts.
+netns: tools $(STAMP)
+	$(PY) -m pytest -q tests/integration/test_netns.py
+	$(PY) -m tests.nemesis --duration 120 --seed $(NEMESIS_SEED) --netns
 
 sim: $(STAMP)
 	$(PY) -m tests.sim --seeds $(SIM_SEEDS)

@@ -17,11 +17,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import trio
 
@@ -131,18 +131,29 @@ class Member:
     log_file: IO[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # its own address in netns mode (tests/integration/netns.py)
 
     @property
     def client_addr(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def peer_addr(self) -> str:
+        return f"{self.host}:{self.peer_port}"
 
 
 class Cluster:
     def __init__(
-        self, base: Path, size: int = 3, *, tick_ms: int = 50, tls: bool | None = None
+        self,
+        base: Path,
+        size: int = 3,
+        *,
+        tick_ms: int = 50,
+        tls: bool | None = None,
+        cert_hosts: Sequence[str] = (),
     ) -> None:
         """``tls``: mutual TLS on every port, certificates from ``raftd certs`` in
-        ``base/tls`` (None: as RAFTD_TEST_TLS says)."""
+        ``base/tls`` (None: as RAFTD_TEST_TLS says), naming ``cert_hosts`` too."""
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.tick_ms = tick_ms
@@ -154,9 +165,10 @@ class Cluster:
             )
         self.tls_dir: Path | None = None
         self.client_tls: ssl.SSLContext | None = None
+        self.cert_hosts = [*certs.DEFAULT_HOSTS, *cert_hosts]
         if TLS_BY_DEFAULT if tls is None else tls:
             self.tls_dir = base / "tls"
-            certs.write_bundle(self.tls_dir, list(self.members))
+            certs.write_bundle(self.tls_dir, list(self.members), hosts=self.cert_hosts)
             self.client_tls = client_context(self.client_files)
         self.links: dict[tuple[str, str], LinkProxy] = {
             (src, dst): LinkProxy(self.members[dst].peer_port)
@@ -195,19 +207,23 @@ class Cluster:
             return []
         d = self.tls_dir
         if not (d / f"{name}.pem").exists():  # a member added later
-            certs.write_bundle(d, [name])
+            certs.write_bundle(d, [name], hosts=self.cert_hosts)
         cert, key, ca = str(d / f"{name}.pem"), str(d / f"{name}-key.pem"), str(d / certs.CA_CERT)
         return [
             *("--peer-cert", cert, "--peer-key", key, "--peer-ca", ca),
             *("--client-cert", cert, "--client-key", key, "--client-ca", ca),
         ]
 
-    def command(self, name: str) -> list[str]:
-        """Each member sees the others through the proxies of its outgoing links."""
-        cluster = ",".join(
+    def peers_of(self, name: str) -> str:
+        """``--cluster`` for ``name``: it sees the others through its outgoing links'
+        proxies."""
+        return ",".join(
             f"{other}=127.0.0.1:{m.peer_port if other == name else self.links[(name, other)].port}"
             for other, m in self.members.items()
         )
+
+    def command(self, name: str) -> list[str]:
+        cluster = self.peers_of(name)
         member = self.members[name]
         return [
             sys.executable,
@@ -253,12 +269,16 @@ class Cluster:
         member = self.members[name]
         member.log_file = member.log_path.open("ab")
         member.process = await trio.lowlevel.open_process(
-            self.command(name),
+            self.launcher(name) + self.command(name),
             stdout=member.log_file,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **member.env},
         )
+
+    def launcher(self, name: str) -> list[str]:
+        """What runs a member's command on its host (nothing: this one)."""
+        return []
 
     async def kill(self, name: str) -> None:
         """kill -9: no chance to flush or say goodbye."""
@@ -478,8 +498,11 @@ def metric(text: str, line_start: str) -> float:
     raise AssertionError(f"no sample {line_start}")
 
 
+C = TypeVar("C", bound=Cluster)
+
+
 @asynccontextmanager
-async def running(cluster: Cluster, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
+async def running(cluster: C, nursery: trio.Nursery) -> AsyncIterator[C]:
     """Start every member, wait until all serve and agree on a leader, stop them after."""
     await cluster.start(nursery)
     try:

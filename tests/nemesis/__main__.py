@@ -12,6 +12,7 @@ import trio
 
 from raftd.runtime.mutations import ENV as MUTATION_ENV
 from raftd.runtime.mutations import MUTATIONS
+from tests.integration.netns import unavailable
 from tests.nemesis.run import EXTRA_KINDS, FAULT_KINDS, MEMBERSHIP_KINDS, STALE_TARGET, Plan, run
 
 
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="mutual TLS on every port (default: as RAFTD_TEST_TLS says)",
     )
+    parser.add_argument(
+        "--netns",
+        action="store_true",
+        help="each member on a host of its own (network namespaces; needs root, ip and "
+        "iptables): links go down and firewalls cut instead of proxies",
+    )
     args = parser.parse_args(argv)
     kinds = args.faults.split(",") if args.faults else None
     if kinds and not set(kinds) <= set(FAULT_KINDS):
@@ -59,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed {plan.seed}: {plan.nodes} members, {plan.clients} clients, faults "
           f"{','.join(plan.all_kinds)}; values {'tiny and large' if plan.large_values else 'tiny'};"
           f" stale reads from {STALE_TARGET} within {plan.stale_bound_s} s;"
-          f"{' TLS;' if args.tls else ''} output in {out}",
+          f"{' TLS;' if args.tls else ''}{' hosts in namespaces;' if args.netns else ''}"
+          f" output in {out}",
           flush=True)  # fmt: skip
     env = {MUTATION_ENV: args.mutation} if args.mutation else None
-    outcome = trio.run(partial(run, member_env=env, tls=args.tls), plan, args.duration, out)
+    if args.netns and (why := unavailable()) is not None:
+        parser.error(f"--netns: {why}")
+    outcome = trio.run(
+        partial(run, member_env=env, tls=args.tls, netns=args.netns), plan, args.duration, out
+    )
     for event in outcome.events:
         print(f"  {event}")
     for problem in outcome.problems:

@@ -38,6 +38,7 @@ import trio
 
 from cli.client import Client, ClientError, DefiniteError, Unavailable, UnknownOutcome
 from tests.integration.harness import Cluster, running
+from tests.integration.netns import NetnsCluster
 from wire.api import MemberChangeRequest, StateHashRequest, StatusReply
 
 KEYS = [f"k{i}" for i in range(10)]
@@ -413,8 +414,7 @@ class Nemesis:
             shutil.rmtree(member.data_dir, ignore_errors=True)
             if "--join" not in member.extra_args:
                 member.extra_args.append("--join")
-            peer = f"127.0.0.1:{member.peer_port}"
-            add = MemberChangeRequest("add", victim, peer, member.client_addr, True)
+            add = MemberChangeRequest("add", victim, member.peer_addr, member.client_addr, True)
             if not await self._changed(c, add, victim, True):
                 self.outcome.problems.append(f"replace_member: could not add {victim} back")
                 return
@@ -570,11 +570,15 @@ async def run(
     *,
     member_env: dict[str, str] | None = None,
     tls: bool | None = None,
+    netns: bool = False,
 ) -> Outcome:
-    """``tls``: every port with mutual TLS (None: as RAFTD_TEST_TLS says)."""
+    """``tls``: every port with mutual TLS (None: as RAFTD_TEST_TLS says). ``netns``:
+    every member on a host of its own (tests/integration/netns.py), the partitions made by
+    links going down and firewall rules instead of proxies."""
     outcome = Outcome()
     out.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(out / "members", plan.nodes, tls=tls)
+    hosts = NetnsCluster if netns else Cluster
+    cluster = hosts(out / "members", plan.nodes, tls=tls)
     for member in cluster.members.values():
         if "drop_delay" in plan.kinds:
             member.env.update(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import netns
 from tests.nemesis.run import History, Plan, run, short_value
 
 # Chosen so that together they cover every fault kind: kill -9 of one member, of the
@@ -46,6 +47,19 @@ async def test_a_short_nemesis_run_with_mutual_tls_is_linearizable(tmp_path: Pat
     assert outcome.linearizable == "linearizable"
     assert outcome.faults >= 2 and outcome.ops > 500
     assert "peers: mutual TLS" in (tmp_path / "members" / "n1.log").read_text()
+
+
+@pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")
+async def test_a_short_nemesis_run_with_members_on_hosts_of_their_own(tmp_path: Path) -> None:
+    """Seed 13's partitions and one-way cuts made by links going down and firewall rules
+    between network namespaces, not by proxies (make netns runs it for 120 s)."""
+    plan = Plan.draw(13, 3)
+    assert {"partition_minority", "one_way"} <= set(plan.kinds)
+    outcome = await run(plan, 20.0, tmp_path, netns=True)
+    print(outcome.summary_line())
+    assert outcome.problems == []
+    assert outcome.linearizable == "linearizable"
+    assert outcome.faults >= 2 and outcome.ops > 500
 
 
 # Teeth: each deliberate bug (raftd/runtime/mutations.py) is caught by the same run, with
