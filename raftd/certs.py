@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from raftd.config import _NAME
+from raftd.config import MEMBER_NAME
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -424,7 +424,7 @@ def _check_bundle_names(members: Sequence[str], client: str) -> None:
     owners: dict[str, str] = {CA_CERT: "the CA", CA_KEY: "the CA"}
     listed: set[str] = set()
     for role, name in [*(("member", member) for member in members), ("client", client)]:
-        if not _NAME.fullmatch(name):
+        if not MEMBER_NAME.fullmatch(name):
             raise CertsError(
                 f"{role} name {name!r} must be 1 to 64 letters, digits, '-', '_' or '.'"
             )

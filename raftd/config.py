@@ -14,7 +14,8 @@ from raftd.core import NodeId
 from raftd.storage.identity import bootstrap_ids
 from wire.tls import TlsFiles
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# What a member may be called: it is a file name (certificates), a label and a log field.
+MEMBER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class ConfigError(ValueError):
@@ -44,7 +45,7 @@ def parse_cluster(text: str) -> dict[str, Address]:
     members: dict[str, Address] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, address = item.partition("=")
-        if not sep or not _NAME.fullmatch(name):
+        if not sep or not MEMBER_NAME.fullmatch(name):
             raise ConfigError(
                 f"cluster member {item!r} must look like NAME=HOST:PORT "
                 "(names: letters, digits, '-', '_', '.')"
