@@ -113,7 +113,13 @@ async def _run(members: list[dict[str, str]], args: argparse.Namespace) -> int:
         print(f"{m['id']:<8}{m['client']:<18}{m['peer']:<18}{m['metrics']:<18}{m['data_dir']}")
     endpoints = ",".join(m["client"] for m in members)
     tls_dir = Path(args.data_dir) / "tls" if args.tls else None
-    flags = "".join(f" --{k[8:].lower()} {v}" for k, v in raftctl_tls_env(tls_dir).items())
+    flags = ""
+    if tls_dir is not None:
+        env = raftctl_tls_env(tls_dir)
+        flags = (
+            f" --cacert {env['RAFTCTL_CACERT']} --cert {env['RAFTCTL_CERT']}"
+            f" --key {env['RAFTCTL_KEY']}"
+        )
     print(f"\nraftctl --endpoints {endpoints}{flags} status     (Ctrl-C stops every member)\n")
     sys.stdout.flush()
     async with trio.open_nursery() as nursery:
