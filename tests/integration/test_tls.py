@@ -17,9 +17,13 @@ from cryptography import x509
 
 from cli.client import Client, ClientError, open_stream
 from raftd import certs
+from raftd.core import Heartbeat
 from tests.integration import test_traces
 from tests.integration.harness import ROOT, Cluster, metric, running
-from wire.tls import TlsFiles, TlsStream, client_context
+from wire.api import PEER_REGISTRY, Hello, MemberChangeRequest
+from wire.codec import Header
+from wire.stream import FramedStream
+from wire.tls import TlsFailure, TlsFiles, TlsStream, client_context, handshake, wrap
 
 DEADLINE_S = 30.0
 
@@ -323,3 +327,82 @@ def test_the_client_context_refuses_tls_older_than_1_2(tmp_path: Path) -> None:
     certs.write_bundle(tmp_path, ["n1"])
     context = client_context(TlsFiles(ca=tmp_path / "ca.pem"))
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+async def test_a_member_joins_over_mutual_tls_and_an_impostor_cannot_invite_it(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """--join under TLS: the joiner waits for a member of --cluster whose certificate names
+    it; a caller with a certificate from another CA cannot get past the handshake."""
+    cluster = Cluster(tmp_path / "members", 3, tls=True)
+    async with running(cluster, nursery):
+        async with Client(cluster.endpoints, tls=cluster.client_tls) as client:
+            await client.set("before", "n4")
+        n4 = await cluster.add_member("n4", nursery)
+        await cluster.start_member("n4")
+        with trio.fail_after(DEADLINE_S):
+            while "waiting to be added" not in cluster.log_text("n4"):
+                await trio.sleep(0.05)
+        # An impostor speaks first: TLS with a certificate for n1 from another CA.
+        other = certs.new_authority("an impostor's CA")
+        (tmp_path / "other-ca.pem").write_bytes(other.cert_pem)
+        impostor = issue(tmp_path / "impostor", other, "n1", names=HOSTS)
+        context = client_context(TlsFiles(impostor.cert, impostor.key, tmp_path / "other-ca.pem"))
+        tcp = await trio.open_tcp_stream("127.0.0.1", n4.peer_port)
+        with pytest.raises(TlsFailure):
+            await handshake(wrap(tcp, context, server_hostname="n4"), timeout_s=5)
+        await tcp.aclose()
+        # Another, with a valid certificate of the cluster's CA (raftctl's), claiming to be
+        # n1 and inviting n4 as id 9: its certificate does not name n1, so n4 ignores it.
+        link = await dial_tls(n4.peer_port, cluster.client_files, "n4")
+        stream = FramedStream(link, PEER_REGISTRY)
+        await stream.send(Header("Hello"), Hello("raftd", "n1", "127.0.0.1:1"))
+        await stream.send(Header("Heartbeat"), Heartbeat(1, 1, 9, 0))
+        with trio.fail_after(DEADLINE_S):
+            while "certificate does not name it" not in cluster.log_text("n4"):
+                await trio.sleep(0.05)
+        await stream.aclose()
+        async with Client(cluster.endpoints, tls=cluster.client_tls) as client:
+            await client.change_members(
+                MemberChangeRequest("add", "n4", n4.peer_addr, n4.client_addr, True)
+            )
+            written = await client.set("after", "n4")
+        await cluster.wait_applied("n4", written.index, timeout_s=DEADLINE_S)
+    log = cluster.log_text("n4")
+    assert "refused a peer connection" in log and "added to the cluster" in log
+    assert '"id": 9' not in log  # the impostor's invitation was not taken
+
+
+async def dial_tls(port: int, files: TlsFiles, name: str) -> TlsStream:
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    link = wrap(tcp, client_context(files), server_hostname=name)
+    await handshake(link, timeout_s=5)
+    return link
+
+
+async def test_a_member_refuses_to_start_on_unusable_tls_files(tmp_path: Path) -> None:
+    certs.write_bundle(tmp_path / "certs", ["n1"])
+    base = [sys.executable, "-m", "raftd", "run", "--id", "n1", "--cluster", "n1=127.0.0.1:1",
+            "--client-addr", "127.0.0.1:2", "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    cases = {
+        "cannot read": ["--client-cert", str(tmp_path / "none.pem"), "--client-key", "k.pem"],
+        "peer TLS is mutual": ["--peer-cert", str(tmp_path / "certs" / "n1.pem")],
+        "not a PEM certificate and its private key": [
+            "--client-cert", str(tmp_path / "certs" / "n1.pem"),
+            "--client-key", str(tmp_path / "certs" / "ca.pem"),
+        ],
+    }  # fmt: skip
+    for says, flags in cases.items():
+        done = await trio.run_process(
+            [*base, *flags], capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
+        )
+        err = done.stderr.decode()
+        assert done.returncode == 2 and says in err and "Traceback" not in err, (says, err)
+    assert not (tmp_path / "data" / "member.json").exists()  # refused before touching it
+
+
+def test_raftd_certs_is_a_command_of_raftd(tmp_path: Path) -> None:
+    from raftd.main import main
+
+    assert main(["certs", "--out", str(tmp_path / "c"), "--members", "a,b"]) == 0
+    assert {p.name for p in (tmp_path / "c").iterdir()} >= {"ca.pem", "a.pem", "b-key.pem"}
