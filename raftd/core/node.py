@@ -1254,8 +1254,20 @@ class RaftNode:
                 self._reads_awaiting_commit.clear()
             if self.id not in self._voters and self._membership_committed():
                 # Dissertation 4.2.2: a leader removed by a change steps down once the
-                # change is committed (it managed the cluster until then).
+                # change is committed (it managed the cluster until then). It first tells
+                # a remaining voter that holds its whole log to campaign at once, so the
+                # cluster does not wait out an election timeout for a new leader.
+                self._hand_over_on_removal()
                 self._become_follower(self.current_term, None, "removed")
+
+    def _hand_over_on_removal(self) -> None:
+        """TimeoutNow to the voter of the new configuration with the most of the log, if it
+        has all of it (the one that can win at once); otherwise the others elect as usual."""
+        caught_up = [
+            v for v in sorted(self._voters) if self._progress[v].match_index == self.log.last_index
+        ]
+        if caught_up:
+            self._send_timeout_now(caught_up[0])
 
     # -------------------------------------------------------------- membership
 

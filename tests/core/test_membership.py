@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from raftd.core import EntryKind, Role
-from raftd.core.events import MembershipChanged, SteppedDown
+from raftd.core.events import MembershipChanged, SteppedDown, TimeoutNowSent
 from raftd.core.membership import Membership, MembershipError
 from raftd.core.node import DEPARTING_TIMEOUTS
 from raftd.core.types import AppendEntries, Entry, RequestVote
@@ -119,11 +119,12 @@ def test_promotion_waits_until_the_learner_caught_up() -> None:
 def test_a_removed_leader_steps_down_once_the_change_commits_and_the_rest_go_on() -> None:
     net = Network(3)
     leader = net.elect(1)
+    term = leader.current_term
     net.propose(1, b"before")
     index = change(net, 1, (2, 3))
     assert leader.commit_index >= index
     assert leader.role is Role.FOLLOWER
-    assert SteppedDown(leader.current_term, "removed") in net.events[1]
+    assert SteppedDown(term, "removed") in net.events[1]
     # The removed member never campaigns again; the others elect one of themselves.
     new = net.wait_for_leader(among=(2, 3))
     net.propose(new, b"after")
@@ -133,6 +134,23 @@ def test_a_removed_leader_steps_down_once_the_change_commits_and_the_rest_go_on(
     assert net.commands(2)[-1] == b"after"
     # Votes of a removed member do not count: a candidate needs a majority of {2, 3}.
     assert all(m.dst != 1 for m in net.delivered if isinstance(m, RequestVote) and m.term > 2)
+
+
+def test_a_removed_leader_hands_over_to_the_most_caught_up_voter_as_it_steps_down() -> None:
+    """No election timeout waited out: with its removal committed, the leader tells the
+    remaining voter that has its whole log to campaign at once (TimeoutNow)."""
+    net = Network(3)
+    leader = net.elect(1)
+    term = leader.current_term
+    net.propose(1, b"before")
+    change(net, 1, (2, 3))  # stabilize delivers every message, with no tick at all
+    sent = [e for e in net.events[1] if isinstance(e, TimeoutNowSent)]
+    assert len(sent) == 1 and sent[0].target in (2, 3)
+    assert net.leader() == sent[0].target
+    assert net.nodes[sent[0].target].current_term == term + 1
+    net.propose(sent[0].target, b"after")
+    net.tick(5)  # followers learn the commit from the next heartbeat
+    assert net.commands(2)[-1] == net.commands(3)[-1] == b"after"
 
 
 def test_a_snapshot_carries_the_configuration_to_a_member_that_missed_the_change() -> None:
