@@ -126,8 +126,10 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 async def open_stream(endpoint: str, tls: ssl.SSLContext | None) -> FramedStream:
     """A framed connection to ``endpoint``; with ``tls``, after a handshake in which the
-    member's certificate was checked against its host (``TlsFailure`` saying why not).
-    ``OSError`` when it cannot be reached."""
+    member's certificate was checked against its host. ``OSError`` when it cannot be
+    reached; ``TlsFailure`` saying why when the two sides disagree about TLS; a connection
+    lost during the handshake (a member restarting) is ``trio.BrokenResourceError``, as it
+    would be without TLS."""
     host, port = parse_endpoint(endpoint)
     tcp = await trio.open_tcp_stream(host, port)
     if tls is None:
@@ -135,6 +137,11 @@ async def open_stream(endpoint: str, tls: ssl.SSLContext | None) -> FramedStream
     link = wrap(tcp, tls, server_hostname=host)
     try:
         await handshake(link)
+    except TlsFailure as exc:
+        tcp.socket.close()
+        if exc.configuration:
+            raise
+        raise trio.BrokenResourceError(f"TLS: {exc}") from exc
     except BaseException:
         tcp.socket.close()
         raise
@@ -1021,8 +1028,10 @@ class Client:
                 stream = await open_stream(endpoint, self._tls)
             except OSError as exc:
                 raise _ConnectFailed(_describe_os_error(exc)) from None
-            except TlsFailure as exc:  # tls: a refusal, not a member restarting
-                raise _ConnectFailed(f"TLS: {exc}", tls=exc.configuration) from None
+            except trio.BrokenResourceError as exc:  # lost during the TLS handshake
+                raise _ConnectFailed(str(exc)) from None
+            except TlsFailure as exc:  # a refusal, which retrying will not fix
+                raise _ConnectFailed(f"TLS: {exc}", tls=True) from None
             conn = _Connection(endpoint, stream)
             self._connections[endpoint] = conn
             assert self._nursery is not None

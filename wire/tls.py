@@ -34,8 +34,8 @@ import trio
 
 MIN_VERSION: Final = ssl.TLSVersion.TLSv1_2
 HANDSHAKE_TIMEOUT_S: Final = 5.0
-ALERT_GRACE_S: Final = 1.0
-ALERT_DRAIN_BYTES: Final = 16 * 1024
+LAST_WORDS_S: Final = 1.0
+DRAIN_BYTES: Final = 16 * 1024
 RECEIVE_BYTES: Final = 64 * 1024
 REFILL_BYTES: Final = 64 * 1024
 # Every TLS connection opens with a handshake record: content type 22, version 3.x.
@@ -266,15 +266,21 @@ class TlsStream(trio.abc.Stream):
         resets the connection, and in TLS 1.3 the client has finished its half and written
         its requests by then, so it would see a reset instead of the reason."""
         alert = self._outgoing.read()
-        if not alert:
-            return
-        with (
-            trio.move_on_after(ALERT_GRACE_S),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
-        ):
-            await self.transport_stream.send_all(alert)
-            while await self.transport_stream.receive_some(ALERT_DRAIN_BYTES):
-                pass
+        if alert:
+            await last_words(self.transport_stream, alert)
+
+
+async def last_words(stream: trio.abc.Stream, data: bytes) -> None:
+    """Send ``data``, then read and drop what the other side still sends until it closes,
+    all within ``LAST_WORDS_S`` and ignoring a broken connection: closing with unread bytes
+    resets the connection, which can discard ``data`` before the other side reads it."""
+    with (
+        trio.move_on_after(LAST_WORDS_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.send_all(data)
+        while await stream.receive_some(DRAIN_BYTES):
+            pass
 
 
 def wrap(

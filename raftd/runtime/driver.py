@@ -354,7 +354,6 @@ class Driver:
         next_sweep = trio.current_time() + SWEEP_INTERVAL_S
         max_ticks = 2 * self.config.election_timeout_ticks
         while True:
-            self.loop_turned_at = time.monotonic()  # /health: the loop is not wedged
             if self._peer_inbox or self.node.has_ready():
                 await trio.lowlevel.checkpoint()
             else:
@@ -382,6 +381,9 @@ class Driver:
                     ticks += 1
                 next_tick = max(next_tick, now)
                 self._expire(now)
+                # /health reads it from the exporter thread: a tick at least every tick
+                # length while the loop turns, none while it is wedged.
+                self.loop_turned_at = time.monotonic()
             if now >= next_sweep:
                 self.spans.sweep()
                 next_sweep = now + SWEEP_INTERVAL_S

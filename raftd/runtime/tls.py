@@ -14,7 +14,6 @@ new connections use the new contexts; open ones keep the session they negotiated
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
 import ssl
@@ -34,6 +33,7 @@ from wire.tls import (
     TlsFailure,
     client_context,
     handshake,
+    last_words,
     looks_like_tls,
     peer_certificate,
     server_context,
@@ -179,20 +179,13 @@ async def accept(
 
 
 PLAINTEXT_NOTICE: Final = b"raftd: this port does not use TLS\n"
-NOTICE_GRACE_S: Final = 1.0
 
 
 async def answer_tls_in_plaintext(stream: trio.abc.Stream) -> None:
-    """Answer a TLS caller on a port without TLS with plaintext, then read what it still
-    sends until it closes (a moment at most): its TLS then reports "not TLS" instead of a
-    connection closed mid-handshake, which looks like a member restarting."""
-    with (
-        trio.move_on_after(NOTICE_GRACE_S),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
-    ):
-        await stream.send_all(PLAINTEXT_NOTICE)
-        while await stream.receive_some(4096):
-            pass
+    """Answer a TLS caller on a port without TLS with plaintext: its TLS then reports "not
+    TLS" instead of a connection closed mid-handshake, which looks like a member
+    restarting."""
+    await last_words(stream, PLAINTEXT_NOTICE)
 
 
 async def dial(

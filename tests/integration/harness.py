@@ -368,17 +368,9 @@ class Cluster:
     # -------------------------------------------------------------- clients
 
     async def request(self, name: str, request: object, timeout_s: float = 5.0) -> ClientReply:
-        """One request, one reply. A connection lost during a TLS handshake (the member
-        died) is a ``BrokenResourceError``, as it would be without TLS; a refused
-        handshake (a test's misconfiguration) stays a ``TlsFailure``."""
         member = self.members[name]
         with trio.fail_after(timeout_s):
-            try:
-                stream = await open_stream(member.client_addr, self.client_tls)
-            except TlsFailure as exc:
-                if exc.configuration:
-                    raise
-                raise trio.BrokenResourceError(str(exc)) from exc
+            stream = await open_stream(member.client_addr, self.client_tls)
             try:
                 await stream.send(Header(type(request).__name__, 1), request)
                 received = await stream.receive()
@@ -502,11 +494,11 @@ C = TypeVar("C", bound=Cluster)
 
 
 @asynccontextmanager
-async def running(cluster: C, nursery: trio.Nursery) -> AsyncIterator[C]:
+async def running(cluster: C, nursery: trio.Nursery, *, timeout_s: float = 30) -> AsyncIterator[C]:
     """Start every member, wait until all serve and agree on a leader, stop them after."""
     await cluster.start(nursery)
     try:
-        await cluster.wait_all_serving(timeout_s=30)
+        await cluster.wait_all_serving(timeout_s=timeout_s)
         yield cluster
     finally:
         await cluster.shutdown()

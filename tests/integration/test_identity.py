@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.harness import ROOT, Cluster, free_port
+from tests.integration.harness import ROOT, Cluster, free_port, running
 from tests.integration.test_cluster import Writer, get
 
 IDENTITY = "member.json"
@@ -32,12 +32,8 @@ async def test_flags_that_disagree_with_the_data_directory_are_refused_untouched
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     cluster = Cluster(tmp_path, 3)
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         await Writer(cluster).set("k", "before")
-    finally:
-        await cluster.shutdown()
     n1 = cluster.members["n1"]
     stored = json.loads((n1.data_dir / IDENTITY).read_text())
     assert stored["members"] == {"n1": 1, "n2": 2, "n3": 3} and stored["name"] == "n1"

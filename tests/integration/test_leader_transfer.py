@@ -87,9 +87,7 @@ async def test_a_rolling_restart_of_every_member_under_load_loses_no_write(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     cluster = Cluster(tmp_path, 3)
-    await cluster.start(nursery)
-    try:
-        await cluster.wait_all_serving(timeout_s=30)
+    async with running(cluster, nursery):
         written: list[str] = []
         failed: list[str] = []
         stop = trio.Event()
@@ -119,5 +117,3 @@ async def test_a_rolling_restart_of_every_member_under_load_loses_no_write(
         leader = await cluster.wait_for_leader()
         for key, value in last.items():
             assert (await get(cluster, leader, key)).value == value
-    finally:
-        await cluster.shutdown()

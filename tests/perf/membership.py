@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 from cli.client import Client, ClientError
-from tests.integration.harness import Cluster
+from tests.integration.harness import Cluster, running
 from tests.perf.resources import commit_of, prefill
 from wire.api import MemberChangeRequest
 
@@ -29,9 +29,7 @@ from wire.api import MemberChangeRequest
 async def rolling_restart(base: Path, clients: int, report: list[str]) -> None:
     cluster = Cluster(base / "rolling", 3)
     async with trio.open_nursery() as nursery:
-        await cluster.start(nursery)
-        try:
-            await cluster.wait_all_serving(timeout_s=60)
+        async with running(cluster, nursery, timeout_s=60):
             done: list[float] = []  # when each successful write completed
             failed: list[str] = []
             stop = trio.Event()
@@ -73,17 +71,13 @@ async def rolling_restart(base: Path, clients: int, report: list[str]) -> None:
             )
             for line in sorted(set(failed))[:5]:
                 report.append(f"  failed: {line}")
-        finally:
-            await cluster.shutdown()
-            nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the link proxies
 
 
 async def add_member(base: Path, keys: int, report: list[str]) -> None:
     cluster = Cluster(base / "add", 3)
     async with trio.open_nursery() as nursery:
-        await cluster.start(nursery)
-        try:
-            await cluster.wait_all_serving(timeout_s=60)
+        async with running(cluster, nursery, timeout_s=60):
             await prefill(cluster, keys)
             member = await cluster.add_member("n4", nursery)
             async with Client(cluster.endpoints[:3], timeout_s=30.0) as client:
@@ -108,9 +102,7 @@ async def add_member(base: Path, keys: int, report: list[str]) -> None:
                 f"{caught_up:.2f} s after member add (process start included), a voter "
                 f"after {promoted:.2f} s"
             )
-        finally:
-            await cluster.shutdown()
-            nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the link proxies
 
 
 def main(argv: list[str] | None = None) -> int:

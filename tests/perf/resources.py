@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from tests.integration.harness import ROOT, Cluster
+from tests.integration.harness import ROOT, Cluster, running
 
 MB = 1024 * 1024
 
@@ -88,9 +88,7 @@ async def restart_follower(cluster: Cluster) -> str:
 async def long_history(base: Path, writes: int, report: list[str]) -> None:
     cluster = Cluster(base / "long", 3)
     async with trio.open_nursery() as nursery:
-        await cluster.start(nursery)
-        try:
-            await cluster.wait_all_serving(timeout_s=60)
+        async with running(cluster, nursery, timeout_s=60):
             first = await bench(cluster, "--op", "set", "--keys", "10000", "--clients", "64",
                                 "--duration", "10", "--warmup", "0")  # fmt: skip
             done = int(first["ops"])
@@ -111,17 +109,13 @@ async def long_history(base: Path, writes: int, report: list[str]) -> None:
             for name, what in disk_mb(cluster).items():
                 report.append(f"  {name} data directory: {what}")
             report.append(await restart_follower(cluster))
-        finally:
-            await cluster.shutdown()
-            nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the link proxies
 
 
 async def wiped_member(base: Path, keys: int, report: list[str]) -> None:
     cluster = Cluster(base / "wiped", 3)
     async with trio.open_nursery() as nursery:
-        await cluster.start(nursery)
-        try:
-            await cluster.wait_all_serving(timeout_s=60)
+        async with running(cluster, nursery, timeout_s=60):
             await prefill(cluster, keys)
             leader, commit = await commit_of(cluster)
             follower = next(n for n in cluster.members if n != leader)
@@ -135,9 +129,7 @@ async def wiped_member(base: Path, keys: int, report: list[str]) -> None:
                 f"{keys:,} keys: {follower}, its data directory wiped, back to index "
                 f"{commit:,} in {took:.2f} s (InstallSnapshot)"
             )
-        finally:
-            await cluster.shutdown()
-            nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the link proxies
 
 
 def _mb(values: dict[str, float]) -> str:
