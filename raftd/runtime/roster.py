@@ -113,7 +113,16 @@ class Roster:
 
     def _replace(self, members: dict[NodeId, Member], next_id: int) -> None:
         gone = {i: m for i, m in self.members.items() if i not in members}
-        self.former = {i: m for i, m in {**self.former, **gone}.items() if i not in members}
+        # A removed member replaced under its name or at its address is no longer told of
+        # its removal: the new member's process would get those messages, take the first
+        # for its invitation, and with it the removed member's id.
+        names = {m.name for m in members.values()}
+        peers = {m.peer for m in members.values()}
+        self.former = {
+            i: m
+            for i, m in {**self.former, **gone}.items()
+            if i not in members and m.name not in names and m.peer not in peers
+        }
         self.members = members
         self.next_id = next_id
         self._index()
