@@ -288,12 +288,14 @@ class Nemesis:
         before = await self.leader()
         term_before = await self.term_of(before)
         self.outcome.faults += 1
+        top_while_out: int | None = None  # the others' highest term as the fault ends
         if kind in ("kill", "kill_leader"):
             victim = before if kind == "kill_leader" else self.rng.choice(list(cluster.members))
             self.note(f"kill -9 {victim}")
             self.killed_by_us.add(victim)
             await cluster.kill(victim)
             await trio.sleep(hold)
+            top_while_out = await self._top_term(excluding=victim)
             await cluster.start_member(victim)
             self.killed_by_us.discard(victim)
             self.note(f"restarted {victim}")
@@ -310,11 +312,13 @@ class Nemesis:
             self.note(f"SIGSTOP {before} for {hold:.1f} s")
             cluster.pause(before)
             await trio.sleep(hold)
+            top_while_out = await self._top_term(excluding=before)
             cluster.resume(before)
         elif kind == "isolate_leader":
             self.note(f"isolate {before} for {hold:.1f} s")
             await cluster.isolate(before)
             await trio.sleep(hold)
+            top_while_out = await self._top_term(excluding=before)
             cluster.heal()
         elif kind == "partition_minority":
             minority = self.rng.choice(list(cluster.members))
@@ -366,10 +370,19 @@ class Nemesis:
         # leader no longer cuts the leader's link to it: then the leader may keep leading.
         cut_whole = kind != "isolate_leader" or not self.replaced
         if kind in LEADER_LOSING_KINDS and hold >= MIN_HOLD_FOR_NEW_TERM_S and cut_whole:
-            term_after = await self.term_of(after)
-            if term_before is not None and term_after is not None and term_after <= term_before:
+            # The others' term is read before the leader comes back, and every member's
+            # after: a status request that times out under load must not hide an election.
+            statuses = await self.cluster.statuses()
+            terms = [s.term for s in statuses.values()]
+            if top_while_out is not None:
+                terms.append(top_while_out)
+            if term_before is not None and terms and max(terms) <= term_before:
+                seen = ", ".join(
+                    f"{name} {s.role} term {s.term}" for name, s in sorted(statuses.items())
+                )
                 self.outcome.problems.append(
-                    f"{kind}: no new term while {before} was out (term {term_before})"
+                    f"{kind}: no new term while {before} was out (term {term_before}; "
+                    f"the others' top term as it ended: {top_while_out}; after: {seen})"
                 )
 
     async def _move_leader(self, leader: str) -> None:
@@ -529,6 +542,10 @@ class Nemesis:
                 f"lag_large: only {written} large writes acknowledged while {victim} was "
                 f"down (at least {LAG_WRITES_EVIDENCE} make a catch-up worth the name)"
             )
+
+    async def _top_term(self, excluding: str) -> int | None:
+        statuses = await self.cluster.statuses([n for n in self.cluster.members if n != excluding])
+        return max((s.term for s in statuses.values()), default=None)
 
     async def term_of(self, name: str) -> int | None:
         statuses = await self.cluster.statuses([name])
