@@ -47,17 +47,24 @@ from wire.api import (
     CLIENT_REGISTRY,
     CasRequest,
     ClientRequest,
+    DeleteRangeRequest,
     DeleteRequest,
     ErrorCode,
     ErrorReply,
     GetReply,
     GetRequest,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseReply,
+    LeaseRevokeRequest,
     MemberChangeReply,
     MemberChangeRequest,
     MemberListReply,
     MemberListRequest,
     MoveLeaderReply,
     MoveLeaderRequest,
+    RangeReply,
+    RangeRequest,
     SetRequest,
     StatusReply,
     StatusRequest,
@@ -83,6 +90,7 @@ __all__ = [
     "MemberStatus",
     "Unavailable",
     "UnknownOutcome",
+    "next_start",
     "parse_endpoint",
 ]
 
@@ -99,7 +107,15 @@ CODE_TLS: Final = "tls"  # definite: the TLS handshake failed with every member 
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
 
 Reply = TypeVar(
-    "Reply", GetReply, WriteReply, StatusReply, MoveLeaderReply, MemberListReply, MemberChangeReply
+    "Reply",
+    GetReply,
+    RangeReply,
+    WriteReply,
+    LeaseReply,
+    StatusReply,
+    MoveLeaderReply,
+    MemberListReply,
+    MemberChangeReply,
 )
 
 
@@ -435,6 +451,18 @@ def _summarize(failures: dict[str, list[str]]) -> str:
     return "; ".join(f"{', '.join(eps)}: {reason}" for reason, eps in by_reason.items())
 
 
+def next_start(reply: RangeReply) -> str:
+    """Where the range after ``reply`` starts: just past its last key."""
+    return reply.items[-1].key + "\0" if reply.items else ""
+
+
+def _check_staleness(max_staleness_s: float | None) -> None:
+    if max_staleness_s is not None and not (
+        max_staleness_s >= 0 and math.isfinite(max_staleness_s)
+    ):
+        raise ValueError("max_staleness_s must be a non-negative number of seconds")
+
+
 def _check_sizes(request: ClientRequest, stats: CallStats) -> None:
     """Raise the member's own refusal of a key or value over its limit, before sending.
 
@@ -593,32 +621,94 @@ class Client:
         """Linearizable (from the leader) unless ``max_staleness_s`` is given: then any
         member may answer from its own state, starting with the first endpoint, so list the
         nearest member first."""
-        if max_staleness_s is not None and not (
-            max_staleness_s >= 0 and math.isfinite(max_staleness_s)
-        ):
-            raise ValueError("max_staleness_s must be a non-negative number of seconds")
+        _check_staleness(max_staleness_s)
         request = GetRequest(key, max_staleness_s)
         leader_only = max_staleness_s is None
         return await self._call("get", request, GetReply, leader_only=leader_only, stats=stats)
 
-    async def set(self, key: str, value: str, *, stats: CallStats | None = None) -> WriteReply:
+    async def range(
+        self,
+        start: str,
+        end: str | None,
+        *,
+        limit: int = 0,
+        max_staleness_s: float | None = None,
+        stats: CallStats | None = None,
+    ) -> RangeReply:
+        """Keys in ``[start, end)`` in order (``end`` None: to the last key), at most
+        ``limit`` (0: as many as one reply holds). A reply with ``more`` continues with
+        ``range(next_start(reply), end)``; each page is read at its own revision."""
+        _check_staleness(max_staleness_s)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        request = RangeRequest(start, end, limit, max_staleness_s)
+        leader_only = max_staleness_s is None
+        return await self._call("range", request, RangeReply, leader_only=leader_only, stats=stats)
+
+    async def set(
+        self, key: str, value: str, *, lease: int = 0, stats: CallStats | None = None
+    ) -> WriteReply:
+        """``lease`` (0: none) ties the key to a lease: it is deleted when the lease ends."""
         return await self._write(
-            "set", lambda cid, seq: SetRequest(key, value, cid, seq), stats=stats
+            "set", lambda cid, seq: SetRequest(key, value, cid, seq, lease=lease), stats=stats
         )
 
     async def cas(
-        self, key: str, expected: str | None, value: str, *, stats: CallStats | None = None
+        self,
+        key: str,
+        expected: str | None,
+        value: str,
+        *,
+        mod_revision: int | None = None,
+        lease: int = 0,
+        stats: CallStats | None = None,
     ) -> WriteReply:
-        """Swap to ``value`` if ``key`` holds ``expected`` (None: if it is absent). A failed
-        comparison is an answer, not an error: ``ok`` is False and ``value`` is current."""
+        """Swap to ``value`` if ``key`` holds ``expected`` (None: if it is absent), or,
+        with ``mod_revision``, if it was last modified at that revision (0: is absent). A
+        failed comparison is an answer, not an error: ``ok`` is False and ``value`` is
+        current."""
         return await self._write(
-            "cas", lambda cid, seq: CasRequest(key, expected, value, cid, seq), stats=stats
+            "cas",
+            lambda cid, seq: CasRequest(
+                key, expected, value, cid, seq, mod_revision=mod_revision, lease=lease
+            ),
+            stats=stats,
         )
 
     async def delete(self, key: str, *, stats: CallStats | None = None) -> WriteReply:
         """``ok`` tells whether the key existed."""
         return await self._write(
             "delete", lambda cid, seq: DeleteRequest(key, cid, seq), stats=stats
+        )
+
+    async def delete_range(
+        self, start: str, end: str | None, *, stats: CallStats | None = None
+    ) -> WriteReply:
+        """Every key in ``[start, end)``; ``count`` says how many there were."""
+        return await self._write(
+            "delete_range", lambda cid, seq: DeleteRangeRequest(start, end, cid, seq), stats=stats
+        )
+
+    async def lease_grant(self, ttl_s: int, *, stats: CallStats | None = None) -> LeaseReply:
+        """A new lease, alive for ``ttl_s`` unless kept alive; its id is in the reply."""
+        return await self._write(
+            "lease_grant",
+            lambda cid, seq: LeaseGrantRequest(ttl_s, cid, seq),
+            expect=LeaseReply,
+            stats=stats,
+        )
+
+    async def lease_revoke(self, lease: int, *, stats: CallStats | None = None) -> WriteReply:
+        """End a lease now and delete its keys (``ok``: it existed)."""
+        return await self._write(
+            "lease_revoke", lambda cid, seq: LeaseRevokeRequest(lease, cid, seq), stats=stats
+        )
+
+    async def lease_keepalive(self, lease: int, *, stats: CallStats | None = None) -> LeaseReply:
+        """Renew a lease for another TTL; a definite ``not_found`` once it has expired."""
+        request = LeaseKeepAliveRequest(lease)
+        return await self._call(
+            "lease_keepalive", request, LeaseReply, leader_only=True, stats=stats
         )
 
     async def move_leader(self, target: str, *, stats: CallStats | None = None) -> MoveLeaderReply:
@@ -694,24 +784,26 @@ class Client:
     async def _write(
         self,
         operation: str,
-        build: Callable[[str, int], SetRequest | CasRequest | DeleteRequest],
+        build: Callable[[str, int], ClientRequest],
         *,
+        expect: type[Reply] = WriteReply,  # type: ignore[assignment]
         stats: CallStats | None,
-    ) -> WriteReply:
+    ) -> Reply:
         self._check_open()
         stats = stats if stats is not None else CallStats()
         stats.operation = operation
         _check_sizes(build("", 0), stats)
         start = trio.current_time()
         with self._operation_span(operation, stats):
-            return await self._write_attempts(build, stats, start)
+            return await self._write_attempts(build, expect, stats, start)
 
     async def _write_attempts(
         self,
-        build: Callable[[str, int], SetRequest | CasRequest | DeleteRequest],
+        build: Callable[[str, int], ClientRequest],
+        expect: type[Reply],
         stats: CallStats,
         start: float,
-    ) -> WriteReply:
+    ) -> Reply:
         op: _Operation | None = None
         try:
             with trio.fail_after(self.timeout_s):
@@ -722,9 +814,9 @@ class Client:
                     session.next_seq += 1  # used up even if this write fails: never reused
                     stats.client_id, stats.seq = session.client_id, seq
                     op = _Operation(
-                        build(session.client_id, seq), WriteReply, leader_only=True, stats=stats
+                        build(session.client_id, seq), expect, leader_only=True, stats=stats
                     )
-                    reply: WriteReply = await self._attempts(op)
+                    reply: Reply = await self._attempts(op)
                     return reply
         except trio.TooSlowError:
             if op is None:

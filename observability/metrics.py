@@ -298,6 +298,11 @@ class RaftMetrics:
             "Times the leader this member knows of changed.",
             registry=reg,
         )
+        self._leases_expired = Counter(
+            "raftd_leases_expired",
+            "Leases this member, as leader, found expired and proposed to revoke.",
+            registry=reg,
+        )
         self._members = Gauge(
             "raftd_cluster_members",
             "Members in the configuration in force on this member, by kind (voter or "
@@ -545,6 +550,9 @@ class RaftMetrics:
 
     def leader_changed(self) -> None:
         self._leader_changes.inc()
+
+    def lease_expired(self) -> None:
+        self._leases_expired.inc()
 
     def membership(self, voters: int, learners: int, learner: bool = False) -> None:
         """The configuration in force on this member (its newest, committed or not), and

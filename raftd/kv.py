@@ -8,46 +8,71 @@ silently give different answers from different nodes, which is why ``state_hash`
 Client sessions (Raft dissertation, section 6.3) make writes exactly-once: a client numbers
 its writes, and a retry of a write that was already committed returns the recorded result
 instead of applying it a second time, even if the first reply was lost.
+
+Revisions are log indexes: the entry that writes a key gives it its mod revision (and its
+create revision when the key was absent), so a revision means the same on every member and
+needs nothing replicated beside the log. Leases are ids (their grant's index) with a TTL in
+seconds; the store only records them and the keys attached to them: when one expires is the
+leader's decision (``raftd.runtime.leases``), taken through a LeaseRevoke in the log, so the
+store itself never reads a clock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, assert_never
 
 import cbor2
+from sortedcontainers import SortedList
 
 from raftd import kvsnapshot
+from raftd.kvsnapshot import Stored
 
 __all__ = [
+    "ERROR_LEASE_NOT_FOUND",
     "ERROR_STALE_SEQUENCE",
     "ERROR_UNDECODABLE",
+    "MAX_LEASE_TTL_S",
     "MAX_SEQ",
     "Cas",
+    "CasRevision",
     "Command",
     "CommandDecodeError",
     "Delete",
+    "DeleteRange",
     "KVStore",
+    "LeaseGrant",
+    "LeaseRevoke",
     "Request",
     "Result",
     "Set",
+    "Stored",
     "decode_request",
     "encode_request",
+    "prefix_end",
 ]
 
 ERROR_UNDECODABLE: Final = "undecodable command"
 ERROR_STALE_SEQUENCE: Final = "stale sequence number"
+ERROR_LEASE_NOT_FOUND: Final = "lease not found"
 
 # Sequence numbers fit CBOR's largest plain integer head, so every valid request has exactly
 # one encoding and no bignum tag ever reaches the log.
 MAX_SEQ: Final = 2**64 - 1
+# A year: long enough for any holder, short enough that a forgotten lease goes away.
+MAX_LEASE_TTL_S: Final = 365 * 24 * 3600
 
 # Op codes are the wire format: never renumber, only add.
 _OP_SET: Final = 0
 _OP_CAS: Final = 1
 _OP_DELETE: Final = 2
+_OP_CAS_REVISION: Final = 3
+_OP_DELETE_RANGE: Final = 4
+_OP_LEASE_GRANT: Final = 5
+_OP_LEASE_REVOKE: Final = 6
 
 
 class CommandDecodeError(ValueError):
@@ -56,8 +81,11 @@ class CommandDecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Set:
+    """``lease`` (0: none) attaches the key to a lease: it is deleted when the lease ends."""
+
     key: str
     value: str
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,18 @@ class Cas:
     key: str
     expected: str | None
     value: str
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CasRevision:
+    """Compare-and-set on the key's mod revision (0: only if absent), etcd's compare on
+    ``mod_revision``: it tells a value rewritten to the same text from one never touched."""
+
+    key: str
+    mod_revision: int
+    value: str
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +114,30 @@ class Delete:
     key: str
 
 
-Command = Set | Cas | Delete
+@dataclass(frozen=True, slots=True)
+class DeleteRange:
+    """Every key in ``[start, end)`` (``end`` None: every key from ``start`` on)."""
+
+    start: str
+    end: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """A new lease; its id is the index of the entry that grants it."""
+
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    """End a lease and delete its keys: a holder giving it up, or the leader deciding it
+    expired."""
+
+    lease: int
+
+
+Command = Set | Cas | CasRevision | Delete | DeleteRange | LeaseGrant | LeaseRevoke
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,31 +175,119 @@ class Result:
     value: str | None
     found: bool
     error: str | None = None
+    count: int = 0  # keys a DeleteRange or LeaseRevoke deleted
+
+
+@dataclass(slots=True)
+class _Lease:
+    ttl_s: int
+    keys: set[str]
 
 
 _UNDECODABLE: Final = Result(ok=False, value=None, found=False, error=ERROR_UNDECODABLE)
 _STALE: Final = Result(ok=False, value=None, found=False, error=ERROR_STALE_SEQUENCE)
+_NO_LEASE: Final = Result(ok=False, value=None, found=False, error=ERROR_LEASE_NOT_FOUND)
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The first key after every key that starts with ``prefix`` (None: no such bound,
+    the prefix is empty or all of its characters are the largest code point)."""
+    stripped = prefix.rstrip(chr(0x10FFFF))
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
 def encode_request(req: Request) -> bytes:
     """Encode as a short CBOR array whose length depends on the op, to keep log entries small.
 
     Layouts: ``[client_id, seq, 0, key, value]`` for Set, ``[client_id, seq, 1, key, value,
-    expected-or-null]`` for Cas, ``[client_id, seq, 2, key]`` for Delete. CBOR null keeps
-    "absent" apart from the empty string without a separate flag. Strings that UTF-8 cannot
-    encode (lone surrogates) raise ``UnicodeEncodeError``, a ``ValueError``, here on the
-    client side rather than as an undecodable entry in the log.
+    expected-or-null]`` for Cas, ``[client_id, seq, 3, key, value, mod_revision]`` for
+    CasRevision, each followed by the lease when there is one; ``[client_id, seq, 2, key]``
+    for Delete, ``[..., 4, start, end-or-null]`` for DeleteRange, ``[..., 5, ttl_s]`` for
+    LeaseGrant, ``[..., 6, lease]`` for LeaseRevoke. CBOR null keeps "absent" apart from
+    the empty string without a separate flag. Strings that UTF-8 cannot encode (lone
+    surrogates) raise ``UnicodeEncodeError``, a ``ValueError``, here on the client side
+    rather than as an undecodable entry in the log.
     """
+    head: list[object] = [req.client_id, req.seq]
     match req.command:
-        case Set(key, value):
-            item: list[object] = [req.client_id, req.seq, _OP_SET, key, value]
-        case Cas(key, expected, value):
-            item = [req.client_id, req.seq, _OP_CAS, key, value, expected]
+        case Set(key, value, lease):
+            item = [*head, _OP_SET, key, value]
+        case Cas(key, expected, value, lease):
+            item = [*head, _OP_CAS, key, value, expected]
+        case CasRevision(key, mod_revision, value, lease):
+            item = [*head, _OP_CAS_REVISION, key, value, mod_revision]
         case Delete(key):
-            item = [req.client_id, req.seq, _OP_DELETE, key]
+            item, lease = [*head, _OP_DELETE, key], 0
+        case DeleteRange(start, end):
+            item, lease = [*head, _OP_DELETE_RANGE, start, end], 0
+        case LeaseGrant(ttl_s):
+            item, lease = [*head, _OP_LEASE_GRANT, ttl_s], 0
+        case LeaseRevoke(revoked):
+            item, lease = [*head, _OP_LEASE_REVOKE, revoked], 0
         case _:
             assert_never(req.command)
+    if lease:
+        item.append(lease)
     return cbor2.dumps(item, canonical=True)
+
+
+def _lease_of(item: list[Any], plain_length: int) -> int:
+    """The optional trailing lease: absent, or a positive id (0 is never written)."""
+    if len(item) == plain_length:
+        return 0
+    lease = item[plain_length]
+    if type(lease) is not int or not 1 <= lease <= MAX_SEQ:
+        raise CommandDecodeError("a lease must be a positive integer id")
+    return lease
+
+
+def _command_of(op: object, item: list[Any]) -> Command:
+    """The command in a decoded array, with every field's type checked (``type(x) is int``
+    keeps bools out)."""
+    size = len(item)
+    if op == _OP_SET and size in (5, 6):
+        key, value = item[3], item[4]
+        if type(key) is not str or type(value) is not str:
+            raise CommandDecodeError("set key and value must be text")
+        return Set(key, value, _lease_of(item, 5))
+    if op == _OP_CAS and size in (6, 7):
+        key, value, expected = item[3], item[4], item[5]
+        if (
+            type(key) is not str
+            or type(value) is not str
+            or (expected is not None and type(expected) is not str)
+        ):
+            raise CommandDecodeError("cas key and value must be text, expected text or null")
+        return Cas(key, expected, value, _lease_of(item, 6))
+    if op == _OP_CAS_REVISION and size in (6, 7):
+        key, value, revision = item[3], item[4], item[5]
+        if type(key) is not str or type(value) is not str:
+            raise CommandDecodeError("cas key and value must be text")
+        if type(revision) is not int or not 0 <= revision <= MAX_SEQ:
+            raise CommandDecodeError("a mod revision must be a non-negative integer")
+        return CasRevision(key, revision, value, _lease_of(item, 6))
+    if op == _OP_DELETE and size == 4:
+        if type(item[3]) is not str:
+            raise CommandDecodeError("delete key must be text")
+        return Delete(item[3])
+    if op == _OP_DELETE_RANGE and size == 5:
+        start, end = item[3], item[4]
+        if type(start) is not str or (end is not None and type(end) is not str):
+            raise CommandDecodeError("a range's start must be text, its end text or null")
+        return DeleteRange(start, end)
+    if op == _OP_LEASE_GRANT and size == 4:
+        ttl = item[3]
+        if type(ttl) is not int or not 1 <= ttl <= MAX_LEASE_TTL_S:
+            raise CommandDecodeError(f"a lease TTL must be 1..{MAX_LEASE_TTL_S} seconds")
+        return LeaseGrant(ttl)
+    if op == _OP_LEASE_REVOKE and size == 4:
+        lease = item[3]
+        if type(lease) is not int or not 1 <= lease <= MAX_SEQ:
+            raise CommandDecodeError("a lease must be a positive integer id")
+        return LeaseRevoke(lease)
+    raise CommandDecodeError(f"unknown op {op!r} for an array of {size} items")
 
 
 def decode_request(data: bytes) -> Request:
@@ -152,31 +303,12 @@ def decode_request(data: bytes) -> Request:
         item: Any = cbor2.loads(data, max_depth=1, allow_indefinite=False)
     except Exception as exc:
         raise CommandDecodeError(f"not CBOR: {exc}") from exc
-    if type(item) is not list or not 4 <= len(item) <= 6:
-        raise CommandDecodeError("expected a CBOR array of 4 to 6 items")
-    client_id, seq, op, key = item[0], item[1], item[2], item[3]
-    if (
-        type(client_id) is not str
-        or type(seq) is not int
-        or type(op) is not int
-        or type(key) is not str
-    ):
-        raise CommandDecodeError("client_id and key must be text, seq and op integers")
-    command: Command
-    if op == _OP_SET and len(item) == 5:
-        value = item[4]
-        if type(value) is not str:
-            raise CommandDecodeError("set value must be text")
-        command = Set(key, value)
-    elif op == _OP_CAS and len(item) == 6:
-        value, expected = item[4], item[5]
-        if type(value) is not str or (expected is not None and type(expected) is not str):
-            raise CommandDecodeError("cas value must be text, expected text or null")
-        command = Cas(key, expected, value)
-    elif op == _OP_DELETE and len(item) == 4:
-        command = Delete(key)
-    else:
-        raise CommandDecodeError(f"unknown op {op!r} for an array of {len(item)} items")
+    if type(item) is not list or not 4 <= len(item) <= 7:
+        raise CommandDecodeError("expected a CBOR array of 4 to 7 items")
+    client_id, seq, op = item[0], item[1], item[2]
+    if type(client_id) is not str or type(seq) is not int or type(op) is not int:
+        raise CommandDecodeError("client_id must be text, seq and op integers")
+    command = _command_of(op, item)
     # The validated item is exactly what encode_request would build, so dumping it directly
     # checks the encoding without constructing the request twice.
     if cbor2.dumps(item, canonical=True) != data:
@@ -196,19 +328,21 @@ class _Session:
 
 @dataclass(frozen=True, slots=True)
 class HashableState:
-    data: dict[str, str]
+    data: dict[str, Stored]
     sessions: dict[object, list[object]]
+    leases: list[list[int]]
 
 
 def digest(state: HashableState) -> str:
     """The digest ``KVStore.state_hash`` reports; safe to run off the driver's loop on a
     copy taken by ``hashable_state``."""
-    payload = cbor2.dumps([state.data, state.sessions], canonical=True)
+    payload = cbor2.dumps([state.data, state.sessions, state.leases], canonical=True)
     return hashlib.sha256(payload).hexdigest()
 
 
 class KVStore:
-    """The state machine: string keys to string values, plus the client session table.
+    """The state machine: string keys to string values with their revisions, leases, and
+    the client session table.
 
     ``apply`` takes strictly increasing log indexes; gaps are allowed, because the runtime
     need not hand over entries that carry no command (the leader's term-start no-op).
@@ -223,22 +357,36 @@ class KVStore:
     happen to a client that stayed silent while ``max_sessions`` other clients wrote, so the
     bound should sit far above the number of concurrently active clients. ``max_sessions`` is
     part of the replicated behaviour, so all nodes must use the same value; snapshots carry it.
+
+    Keys in order (ranges) come from a sorted index built the first time a range is asked
+    for and kept up to date after: a store nobody ranges over never pays for it, and it is
+    local, not replicated state, so building it late changes no answer.
     """
 
-    __slots__ = ("_data", "_last_applied_index", "_max_sessions", "_sessions")
+    __slots__ = (
+        "_data",
+        "_last_applied_index",
+        "_leases",
+        "_max_sessions",
+        "_sessions",
+        "_sorted",
+    )
 
     def __init__(self, max_sessions: int = 10_000) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
         self._max_sessions = max_sessions
-        self._data: dict[str, str] = {}
+        self._data: dict[str, Stored] = {}
         # Kept in least- to most-recently-used order: indexes only grow, so moving a session
         # to the end on use keeps it sorted by last_index and eviction is popitem(last=False).
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._leases: dict[int, _Lease] = {}  # in grant order
+        self._sorted: SortedList | None = None
         self._last_applied_index = 0
 
     @property
     def last_applied_index(self) -> int:
+        """The store's revision: every read answered from it is as of this index."""
         return self._last_applied_index
 
     @property
@@ -254,7 +402,38 @@ class KVStore:
         return len(self._data)
 
     def get(self, key: str) -> str | None:
+        stored = self._data.get(key)
+        return None if stored is None else stored.value
+
+    def stored(self, key: str) -> Stored | None:
         return self._data.get(key)
+
+    def range(
+        self, start: str, end: str | None, limit: int
+    ) -> tuple[list[tuple[str, Stored]], bool]:
+        """Up to ``limit`` keys of ``[start, end)`` in order (``limit`` 0: all), and whether
+        more follow."""
+        index = self._index()
+        found = index.irange(start, end, inclusive=(True, False))
+        keys = list(itertools.islice(found, limit + 1 if limit else None))
+        more = bool(limit) and len(keys) > limit
+        if more:
+            del keys[limit:]
+        data = self._data
+        return [(key, data[key]) for key in keys], more
+
+    @property
+    def leases(self) -> dict[int, int]:
+        """Every live lease's TTL in seconds, by id, in grant order."""
+        return {lease: held.ttl_s for lease, held in self._leases.items()}
+
+    def lease_ttl(self, lease: int) -> int | None:
+        held = self._leases.get(lease)
+        return None if held is None else held.ttl_s
+
+    def lease_keys(self, lease: int) -> list[str] | None:
+        held = self._leases.get(lease)
+        return None if held is None else sorted(held.keys)
 
     def apply(self, index: int, data: bytes, decoded: Request | None = None) -> Result:
         """Apply one committed entry; raise ``ValueError`` only for a non-increasing index.
@@ -282,10 +461,10 @@ class KVStore:
                 return _UNDECODABLE
         client_id = request.client_id
         if not client_id:
-            return self._execute(request.command)
+            return self._execute(request.command, index)
         session = self._sessions.get(client_id)
         if session is None:
-            result = self._execute(request.command)
+            result = self._execute(request.command, index)
             self._sessions[client_id] = _Session(request.seq, result, index)
             if len(self._sessions) > self._max_sessions:
                 self._sessions.popitem(last=False)
@@ -297,38 +476,108 @@ class KVStore:
             return session.result
         if request.seq < session.seq:
             return _STALE
-        result = self._execute(request.command)
+        result = self._execute(request.command, index)
         session.seq = request.seq
         session.result = result
         return result
 
-    def _execute(self, command: Command) -> Result:
+    def _execute(self, command: Command, index: int) -> Result:
         data = self._data
         match command:
-            case Set(key, value):
-                data[key] = value
-                return Result(ok=True, value=value, found=True)
-            case Cas(key, expected, value):
-                current = data.get(key)
+            case Set(key, value, lease):
+                return self._put(key, value, lease, index, data.get(key))
+            case Cas(key, expected, value, lease):
+                stored = data.get(key)
+                current = None if stored is None else stored.value
                 # Values are never None, so None == None is exactly "expected absent, is absent".
                 if current == expected:
-                    data[key] = value
-                    return Result(ok=True, value=value, found=True)
+                    return self._put(key, value, lease, index, stored)
+                return Result(ok=False, value=current, found=current is not None)
+            case CasRevision(key, mod_revision, value, lease):
+                stored = data.get(key)
+                if (0 if stored is None else stored.mod_revision) == mod_revision:
+                    return self._put(key, value, lease, index, stored)
+                current = None if stored is None else stored.value
                 return Result(ok=False, value=current, found=current is not None)
             case Delete(key):
-                existed = data.pop(key, None) is not None
+                existed = self._remove(key)
                 return Result(ok=existed, value=None, found=False)
+            case DeleteRange(start, end):
+                doomed = list(self._index().irange(start, end, inclusive=(True, False)))
+                for key in doomed:
+                    self._remove(key)
+                return Result(ok=bool(doomed), value=None, found=False, count=len(doomed))
+            case LeaseGrant(ttl_s):
+                self._leases[index] = _Lease(ttl_s, set())
+                return Result(ok=True, value=None, found=False)
+            case LeaseRevoke(lease):
+                held = self._leases.pop(lease, None)
+                if held is None:
+                    return Result(ok=False, value=None, found=False)
+                doomed = sorted(held.keys)  # one order on every member, for watchers
+                for key in doomed:
+                    self._remove(key)
+                return Result(ok=True, value=None, found=False, count=len(doomed))
             case _:
                 assert_never(command)
 
+    def _put(self, key: str, value: str, lease: int, index: int, stored: Stored | None) -> Result:
+        if lease and lease not in self._leases:
+            return _NO_LEASE
+        if stored is None:
+            if self._sorted is not None:
+                self._sorted.add(key)
+            created = index
+        else:
+            created = stored.create_revision
+            if stored.lease and stored.lease != lease:
+                self._detach(key, stored.lease)
+        if lease and (stored is None or stored.lease != lease):
+            self._leases[lease].keys.add(key)
+        self._data[key] = Stored(value, created, index, lease)
+        return Result(ok=True, value=value, found=True)
+
+    def _remove(self, key: str) -> bool:
+        stored = self._data.pop(key, None)
+        if stored is None:
+            return False
+        if self._sorted is not None:
+            self._sorted.remove(key)
+        if stored.lease:
+            self._detach(key, stored.lease)
+        return True
+
+    def _detach(self, key: str, lease: int) -> None:
+        held = self._leases.get(lease)
+        if held is not None:
+            held.keys.discard(key)
+
+    def _index(self) -> SortedList:
+        if self._sorted is None:
+            self._sorted = SortedList(self._data)
+        return self._sorted
+
     def _session_rows(self) -> list[list[object]]:
         return [
-            [cid, s.seq, s.last_index, s.result.ok, s.result.value, s.result.found, s.result.error]
+            [
+                cid,
+                s.seq,
+                s.last_index,
+                s.result.ok,
+                s.result.value,
+                s.result.found,
+                s.result.error,
+                s.result.count,
+            ]
             for cid, s in self._sessions.items()
         ]
 
+    def _lease_rows(self) -> list[list[int]]:
+        return [[lease, held.ttl_s] for lease, held in self._leases.items()]
+
     def state_hash(self) -> str:
-        """A digest of data and sessions, so tests can check that nodes did not diverge.
+        """A digest of data, leases and sessions, so tests can check that nodes did not
+        diverge.
 
         Canonical CBOR sorts map keys, which makes the digest independent of insertion order.
         Sessions are included with their last-used index because they decide future results
@@ -340,13 +589,21 @@ class KVStore:
     def hashable_state(self) -> HashableState:
         """A copy of what ``state_hash`` covers, cheap to take (no encoding, no sorting),
         so the driver can hand the expensive digest to a worker and keep its loop moving."""
-        return HashableState(dict(self._data), {row[0]: row[1:] for row in self._session_rows()})
+        return HashableState(
+            dict(self._data),
+            {row[0]: row[1:] for row in self._session_rows()},
+            self._lease_rows(),
+        )
 
     def capture(self) -> kvsnapshot.Capture:
         """A copy of everything a snapshot holds, cheap enough for the consensus loop
         (a dict copy); encode it with ``kvsnapshot.encode`` off the loop."""
         return kvsnapshot.Capture(
-            self._last_applied_index, self._max_sessions, dict(self._data), self._session_rows()
+            self._last_applied_index,
+            self._max_sessions,
+            dict(self._data),
+            self._session_rows(),
+            self._lease_rows(),
         )
 
     def snapshot(self) -> bytes:
@@ -362,12 +619,27 @@ class KVStore:
         here rather than leave a store that diverges later."""
         decoded = kvsnapshot.decode(data)
         store = cls(decoded.max_sessions)
+        last = decoded.last_applied_index
+        store._last_applied_index = last
+        for lease, ttl_s in decoded.leases:
+            if lease in store._leases or lease > last:
+                raise kvsnapshot.SnapshotFormatError(f"snapshot lease {lease} repeated or unborn")
+            store._leases[lease] = _Lease(ttl_s, set())
+        for key, stored in decoded.data.items():
+            if not 0 < stored.create_revision <= stored.mod_revision <= last:
+                raise kvsnapshot.SnapshotFormatError(f"snapshot key {key!r} has bad revisions")
+            if stored.lease:
+                held = store._leases.get(stored.lease)
+                if held is None:
+                    raise kvsnapshot.SnapshotFormatError(
+                        f"snapshot key {key!r} is attached to an unknown lease"
+                    )
+                held.keys.add(key)
         store._data = decoded.data
-        store._last_applied_index = decoded.last_applied_index
         previous_index = 0
         for row in decoded.session_rows:
             session_id, session = _parse_session_row(row)
-            if not previous_index < session.last_index <= decoded.last_applied_index:
+            if not previous_index < session.last_index <= last:
                 raise kvsnapshot.SnapshotFormatError(
                     "snapshot sessions out of order or used after last_applied"
                 )
@@ -379,9 +651,11 @@ class KVStore:
 
 
 def _parse_session_row(row: Any) -> tuple[str, _Session]:
-    if type(row) is not list or len(row) != 7:
-        raise kvsnapshot.SnapshotFormatError("snapshot session must be a 7-item array")
-    cid, seq, last_index, ok, value, found, error = row
+    """A session row: 8 items (7 in version 2 snapshots, before ``count``)."""
+    if type(row) is not list or len(row) not in (7, 8):
+        raise kvsnapshot.SnapshotFormatError("snapshot session must be an array of 7 or 8 items")
+    cid, seq, last_index, ok, value, found, error = row[:7]
+    count = row[7] if len(row) == 8 else 0
     if (
         type(cid) is not str
         or not cid
@@ -392,6 +666,9 @@ def _parse_session_row(row: Any) -> tuple[str, _Session]:
         or (value is not None and type(value) is not str)
         or type(found) is not bool
         or (error is not None and type(error) is not str)
+        or type(count) is not int
+        or count < 0
     ):
         raise kvsnapshot.SnapshotFormatError(f"malformed snapshot session {row!r}")
-    return cid, _Session(seq, Result(ok=ok, value=value, found=found, error=error), last_index)
+    result = Result(ok=ok, value=value, found=found, error=error, count=count)
+    return cid, _Session(seq, result, last_index)

@@ -90,17 +90,35 @@ class GetRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RangeRequest:
+    """Keys in ``[start, end)`` in order (``end`` None: to the last key), at most ``limit``
+    of them (0: all); linearizable unless ``max_staleness_s`` is set, as for GetRequest.
+    A reply with ``more`` continues from its last key + "\\0"."""
+
+    start: str
+    end: str | None
+    limit: int
+    max_staleness_s: float | None = None
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SetRequest:
+    """``lease`` (0: none) ties the key to a lease: it is deleted when the lease ends."""
+
     key: str
     value: str
     client_id: str
     seq: int
     forward: bool = False
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class CasRequest:
-    """Swap to ``value`` if the key holds ``expected`` (or, with ``expected`` None, is absent)."""
+    """Swap to ``value`` if the key holds ``expected`` (or, with ``expected`` None, is
+    absent); with ``mod_revision`` set, if the key was last modified at that revision
+    instead (0: if absent), and ``expected`` is not looked at."""
 
     key: str
     expected: str | None
@@ -108,6 +126,8 @@ class CasRequest:
     client_id: str
     seq: int
     forward: bool = False
+    mod_revision: int | None = None
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,42 @@ class DeleteRequest:
     key: str
     client_id: str
     seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeRequest:
+    """Delete every key in ``[start, end)`` (``end`` None: to the last key)."""
+
+    start: str
+    end: str | None
+    client_id: str
+    seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantRequest:
+    ttl_s: int
+    client_id: str
+    seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeRequest:
+    lease: int
+    client_id: str
+    seq: int
+    forward: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveRequest:
+    """Renew a lease for another TTL: served by the leader alone, which alone decides when
+    a lease expires (``raftd.runtime.leases``)."""
+
+    lease: int
     forward: bool = False
 
 
@@ -153,22 +209,59 @@ class SnapshotPart:
 
 @dataclass(frozen=True, slots=True)
 class GetReply:
+    """``revision`` is the store's revision the read was answered at (the index it had
+    applied); the key's own revisions are 0 when it is absent."""
+
     found: bool
     value: str | None
     served_by: str
     stale: bool = False
     max_age_s: float | None = None  # stale reads: how old the state may be, at most
+    revision: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeReply:
+    items: tuple[KeyValue, ...]
+    more: bool
+    revision: int
+    served_by: str
+    stale: bool = False
+    max_age_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WriteReply:
-    """``ok``: set always, cas if it swapped, delete if the key existed. ``value``/``found``
-    describe the key after the write."""
+    """``ok``: set always, cas if it swapped, delete if the key existed, a range delete or
+    revoke if it deleted anything (``count`` keys). ``value``/``found`` describe the key
+    after the write; ``index`` is the write's revision."""
 
     ok: bool
     value: str | None
     found: bool
     index: int
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    """A lease granted (its id is the index of its grant) or renewed: it lasts ``ttl_s``
+    from now unless renewed again."""
+
+    lease: int
+    ttl_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +355,7 @@ class ErrorCode(enum.StrEnum):
     SESSION = "session"  # definite: stale sequence number
     TRANSFER_FAILED = "transfer_failed"  # definite: the leader is unchanged
     TLS_REQUIRED = "tls_required"  # definite: a plaintext client on a TLS port; nothing read
+    NOT_FOUND = "not_found"  # definite: no such lease
     TIMEOUT = "timeout"  # indefinite
     LEADERSHIP_LOST = "leadership_lost"  # indefinite for writes; reads were not served
     UNAVAILABLE = "unavailable"  # indefinite: shutting down, proxy failed
@@ -278,9 +372,14 @@ class ErrorReply:
 
 ClientRequest = (
     GetRequest
+    | RangeRequest
     | SetRequest
     | CasRequest
     | DeleteRequest
+    | DeleteRangeRequest
+    | LeaseGrantRequest
+    | LeaseRevokeRequest
+    | LeaseKeepAliveRequest
     | StatusRequest
     | StateHashRequest
     | SnapshotRequest
@@ -290,7 +389,9 @@ ClientRequest = (
 )
 ClientReply = (
     GetReply
+    | RangeReply
     | WriteReply
+    | LeaseReply
     | StatusReply
     | MoveLeaderReply
     | MemberListReply
@@ -301,9 +402,14 @@ ClientReply = (
 CLIENT_REGISTRY = Registry()
 CLIENT_REGISTRY.register(
     GetRequest,
+    RangeRequest,
     SetRequest,
     CasRequest,
     DeleteRequest,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    LeaseKeepAliveRequest,
     StatusRequest,
     StateHashRequest,
     SnapshotRequest,
@@ -311,7 +417,9 @@ CLIENT_REGISTRY.register(
     MemberListRequest,
     MemberChangeRequest,
     GetReply,
+    RangeReply,
     WriteReply,
+    LeaseReply,
     StatusReply,
     MoveLeaderReply,
     MemberListReply,
@@ -333,6 +441,9 @@ def oversized_field(request: object) -> str | None:
     match request:
         case GetRequest(key=key) | DeleteRequest(key=key):
             fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+        case RangeRequest(start=start, end=end) | DeleteRangeRequest(start=start, end=end):
+            fields.append(("range start", start, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
+            fields.append(("range end", end, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
         case SetRequest(key=key, value=value):
             fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
             fields.append(("value", value, MAX_VALUE_BYTES, "MAX_VALUE_BYTES"))

@@ -37,6 +37,7 @@ from raftd.runtime.driver import (
     MoveLeader,
     Read,
     ReplyBox,
+    KeepAlive,
     StaleRead,
     Status,
     Write,
@@ -52,14 +53,19 @@ from wire.api import (
     MAX_VALUE_BYTES,
     CasRequest,
     ClientReply,
+    DeleteRangeRequest,
     DeleteRequest,
     ErrorCode,
     ErrorReply,
     GetReply,
     GetRequest,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseRevokeRequest,
     MemberChangeRequest,
     MemberListRequest,
     MoveLeaderRequest,
+    RangeRequest,
     SetRequest,
     SnapshotPart,
     SnapshotRequest,
@@ -74,6 +80,17 @@ from wire.stream import BatchedSender, FramedStream, FrameTimeout
 from wire.tls import HANDSHAKE_TIMEOUT_S, TlsFailure, frame_length_is_tls
 
 log = structlog.get_logger("raftd.clients")
+
+# Requests the leader serves through the log (writes) or a read index (reads).
+WriteRequest = (
+    SetRequest
+    | CasRequest
+    | DeleteRequest
+    | DeleteRangeRequest
+    | LeaseGrantRequest
+    | LeaseRevokeRequest
+)
+LeaderRequest = WriteRequest | GetRequest | RangeRequest | LeaseKeepAliveRequest
 
 MAX_IN_FLIGHT_PER_CONNECTION = 128
 # tracestate list-member marking a request a member forwarded to the leader. The client
@@ -253,11 +270,11 @@ class ClientServer:
         """The common path, with no task per request: hand a leader operation to the driver
         with a box that writes the reply itself. False for anything else (status, stale
         reads, requests that may be forwarded), which ``_answer`` serves in a task."""
-        if not isinstance(request, SetRequest | CasRequest | DeleteRequest | GetRequest):
+        if not isinstance(request, WriteRequest | GetRequest | RangeRequest):
             return False
         if request.forward or self.config.forward:
             return False
-        if isinstance(request, GetRequest) and (
+        if isinstance(request, GetRequest | RangeRequest) and (
             request.max_staleness_s is not None
             or "follower-local-reads" in self.config.test_mutations
         ):
@@ -277,6 +294,8 @@ class ClientServer:
         op: Read | Write
         if isinstance(request, GetRequest):
             op = Read(request.key, recorded, ReplyBox(on_reply))
+        elif isinstance(request, RangeRequest):
+            op = Read("", recorded, ReplyBox(on_reply), query=request)
         else:
             write = _to_kv_request(request)
             if isinstance(write, ErrorReply):
@@ -420,9 +439,27 @@ class ClientServer:
                 if bound < 0:
                     return _bad_request("max_staleness_s must not be negative")
                 return await self.driver.submit(StaleRead(request.key, bound))
+            case RangeRequest(max_staleness_s=bound) if bound is not None:
+                if bound < 0:
+                    return _bad_request("max_staleness_s must not be negative")
+                return await self.driver.submit(StaleRead("", bound, query=request))
             case GetRequest() if "follower-local-reads" in self.config.test_mutations:
                 return await self.driver.submit(StaleRead(request.key, float("inf")))
-            case GetRequest() | SetRequest() | CasRequest() | DeleteRequest():
+            case RangeRequest() if "follower-local-reads" in self.config.test_mutations:
+                return await self.driver.submit(StaleRead("", float("inf"), query=request))
+            case RangeRequest() if request.limit < 0:
+                return _bad_request("limit must not be negative")
+            case (
+                GetRequest()
+                | RangeRequest()
+                | SetRequest()
+                | CasRequest()
+                | DeleteRequest()
+                | DeleteRangeRequest()
+                | LeaseGrantRequest()
+                | LeaseRevokeRequest()
+                | LeaseKeepAliveRequest()
+            ):
                 return await self._leader_operation(request, span)
             case MoveLeaderRequest():
                 return await self.driver.submit(MoveLeader(request.target))
@@ -434,12 +471,15 @@ class ClientServer:
             case _:
                 return _bad_request(f"{type(request).__name__} is not a client request")
 
-    async def _leader_operation(
-        self, request: GetRequest | SetRequest | CasRequest | DeleteRequest, span: Span
-    ) -> ClientReply:
+    async def _leader_operation(self, request: LeaderRequest, span: Span) -> ClientReply:
         recorded = span if span.is_recording() else None
+        op: Read | Write | KeepAlive
         if isinstance(request, GetRequest):
-            op: Read | Write = Read(request.key, recorded)
+            op = Read(request.key, recorded)
+        elif isinstance(request, RangeRequest):
+            op = Read("", recorded, query=request)
+        elif isinstance(request, LeaseKeepAliveRequest):
+            op = KeepAlive(request.lease)
         else:
             write = _to_kv_request(request)
             if isinstance(write, ErrorReply):
@@ -461,7 +501,7 @@ class ClientServer:
 
     async def _forward(
         self,
-        request: GetRequest | SetRequest | CasRequest | DeleteRequest,
+        request: LeaderRequest,
         leader_addr: str,
         parent: Span,
     ) -> ClientReply:
@@ -501,7 +541,9 @@ class ClientServer:
                         await stream.aclose()
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, WireError, TlsFailure) as exc:
             # A failed handshake sent nothing: the write certainly did not happen.
-            definite = isinstance(request, GetRequest) or isinstance(exc, TlsFailure)
+            definite = isinstance(
+                request, GetRequest | RangeRequest | LeaseKeepAliveRequest
+            ) or isinstance(exc, TlsFailure)
             return ErrorReply(
                 ErrorCode.UNAVAILABLE,
                 f"forwarding to the leader at {leader_addr} failed: {exc}",
@@ -519,12 +561,22 @@ def _operation_name(request: object) -> str:
     match request:
         case GetRequest(max_staleness_s=bound):
             return "get" if bound is None else "stale_get"
+        case RangeRequest(max_staleness_s=bound):
+            return "range" if bound is None else "stale_range"
         case SetRequest():
             return "set"
         case CasRequest():
             return "cas"
         case DeleteRequest():
             return "delete"
+        case DeleteRangeRequest():
+            return "delete_range"
+        case LeaseGrantRequest():
+            return "lease_grant"
+        case LeaseRevokeRequest():
+            return "lease_revoke"
+        case LeaseKeepAliveRequest():
+            return "lease_keepalive"
         case StatusRequest() | StateHashRequest():
             return "status"
         case SnapshotRequest():
@@ -565,15 +617,31 @@ def _outcome(reply: ClientReply) -> str:
             return "ok"
 
 
-def _to_kv_request(request: SetRequest | CasRequest | DeleteRequest) -> kv.Request | ErrorReply:
+def _to_kv_request(request: WriteRequest) -> kv.Request | ErrorReply:
     command: kv.Command
     match request:
         case SetRequest():
-            command = kv.Set(request.key, request.value)
-        case CasRequest():
-            command = kv.Cas(request.key, request.expected, request.value)
+            command = kv.Set(request.key, request.value, request.lease)
+        case CasRequest(mod_revision=None):
+            command = kv.Cas(request.key, request.expected, request.value, request.lease)
+        case CasRequest(mod_revision=int(revision)):
+            command = kv.CasRevision(request.key, revision, request.value, request.lease)
         case DeleteRequest():
             command = kv.Delete(request.key)
+        case DeleteRangeRequest():
+            command = kv.DeleteRange(request.start, request.end)
+        case LeaseGrantRequest(ttl_s=ttl_s):
+            if not 1 <= ttl_s <= kv.MAX_LEASE_TTL_S:
+                return _bad_request(f"a lease TTL must be 1..{kv.MAX_LEASE_TTL_S} seconds")
+            command = kv.LeaseGrant(ttl_s)
+        case LeaseRevokeRequest():
+            command = kv.LeaseRevoke(request.lease)
+    # Out of range, these would reach the log as an entry no member can decode.
+    lease, revision = getattr(command, "lease", 0), getattr(command, "mod_revision", 0)
+    if not 0 <= lease <= kv.MAX_SEQ or (isinstance(command, kv.LeaseRevoke) and not lease):
+        return _bad_request(f"lease {lease} is not a lease id")
+    if not 0 <= revision <= kv.MAX_SEQ:
+        return _bad_request(f"revision {revision} is out of range")
     try:
         return kv.Request(request.client_id, request.seq, command)
     except ValueError as exc:

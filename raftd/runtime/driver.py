@@ -51,6 +51,7 @@ from raftd.core import events as ev
 from raftd.core.types import SnapshotMeta
 from raftd.runtime.chaos import ChaosStorage
 from raftd.runtime.freshness import Freshness
+from raftd.runtime.leases import LeaseClock
 from raftd.runtime.roster import Member, Roster
 from raftd.runtime.spans import RaftSpans
 from raftd.storage import SnapshotStorage, StorageError, identity, stage_ready
@@ -60,11 +61,15 @@ from wire.api import (
     ErrorCode,
     ErrorReply,
     GetReply,
+    KeyValue,
+    LeaseReply,
     MemberChangeReply,
     MemberChangeRequest,
     MemberInfo,
     MemberListReply,
     MoveLeaderReply,
+    RangeReply,
+    RangeRequest,
     StatusReply,
     WriteReply,
 )
@@ -124,16 +129,28 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Read:
+    """A linearizable read of one key, or of a range when ``query`` is set."""
+
     key: str
     span: Span | None = None
     box: ReplyBox = field(default_factory=ReplyBox)
     enqueued_ns: int = field(default_factory=time.time_ns)
+    query: RangeRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StaleRead:
     key: str
     max_staleness_s: float
+    box: ReplyBox = field(default_factory=ReplyBox)
+    query: RangeRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """Renew a lease (``LeaseKeepAliveRequest``): the leader's clock alone keeps it."""
+
+    lease: int
     box: ReplyBox = field(default_factory=ReplyBox)
 
 
@@ -175,7 +192,13 @@ class MemberRemoved(Exception):
 # removed it (a leader removing itself) must reach the client first.
 REMOVED_GRACE_S = 1.0
 
-ClientOp = Write | Read | StaleRead | Status | MoveLeader | ListMembers | ChangeMembers
+ClientOp = (
+    Write | Read | StaleRead | KeepAlive | Status | MoveLeader | ListMembers | ChangeMembers
+)
+
+# A range reply stops adding keys past this many bytes of keys and values (and says there
+# is more), well inside the 8 MiB frame limit whatever the request's own limit.
+MAX_RANGE_REPLY_BYTES = 4 * 1024 * 1024
 
 
 Send = Callable[[Message, TraceParent | None, Span | None, float | None], None]
@@ -262,6 +285,7 @@ class Driver:
         # is answered by then ignores the timeout.
         self._deadlines: deque[tuple[float, ReplyBox]] = deque()
         self.freshness = Freshness()
+        self.leases = LeaseClock()
         self._contact_at_dequeue = "contact-at-dequeue" in config.test_mutations
         self._append_sent: dict[int, list[tuple[int, float]]] = {}  # peer -> (last index, t)
         self._vote_sent: dict[tuple[int, bool], float] = {}
@@ -381,6 +405,7 @@ class Driver:
                     ticks += 1
                 next_tick = max(next_tick, now)
                 self._expire(now)
+                self._check_leases(now)
                 # /health reads it from the exporter thread: a tick at least every tick
                 # length while the loop turns, none while it is wedged.
                 self.loop_turned_at = time.monotonic()
@@ -403,6 +428,8 @@ class Driver:
                 self._read_index(item)
             case StaleRead():
                 item.box.set(self._stale_read(item))
+            case KeepAlive():
+                item.box.set(self._keep_alive(item.lease))
             case Status(state_hash=True) if self._helpers is not None:
                 state = self.kv.hashable_state()  # now, so it matches the status
                 self._helpers.start_soon(self._reply_with_hash, self._status(), state, item.box)
@@ -674,8 +701,30 @@ class Driver:
                 self.leader_name(),
                 self.client_addrs.get(self.leader_name() or ""),
             )
-        value = self.kv.get(read.key)
-        return GetReply(value is not None, value, self.config.name, True, round(age, 6))
+        return self._read_reply(read.key, read.query, round(age, 6))
+
+    def _read_reply(
+        self, key: str, query: RangeRequest | None, stale_age_s: float | None = None
+    ) -> GetReply | RangeReply:
+        """The answer from the applied state as it is now, with the revision it is at."""
+        revision, name, stale = self.kv.last_applied_index, self.config.name, stale_age_s is not None
+        if query is None:
+            stored = self.kv.stored(key)
+            if stored is None:
+                return GetReply(False, None, name, stale, stale_age_s, revision)
+            return GetReply(
+                True, stored.value, name, stale, stale_age_s, revision, *stored[1:]
+            )
+        found, more = self.kv.range(query.start, query.end, query.limit)
+        items: list[KeyValue] = []
+        size = 0
+        for key_found, stored in found:
+            size += len(key_found) + len(stored.value)
+            if items and size > MAX_RANGE_REPLY_BYTES:
+                more = True
+                break
+            items.append(KeyValue(key_found, *stored))
+        return RangeReply(tuple(items), more, revision, name, stale, stale_age_s)
 
     def _state_age(self, now: float) -> float | None:
         """Seconds before which every acknowledged write is applied here (None: unknown)."""
@@ -820,17 +869,85 @@ class Driver:
             # Our own proposal, still in its place: its bytes are encode_request(request).
             decoded = waiting[2] if waiting is not None and waiting[0] == entry.term else None
             result = self.kv.apply(entry.index, entry.data, decoded)
+            if decoded is not None and self.leases.leading:
+                self._lease_applied(decoded.command, result, entry.index)
             if entry.context:
                 self.spans.applied(entry, started_ns, _outcome(result))
             if waiting is None:
                 continue
             if decoded is not None:
-                waiting[1].set(_write_reply(result, entry.index))
+                waiting[1].set(_write_reply(decoded.command, result, entry.index))
             else:
                 waiting[1].set(_leadership_lost("another leader's entry took its place"))
         self._since_snapshot = (entries, size)
         if ready.committed:
             self.freshness.applied(self.applied_index)
+
+    # ---------------------------------------------------------- leases
+
+    def _check_leases(self, now: float) -> None:
+        """The leader's clock (``raftd.runtime.leases``): started once its applied state is
+        current in its term, then every expired lease revoked through the log."""
+        node, clock = self.node, self.leases
+        if node.role is not Role.LEADER:
+            if clock.leading:
+                clock.stop()
+            return
+        if not clock.leading:
+            if node.log.term_at(self.applied_index) == node.current_term:
+                clock.lead(now, self.kv.leases)
+            return
+        for lease in clock.expired(now):
+            self._expire_lease(lease)
+
+    def _expire_lease(self, lease: int) -> None:
+        """Propose the revocation of an expired lease: a trace of its own, from this
+        decision to every member's apply (the entry carries its context)."""
+        span = self.spans.tracer.start_span(
+            "lease.expire",
+            context=None,
+            attributes={"raftd.lease": lease, "raftd.node": self.config.name},
+        )
+        log.info("lease expired; revoking it", lease=lease)
+        self.metrics.lease_expired()
+
+        def revoked(reply: ClientReply) -> None:
+            if isinstance(reply, WriteReply):
+                if span.is_recording():
+                    span.set_attribute("raft.index", reply.index)
+                    span.set_attribute("raftd.keys_deleted", reply.count)
+            else:
+                self.leases.retry(lease)
+                if span.is_recording():
+                    span.set_attribute("raftd.error_code", getattr(reply, "code", ""))
+            span.end()
+
+        request = kv.Request("", 0, kv.LeaseRevoke(lease))
+        recorded = span if span.is_recording() else None
+        self._propose(Write(request, recorded, ReplyBox(revoked)))
+
+    def _lease_applied(self, command: kv.Command, result: kv.Result, index: int) -> None:
+        match command:
+            case kv.LeaseGrant(ttl_s) if result.error is None:
+                self.leases.granted(index, ttl_s, trio.current_time())
+            case kv.LeaseRevoke(lease):
+                self.leases.ended(lease)
+            case _:
+                pass
+
+    def _keep_alive(self, lease: int) -> ClientReply:
+        if self.node.role is not Role.LEADER:
+            return self._not_leader()
+        if not self.leases.leading:
+            return ErrorReply(
+                ErrorCode.NO_LEADER, "the new leader is catching up; try again shortly", True
+            )
+        ttl_s = self.kv.lease_ttl(lease)
+        if ttl_s is None or not self.leases.renew(lease, ttl_s, trio.current_time()):
+            return ErrorReply(
+                ErrorCode.NOT_FOUND, f"lease {lease} does not exist (expired or revoked)", True
+            )
+        return LeaseReply(lease, ttl_s)
 
     def _configuration_committed(self, entry: Entry) -> None:
         waiting = self._member_changes.pop(entry.index, None)
@@ -957,8 +1074,7 @@ class Driver:
         still_waiting = []
         for index, read in self._reads_ready:
             if index <= self.applied_index:
-                value = self.kv.get(read.key)
-                read.box.set(GetReply(value is not None, value, self.config.name))
+                read.box.set(self._read_reply(read.key, read.query))
             else:
                 still_waiting.append((index, read))
         self._reads_ready = still_waiting
@@ -1085,10 +1201,16 @@ def _outcome(result: kv.Result) -> str:
     return "ok" if result.ok else "unchanged"
 
 
-def _write_reply(result: kv.Result, index: int) -> ClientReply:
+def _write_reply(command: kv.Command, result: kv.Result, index: int) -> ClientReply:
+    if result.error == kv.ERROR_LEASE_NOT_FOUND:
+        lease = getattr(command, "lease", 0)
+        why = f"lease {lease} does not exist (expired or revoked); nothing was written"
+        return ErrorReply(ErrorCode.NOT_FOUND, why, True)
     if result.error is not None:
         return ErrorReply(ErrorCode.SESSION, result.error, True)
-    return WriteReply(result.ok, result.value, result.found, index)
+    if isinstance(command, kv.LeaseGrant):
+        return LeaseReply(index, command.ttl_s)
+    return WriteReply(result.ok, result.value, result.found, index, result.count)
 
 
 def timed_out(timeout_s: float) -> ErrorReply:

@@ -47,7 +47,7 @@ class NoDedupStore(kv.KVStore):
             request = decoded if decoded is not None else kv.decode_request(data)
         except kv.CommandDecodeError:
             return kv.Result(False, None, False, kv.ERROR_UNDECODABLE)
-        return self._execute(request.command)
+        return self._execute(request.command, index)
 
 
 class LazySyncStorage:

@@ -18,19 +18,29 @@ from hypothesis import strategies as st
 
 from raftd import kvsnapshot
 from raftd.kv import (
+    ERROR_LEASE_NOT_FOUND,
     ERROR_STALE_SEQUENCE,
     ERROR_UNDECODABLE,
+    MAX_LEASE_TTL_S,
     MAX_SEQ,
     Cas,
+    CasRevision,
     Command,
     CommandDecodeError,
     Delete,
+    DeleteRange,
+    HashableState,
     KVStore,
+    LeaseGrant,
+    LeaseRevoke,
     Request,
     Result,
     Set,
+    Stored,
     decode_request,
+    digest,
     encode_request,
+    prefix_end,
 )
 
 # The same examples on every run (seeded from the test itself), and no example database.
@@ -271,10 +281,15 @@ def test_max_sessions_must_be_positive() -> None:
 
 # ----------------------------------------------------------------- requests and encoding
 
+leases = st.just(0) | st.integers(1, MAX_SEQ)
 commands = st.one_of(
-    st.builds(Set, st.text(), st.text()),
-    st.builds(Cas, st.text(), st.none() | st.text(), st.text()),
+    st.builds(Set, st.text(), st.text(), leases),
+    st.builds(Cas, st.text(), st.none() | st.text(), st.text(), leases),
+    st.builds(CasRevision, st.text(), st.integers(0, MAX_SEQ), st.text(), leases),
     st.builds(Delete, st.text()),
+    st.builds(DeleteRange, st.text(), st.none() | st.text()),
+    st.builds(LeaseGrant, st.integers(1, MAX_LEASE_TTL_S)),
+    st.builds(LeaseRevoke, st.integers(1, MAX_SEQ)),
 )
 sessions = st.just(("", 0)) | st.tuples(st.text(min_size=1), st.integers(1, MAX_SEQ))
 requests = st.builds(
@@ -444,10 +459,14 @@ def test_state_hash_covers_the_session_table() -> None:
 
 
 def test_state_hash_does_not_depend_on_insertion_order() -> None:
-    first, second = KVStore(), KVStore()
-    feed(first, enc(Set("a", "1")), enc(Set("b", "2")))
-    feed(second, enc(Set("b", "2")), enc(Set("a", "1")))
-    assert first.state_hash() == second.state_hash()
+    # The same keys with the same revisions, inserted in another order (a store restored
+    # from a snapshot and one that applied the log need not agree on dict order).
+    store = KVStore()
+    feed(store, enc(Set("a", "1")), enc(Set("b", "2")))
+    state = store.hashable_state()
+    reordered = dict(reversed(state.data.items()))
+    assert list(reordered) != list(state.data)
+    assert digest(HashableState(reordered, state.sessions, state.leases)) == store.state_hash()
 
 
 # ----------------------------------------------------------------- snapshots
@@ -530,10 +549,13 @@ def test_restore_rejects_malformed_snapshots(data: bytes) -> None:
 
 @dataclass
 class Model:
-    """The session rules written as plainly as possible, without any of the store's tricks."""
+    """The rules written as plainly as possible, without any of the store's tricks: keys
+    with their revisions and lease, leases with their TTL, sessions."""
 
     max_sessions: int
-    data: dict[str, str] = field(default_factory=dict)
+    # key -> (value, create revision, mod revision, lease)
+    data: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+    leases: dict[int, int] = field(default_factory=dict)  # id -> ttl
     # client_id -> (last seq, its result, log index of last use)
     sessions: dict[str, tuple[int, Result, int]] = field(default_factory=dict)
 
@@ -541,9 +563,9 @@ class Model:
         if req is None:
             return Result(False, None, False, ERROR_UNDECODABLE)
         if req.client_id == "":
-            return self.execute(req.command)
+            return self.execute(req.command, index)
         if req.client_id not in self.sessions:
-            result = self.execute(req.command)
+            result = self.execute(req.command, index)
             self.sessions[req.client_id] = (req.seq, result, index)
             if len(self.sessions) > self.max_sessions:
                 oldest = min(self.sessions, key=lambda cid: self.sessions[cid][2])
@@ -556,30 +578,61 @@ class Model:
             self.sessions[req.client_id] = (seq, cached, index)
             return Result(False, None, False, ERROR_STALE_SEQUENCE)
         else:
-            result = self.execute(req.command)
+            result = self.execute(req.command, index)
         self.sessions[req.client_id] = (req.seq, result, index)
         return result
 
-    def execute(self, command: Command) -> Result:
+    def put(self, key: str, value: str, lease: int, index: int) -> Result:
+        if lease and lease not in self.leases:
+            return Result(False, None, False, ERROR_LEASE_NOT_FOUND)
+        created = self.data[key][1] if key in self.data else index
+        self.data[key] = (value, created, index, lease)
+        return Result(True, value, True)
+
+    def delete(self, keys: list[str]) -> int:
+        for key in keys:
+            del self.data[key]
+        return len(keys)
+
+    def execute(self, command: Command, index: int) -> Result:
+        current = self.data.get(getattr(command, "key", ""))
         if isinstance(command, Set):
-            self.data[command.key] = command.value
-            return Result(True, command.value, True)
-        if isinstance(command, Cas):
-            current = self.data.get(command.key)
-            if current == command.expected:
-                self.data[command.key] = command.value
-                return Result(True, command.value, True)
-            return Result(False, current, current is not None)
-        existed = command.key in self.data
-        self.data.pop(command.key, None)
-        return Result(existed, None, False)
+            return self.put(command.key, command.value, command.lease, index)
+        if isinstance(command, Cas | CasRevision):
+            if isinstance(command, Cas):
+                matches = (current and current[0]) == command.expected
+            else:
+                matches = (current[2] if current else 0) == command.mod_revision
+            if matches:
+                return self.put(command.key, command.value, command.lease, index)
+            return Result(False, current and current[0], current is not None)
+        if isinstance(command, Delete):
+            return Result(self.delete([command.key] if current else []) == 1, None, False)
+        if isinstance(command, DeleteRange):
+            end = command.end
+            doomed = [k for k in self.data if k >= command.start and (end is None or k < end)]
+            count = self.delete(doomed)
+            return Result(count > 0, None, False, count=count)
+        if isinstance(command, LeaseGrant):
+            self.leases[index] = command.ttl_s
+            return Result(True, None, False)
+        if command.lease not in self.leases:
+            return Result(False, None, False)
+        del self.leases[command.lease]
+        count = self.delete([k for k, stored in self.data.items() if stored[3] == command.lease])
+        return Result(True, None, False, count=count)
 
 
-small_text = st.sampled_from(["", "x", "y"])
+small_text = st.sampled_from(["", "x", "y", "xy"])
+small_leases = st.sampled_from([0, 0, 1, 2, 3, 4, 5])  # ids are grant indexes
 small_commands = st.one_of(
-    st.builds(Set, small_text, small_text),
-    st.builds(Cas, small_text, st.none() | small_text, small_text),
+    st.builds(Set, small_text, small_text, small_leases),
+    st.builds(Cas, small_text, st.none() | small_text, small_text, small_leases),
+    st.builds(CasRevision, small_text, st.integers(0, 8), small_text, small_leases),
     st.builds(Delete, small_text),
+    st.builds(DeleteRange, small_text, st.none() | small_text),
+    st.builds(LeaseGrant, st.integers(1, 3)),
+    st.builds(LeaseRevoke, small_leases.filter(bool)),
 )
 # Few clients and small seqs, so retries, stale writes and evictions are all common.
 log_entries = st.one_of(
@@ -614,9 +667,13 @@ def test_store_matches_model_and_survives_snapshot_midway(
         expected = model.apply(index, req)
         assert store.apply(index, data) == expected
         assert twin.apply(index, data) == expected
-    assert {key: store.get(key) for key in ("", "x", "y")} == {
-        key: model.data.get(key) for key in ("", "x", "y")
-    }
+        if position % 7 == 3:  # the sorted index, built midway, then kept up to date
+            store.range("", None, 0)
+    for either in (store, twin):
+        items, more = either.range("", None, 0)
+        assert [(key, tuple(stored)) for key, stored in items] == sorted(model.data.items())
+        assert not more
+        assert either.leases == model.leases
     assert (len(store), store.sessions) == (len(model.data), len(model.sessions))
     assert_same_store(twin, store)
 
@@ -666,3 +723,116 @@ def test_many_keys_span_chunks_and_come_back_whole() -> None:
 def test_a_version_1_snapshot_is_refused_by_name() -> None:
     with pytest.raises(kvsnapshot.SnapshotFormatError, match="version 1"):
         KVStore.restore(snapshot_of(1, 1, 10, {}, []))
+
+
+# ----------------------------------------------------------------- revisions, ranges, leases
+
+
+def test_revisions_are_the_indexes_that_created_and_last_modified_a_key() -> None:
+    store = KVStore()
+    feed(store, enc(Set("k", "a")), enc(Set("other", "x")), enc(Set("k", "b")))
+    assert store.stored("k") == Stored("b", 1, 3, 0)
+    apply1(store, Delete("k"))
+    apply1(store, Set("k", "c"))  # created again: a new create revision
+    assert store.stored("k") == Stored("c", 5, 5, 0)
+    assert store.last_applied_index == 5
+
+
+def test_cas_on_a_revision_swaps_only_if_the_key_was_not_modified_since() -> None:
+    store = KVStore()
+    assert apply1(store, CasRevision("k", 0, "first")).ok  # 0: only if absent
+    assert not apply1(store, CasRevision("k", 0, "again")).ok
+    apply1(store, Set("k", "first"))  # the same text, rewritten at index 3
+    refused = apply1(store, CasRevision("k", 1, "second"))
+    assert refused == Result(ok=False, value="first", found=True)
+    assert apply1(store, CasRevision("k", 3, "second")) == Result(
+        ok=True, value="second", found=True
+    )
+    assert store.stored("k") == Stored("second", 1, 5, 0)
+
+
+def test_a_range_is_in_key_order_with_a_limit_that_says_more_follow() -> None:
+    store = KVStore()
+    for key in ("b", "a/2", "c", "a/1", "a/10", "a"):
+        apply1(store, Set(key, key.upper()))
+    items, more = store.range("a/", prefix_end("a/"), 2)
+    assert [key for key, _ in items] == ["a/1", "a/10"] and more
+    items, more = store.range("a/10\x00", prefix_end("a/"), 2)  # the continuation
+    assert [key for key, _ in items] == ["a/2"] and not more
+    apply1(store, Delete("a/10"))
+    apply1(store, Set("a/0", "new"))  # the index follows writes once built
+    assert [key for key, _ in store.range("", None, 0)[0]] == ["a", "a/0", "a/1", "a/2", "b", "c"]
+    assert store.range("b", "c", 0)[0] == [("b", Stored("B", 1, 1, 0))]
+
+
+def test_delete_range_deletes_a_prefix_and_counts() -> None:
+    store = KVStore()
+    for key in ("app/1", "app/2", "apple", "b"):
+        apply1(store, Set(key, "v"))
+    result = apply1(store, DeleteRange("app/", prefix_end("app/")))
+    assert result == Result(ok=True, value=None, found=False, count=2)
+    assert sorted(store.capture().data) == ["apple", "b"]
+    assert apply1(store, DeleteRange("x", None)) == Result(False, None, False, count=0)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "end"),
+    [("a", "b"), ("a/", "a0"), ("", None), ("a\U0010ffff", "b"), ("\U0010ffff", None)],
+)
+def test_prefix_end_is_the_first_key_after_the_prefix(prefix: str, end: str | None) -> None:
+    assert prefix_end(prefix) == end
+
+
+def test_a_lease_owns_its_keys_until_revoked() -> None:
+    store = KVStore()
+    first = store.last_applied_index + 1
+    apply1(store, LeaseGrant(10))
+    second = first + 1
+    apply1(store, LeaseGrant(20))
+    assert store.leases == {first: 10, second: 20}
+    for key in ("a", "b", "c", "d"):
+        assert apply1(store, Set(key, "v", lease=first)).ok
+    apply1(store, Set("c", "moved", lease=second))  # attached elsewhere
+    apply1(store, Set("d", "kept"))  # a write without a lease detaches it
+    assert store.lease_keys(first) == ["a", "b"]
+    assert apply1(store, LeaseRevoke(first)) == Result(True, None, False, count=2)
+    assert sorted(store.capture().data) == ["c", "d"]
+    assert store.leases == {second: 20}
+    assert apply1(store, LeaseRevoke(first)) == Result(False, None, False)
+    refused = apply1(store, Set("e", "v", lease=first))
+    assert refused.error == ERROR_LEASE_NOT_FOUND and store.get("e") is None
+    assert apply1(store, Cas("e", None, "v", lease=second)).ok
+    restored = KVStore.restore(store.snapshot())
+    assert restored.lease_keys(second) == ["c", "e"]
+    assert_same_store(restored, store)
+
+
+def test_a_version_2_snapshot_is_read_with_its_index_as_every_revision() -> None:
+    body = cbor2.dumps([2, 7, 100, 2, [["cid", 1, 5, True, "v", True, None]]], canonical=True)
+    body += cbor2.dumps(["a", "1", "b", "2"])
+    old = kvsnapshot.MAGIC + hashlib.sha256(body).digest() + body
+    store = KVStore.restore(old)
+    assert store.stored("a") == Stored("1", 7, 7, 0)
+    assert (store.sessions, store.leases, store.last_applied_index) == (1, {}, 7)
+
+
+@pytest.mark.parametrize(
+    ("leases", "chunk", "why"),
+    [
+        ([[3, 10]], ["a", "1", 2, 2, 4], "unknown lease"),
+        ([], ["a", "1", 3, 2, 0], "bad revisions"),
+        ([], ["a", "1", 0, 0, 0], "bad revisions"),
+        ([[9, 10]], [], "repeated or unborn"),
+        ([[3, 0]], [], "malformed snapshot lease"),
+        ([], ["a", "1", 1, True, 0], "must be integers"),
+    ],
+)
+def test_a_snapshot_with_inconsistent_revisions_or_leases_is_refused(
+    leases: list[list[int]], chunk: list[object], why: str
+) -> None:
+    body = cbor2.dumps([3, 5, 100, len(chunk) // 5, [], leases], canonical=True)
+    if chunk:
+        body += cbor2.dumps(chunk)
+    data = kvsnapshot.MAGIC + hashlib.sha256(body).digest() + body
+    with pytest.raises(kvsnapshot.SnapshotFormatError, match=why):
+        KVStore.restore(data)

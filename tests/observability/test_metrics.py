@@ -66,6 +66,7 @@ FAMILIES = {
     "raftd_is_learner",
     "raftd_elections_started",
     "raftd_leader_changes",
+    "raftd_leases_expired",
     "raftd_messages_sent",
     "raftd_messages_received",
     "raftd_messages_dropped",
@@ -156,6 +157,7 @@ HOOKS: list[tuple[str, Callable[[RaftMetrics], None], Expected]] = [
         ],
     ),
     ("leader-changed", lambda m: m.leader_changed(), [("raftd_leader_changes_total", {}, 1)]),
+    ("lease-expired", lambda m: m.lease_expired(), [("raftd_leases_expired_total", {}, 1)]),
     (
         "connection-closed",
         lambda m: m.connection_closed("peer", "frame_timeout"),
