@@ -19,7 +19,6 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -27,7 +26,7 @@ from typing import Any, NoReturn, TextIO
 import trio
 from opentelemetry import trace
 
-from cli import backup, benchplot
+from cli import backup, benchplot, coordination
 from cli import trace as trace_command
 from cli.bench import (
     DEFAULT_CONNECTIONS,
@@ -45,29 +44,31 @@ from cli.client import (
     DEFAULT_TIMEOUT_S,
     Client,
     ClientError,
-    DefiniteError,
     MemberStatus,
-    Unavailable,
-    UnknownOutcome,
+    next_start,
     parse_endpoint,
+)
+from cli.output import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+    PROG,
+    Output,
 )
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import version
-from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES, MemberChangeRequest
+from raftd.kv import prefix_end
+from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES, KeyValue, MemberChangeRequest
 from wire.tls import TlsFiles, client_context
 
-PROG = "raftctl"
 ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
 ENV_TRACE_FILE = "RAFTCTL_TRACE_FILE"
 ENV_CACERT, ENV_CERT, ENV_KEY = "RAFTCTL_CACERT", "RAFTCTL_CERT", "RAFTCTL_KEY"
 DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
 BENCH_GC_THRESHOLDS = (50_000, 20, 100)
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNKNOWN = 3
-EXIT_INTERRUPTED = 130
 
 EPILOG = f"""\
 exit codes:
@@ -374,13 +375,34 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
 
     get = command(
         "get",
-        "print a key's value",
+        "print a key's value, or the keys of a range",
         "Print KEY's value alone on stdout. Linearizable (served by the leader) unless\n"
         "--max-staleness is given; then any member that heard from the leader within that\n"
         "many seconds may answer from its own copy, and a note on stderr says so.\n"
-        "A missing key exits 1.",
+        "A missing key exits 1. With --output json the key's create and mod revisions\n"
+        "and the revision the read was served at come too.\n"
+        "Ranges: --prefix P, or --from A [--to B] (B itself excluded), print KEY<TAB>VALUE\n"
+        "lines in key order. Without --limit every key is fetched, page by page (each page\n"
+        "read at its own revision); with --limit N at most N, and a note says how to ask\n"
+        "for the next page (--after, the last key shown).",
+        usage=f"{PROG} get [-h] [options] (KEY | --prefix P | --from A [--to B]) "
+        "[--after K] [--limit N] [--max-staleness S]",
     )
-    get.add_argument("key", metavar="KEY", help="the key to read")
+    get.add_argument("key", metavar="KEY", nargs="?", help="the key to read")
+    get.add_argument("--prefix", metavar="P", help="every key that starts with P")
+    get.add_argument("--from", dest="start", metavar="A", help="keys from A on")
+    get.add_argument("--to", dest="end", metavar="B", help="with --from: keys before B")
+    get.add_argument(
+        "--after", metavar="K", help="ranges: only keys after K (the next page after K)"
+    )
+    get.add_argument(
+        "--limit",
+        metavar="N",
+        type=_count("--limit", minimum=1),
+        default=None,
+        help="ranges: at most N keys",
+    )
+    get.set_defaults(command_parser=get)
     get.add_argument(
         "--max-staleness",
         metavar="SECONDS",
@@ -398,26 +420,56 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
     )
     set_.add_argument("key", metavar="KEY", help="the key to write")
     set_.add_argument("value", metavar="VALUE", help="its new value, or - for standard input")
+    set_.add_argument(
+        "--lease",
+        metavar="ID",
+        type=_count("--lease", minimum=1),
+        default=0,
+        help="attach the key to this lease: it is deleted when the lease ends",
+    )
 
     cas = command(
         "cas",
         "compare and swap",
         "Set KEY to NEW only if it currently holds EXPECTED (or, with --absent, only if it\n"
-        "does not exist). Prints 'swapped', or why not and exits 1. One of EXPECTED and NEW\n"
-        "may be -, read from standard input as it comes.",
-        usage=f"{PROG} cas [-h] [options] KEY (EXPECTED | --absent) NEW",
+        "does not exist; with --revision R, only if it was last modified at revision R,\n"
+        "as get --output json shows). Prints 'swapped', or why not and exits 1. One of\n"
+        "EXPECTED and NEW may be -, read from standard input as it comes.",
+        usage=f"{PROG} cas [-h] [options] KEY (EXPECTED | --absent | --revision R) NEW",
     )
     cas.add_argument("key", metavar="KEY", help="the key to swap")
     cas.add_argument(
         "values", metavar="EXPECTED NEW", nargs="+", help="EXPECTED, NEW; only NEW with --absent"
     )
     cas.add_argument("--absent", action="store_true", help="swap only if KEY does not exist")
+    cas.add_argument(
+        "--revision",
+        metavar="R",
+        type=_count("--revision", minimum=0),
+        default=None,
+        help="swap only if KEY's mod revision is R (0: only if it does not exist)",
+    )
+    cas.add_argument(
+        "--lease",
+        metavar="ID",
+        type=_count("--lease", minimum=1),
+        default=0,
+        help="attach the key to this lease when it swaps",
+    )
     # argparse cannot say "one or two positionals depending on a flag"; main() checks, and
     # reports through this parser so the message carries the cas usage line.
     cas.set_defaults(command_parser=cas)
 
-    delete = command("delete", "delete a key", "Delete KEY; a key that did not exist exits 1.")
-    delete.add_argument("key", metavar="KEY", help="the key to delete")
+    delete = command(
+        "delete",
+        "delete a key, or every key with a prefix",
+        "Delete KEY; a key that did not exist exits 1. With --prefix P, delete every key\n"
+        "that starts with P (at one revision) and print how many there were.",
+        usage=f"{PROG} delete [-h] [options] (KEY | --prefix P)",
+    )
+    delete.add_argument("key", metavar="KEY", nargs="?", help="the key to delete")
+    delete.add_argument("--prefix", metavar="P", help="every key that starts with P")
+    delete.set_defaults(command_parser=delete)
 
     command(
         "status",
@@ -461,6 +513,8 @@ def build_parser(out: TextIO | None = None, err: TextIO | None = None) -> argpar
         "is down or did not catch up within an election timeout.",
     )
     move.add_argument("name", metavar="NAME", help="the member that should lead")
+
+    coordination.add_commands(command)
 
     snapshot = command(
         "snapshot",
@@ -514,59 +568,12 @@ def parse_endpoints(text: str, *, source: str) -> list[str]:
 # ------------------------------------------------------------------- output
 
 
-@dataclass(slots=True)
-class _Output:
-    out: TextIO
-    err: TextIO
-    json: bool
-
-    def result(self, obj: dict[str, Any], text: str | None) -> None:
-        if self.json:
-            self.out.write(json.dumps(obj) + "\n")
-        elif text is not None:
-            self.out.write(text + "\n")
-
-    def note(self, text: str) -> None:
-        """Text mode only: JSON output carries the same facts as fields."""
-        if not self.json:
-            self.err.write(f"{PROG}: {text}\n")
-
-    def failure(self, text: str) -> None:
-        self.err.write(f"{PROG}: {text}\n")
-
-    def error(self, exc: ClientError, *, write: bool) -> int:
-        # Unavailable is definite (nothing happened) but, to a script, it is "try again
-        # later", not "the answer is no", so it shares 3 with the unknown outcomes.
-        refused = isinstance(exc, DefiniteError) and not isinstance(exc, Unavailable)
-        code = EXIT_FAILED if refused else EXIT_UNKNOWN
-        if self.json:
-            body: dict[str, Any] = {
-                "code": exc.code,
-                "message": exc.message,
-                "definite": exc.definite,
-            }
-            if exc.endpoint is not None:
-                body["endpoint"] = exc.endpoint
-            self.out.write(json.dumps({"error": body}) + "\n")
-            return code
-        if isinstance(exc, UnknownOutcome):
-            consequence = (
-                "the write may or may not have happened" if write else "no answer was received"
-            )
-            self.failure(f"{exc.message}: {consequence}")
-        elif isinstance(exc, Unavailable):
-            consequence = "nothing was written" if write else "nothing was read"
-            self.failure(f"{exc.message} ({consequence})")
-        else:
-            where = f" by {exc.endpoint}" if exc.endpoint else ""
-            self.failure(f"refused{where} ({exc.code}): {exc.message}")
-        return code
-
-
 # ----------------------------------------------------------------- commands
 
 
-async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int:
+async def _get(client: Client, args: argparse.Namespace, output: Output) -> int:
+    if args.key is None:
+        return await _range(client, args, output)
     reply = await client.get(args.key, max_staleness_s=args.max_staleness)
     output.result(
         {
@@ -576,6 +583,10 @@ async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int
             "stale": reply.stale,
             "max_age_s": reply.max_age_s,
             "served_by": reply.served_by,
+            "revision": reply.revision,
+            "create_revision": reply.create_revision,
+            "mod_revision": reply.mod_revision,
+            "lease": reply.lease,
         },
         reply.value if reply.found else None,
     )
@@ -588,7 +599,58 @@ async def _get(client: Client, args: argparse.Namespace, output: _Output) -> int
     return EXIT_OK
 
 
-async def _member(client: Client, args: argparse.Namespace, output: _Output) -> int:
+def _range_bounds(args: argparse.Namespace) -> tuple[str, str | None]:
+    if args.prefix is not None:
+        start, end = args.prefix, prefix_end(args.prefix)
+    else:
+        start, end = args.start, args.end
+    if args.after is not None:
+        start = max(start, args.after + "\0")
+    return start, end
+
+
+async def _range(client: Client, args: argparse.Namespace, output: Output) -> int:
+    start, end = _range_bounds(args)
+    items: list[KeyValue] = []
+    revisions: list[int] = []
+    more = False
+    while True:
+        want = 0 if args.limit is None else args.limit - len(items)
+        page = await client.range(start, end, limit=want, max_staleness_s=args.max_staleness)
+        items.extend(page.items)
+        revisions.append(page.revision)
+        more = page.more
+        if not more or (args.limit is not None and len(items) >= args.limit):
+            break
+        start = next_start(page)
+    following = items[-1].key if more and items else None
+    output.result(
+        {
+            "items": [
+                {
+                    "key": i.key,
+                    "value": i.value,
+                    "create_revision": i.create_revision,
+                    "mod_revision": i.mod_revision,
+                    "lease": i.lease,
+                }
+                for i in items
+            ],
+            "count": len(items),
+            "revision": revisions[-1],
+            "more": more,
+            "next": following,
+        },
+        "\n".join(f"{i.key}\t{i.value}" for i in items) if items else None,
+    )
+    if following is not None:
+        output.note(f"{len(items)} keys shown; more follow: continue with --after {following!r}")
+    elif not items:
+        output.note("no keys in the range")
+    return EXIT_OK
+
+
+async def _member(client: Client, args: argparse.Namespace, output: Output) -> int:
     if args.action != "list":
         request = MemberChangeRequest(
             args.action, args.name, args.peer_addr, args.client_addr, args.learner
@@ -648,7 +710,7 @@ async def _member(client: Client, args: argparse.Namespace, output: _Output) -> 
     return EXIT_OK
 
 
-async def _move_leader(client: Client, args: argparse.Namespace, output: _Output) -> int:
+async def _move_leader(client: Client, args: argparse.Namespace, output: Output) -> int:
     started = time.monotonic()
     reply = await client.move_leader(args.name)
     took = time.monotonic() - started
@@ -668,20 +730,20 @@ async def _move_leader(client: Client, args: argparse.Namespace, output: _Output
     return EXIT_OK
 
 
-async def _set(client: Client, args: argparse.Namespace, output: _Output) -> int:
-    reply = await client.set(args.key, args.value)
+async def _set(client: Client, args: argparse.Namespace, output: Output) -> int:
+    reply = await client.set(args.key, args.value, lease=args.lease)
     output.result({"key": args.key, "value": args.value, "ok": True, "index": reply.index}, "OK")
     return EXIT_OK
 
 
-async def _cas(client: Client, args: argparse.Namespace, output: _Output) -> int:
+async def _cas(client: Client, args: argparse.Namespace, output: Output) -> int:
     expected: str | None
-    if args.absent:
+    if args.absent or args.revision is not None:
         (new,) = args.values
         expected = None
     else:
         expected, new = args.values
-    reply = await client.cas(args.key, expected, new)
+    reply = await client.cas(args.key, expected, new, mod_revision=args.revision, lease=args.lease)
     if reply.ok:
         text = "swapped"
     elif reply.found:
@@ -701,7 +763,14 @@ async def _cas(client: Client, args: argparse.Namespace, output: _Output) -> int
     return EXIT_OK if reply.ok else EXIT_FAILED
 
 
-async def _delete(client: Client, args: argparse.Namespace, output: _Output) -> int:
+async def _delete(client: Client, args: argparse.Namespace, output: Output) -> int:
+    if args.key is None:
+        ranged = await client.delete_range(args.prefix, prefix_end(args.prefix))
+        output.result(
+            {"prefix": args.prefix, "deleted": ranged.count, "index": ranged.index},
+            f"deleted {ranged.count} keys",
+        )
+        return EXIT_OK
     reply = await client.delete(args.key)
     output.result(
         {"key": args.key, "deleted": reply.ok, "index": reply.index},
@@ -710,7 +779,7 @@ async def _delete(client: Client, args: argparse.Namespace, output: _Output) -> 
     return EXIT_OK if reply.ok else EXIT_FAILED
 
 
-async def _status(client: Client, args: argparse.Namespace, output: _Output) -> int:
+async def _status(client: Client, args: argparse.Namespace, output: Output) -> int:
     members = await client.status_all()
     answered = any(member.ok for member in members)
     obj: dict[str, Any] = {"members": [_member_json(member) for member in members]}
@@ -779,6 +848,38 @@ def _status_table(members: list[MemberStatus]) -> str:
     return "\n".join(_table(header, rows, reasons))
 
 
+def _check_cas(args: argparse.Namespace) -> None:
+    if args.absent and args.revision is not None:
+        args.command_parser.error(
+            "--absent and --revision do not go together (--revision 0 is absent)"
+        )
+    one = args.absent or args.revision is not None
+    if len(args.values) != (1 if one else 2):
+        form = (
+            "KEY --absent NEW"
+            if args.absent
+            else "KEY --revision R NEW"
+            if one
+            else "KEY EXPECTED NEW"
+        )
+        args.command_parser.error(f"expected {form}")
+
+
+def _check_range(args: argparse.Namespace) -> None:
+    """Exactly one of KEY, --prefix and (for get) --from; the range flags only together."""
+    parser = args.command_parser
+    start = getattr(args, "start", None)
+    given = [args.key is not None, args.prefix is not None, start is not None]
+    if sum(given) != 1:
+        forms = "KEY or --prefix" if args.command == "delete" else "KEY, --prefix or --from"
+        parser.error(f"give exactly one of {forms}")
+    if args.command == "get":
+        if args.end is not None and start is None:
+            parser.error("--to goes with --from")
+        if args.key is not None and (args.limit is not None or args.after is not None):
+            parser.error("--limit and --after are for ranges (--prefix, --from)")
+
+
 def _check_member(args: argparse.Namespace) -> None:
     if args.action == "list":
         if args.name is not None:
@@ -809,7 +910,7 @@ def _table(header: list[str], rows: list[list[str]], notes: list[str]) -> list[s
     return lines
 
 
-_COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[int]]] = {
+_COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], Awaitable[int]]] = {
     "get": _get,
     "set": _set,
     "cas": _cas,
@@ -817,11 +918,14 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, _Output], Awaitable[i
     "status": _status,
     "move-leader": _move_leader,
     "member": _member,
+    "lease": coordination.lease,
+    "lock": coordination.lock,
+    "elect": coordination.elect,
 }
-_WRITES = frozenset({"set", "cas", "delete"})
+_WRITES = frozenset({"set", "cas", "delete", "lease"})
 
 
-async def _snapshot(args: argparse.Namespace, endpoints: list[str], output: _Output) -> int:
+async def _snapshot(args: argparse.Namespace, endpoints: list[str], output: Output) -> int:
     try:
         fetched = await backup.fetch(endpoints, args.timeout, args.tls)
         size = backup.write_file(args.file, fetched)
@@ -844,7 +948,7 @@ async def _snapshot(args: argparse.Namespace, endpoints: list[str], output: _Out
 
 
 async def _run(
-    args: argparse.Namespace, endpoints: list[str], output: _Output, tracer: trace.Tracer
+    args: argparse.Namespace, endpoints: list[str], output: Output, tracer: trace.Tracer
 ) -> int:
     if args.command == "snapshot":
         return await _snapshot(args, endpoints, output)
@@ -921,7 +1025,7 @@ class _ProgressLine:
 
 
 def _bench_main(
-    args: argparse.Namespace, endpoints: list[str], output: _Output, env: Mapping[str, str]
+    args: argparse.Namespace, endpoints: list[str], output: Output, env: Mapping[str, str]
 ) -> int:
     config = _bench_config(args, endpoints)
     if args.plot is not None:
@@ -1054,9 +1158,12 @@ def main(
     parser = build_parser(out, err)
     try:
         args = parser.parse_args(argv)
-        if args.command == "cas" and len(args.values) != (1 if args.absent else 2):
-            form = "KEY --absent NEW" if args.absent else "KEY EXPECTED NEW"
-            args.command_parser.error(f"expected {form}")
+        if args.command == "cas":
+            _check_cas(args)
+        if args.command in ("get", "delete"):
+            _check_range(args)
+        if args.command in ("lease", "lock"):
+            coordination.check(args)
         _values_from_stdin(args, stdin if stdin is not None else sys.stdin)
         if args.command == "bench":
             _check_bench(args)
@@ -1075,7 +1182,7 @@ def main(
         source, text = ENV_ENDPOINTS, env[ENV_ENDPOINTS]
     else:
         source, text = "default endpoints", DEFAULT_ENDPOINTS
-    output = _Output(out, err, json=args.output == "json")
+    output = Output(out, err, json=args.output == "json")
     try:
         endpoints = parse_endpoints(text, source=source)
         args.tls = _tls_context(args, env)
