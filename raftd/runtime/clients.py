@@ -33,11 +33,11 @@ from raftd.core import SnapshotMeta
 from raftd.runtime.driver import (
     ChangeMembers,
     Driver,
+    KeepAlive,
     ListMembers,
     MoveLeader,
     Read,
     ReplyBox,
-    KeepAlive,
     StaleRead,
     Status,
     Write,

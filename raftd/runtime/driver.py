@@ -192,9 +192,7 @@ class MemberRemoved(Exception):
 # removed it (a leader removing itself) must reach the client first.
 REMOVED_GRACE_S = 1.0
 
-ClientOp = (
-    Write | Read | StaleRead | KeepAlive | Status | MoveLeader | ListMembers | ChangeMembers
-)
+ClientOp = Write | Read | StaleRead | KeepAlive | Status | MoveLeader | ListMembers | ChangeMembers
 
 # A range reply stops adding keys past this many bytes of keys and values (and says there
 # is more), well inside the 8 MiB frame limit whatever the request's own limit.
@@ -707,14 +705,16 @@ class Driver:
         self, key: str, query: RangeRequest | None, stale_age_s: float | None = None
     ) -> GetReply | RangeReply:
         """The answer from the applied state as it is now, with the revision it is at."""
-        revision, name, stale = self.kv.last_applied_index, self.config.name, stale_age_s is not None
+        revision, name, stale = (
+            self.kv.last_applied_index,
+            self.config.name,
+            stale_age_s is not None,
+        )
         if query is None:
             stored = self.kv.stored(key)
             if stored is None:
                 return GetReply(False, None, name, stale, stale_age_s, revision)
-            return GetReply(
-                True, stored.value, name, stale, stale_age_s, revision, *stored[1:]
-            )
+            return GetReply(True, stored.value, name, stale, stale_age_s, revision, *stored[1:])
         found, more = self.kv.range(query.start, query.end, query.limit)
         items: list[KeyValue] = []
         size = 0

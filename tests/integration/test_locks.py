@@ -3,7 +3,6 @@ person or a script would use them."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.harness import Cluster
-from tests.integration.test_raftctl import ROOT, json_of, raftctl
+from tests.integration.harness import ROOT, Cluster
+from tests.integration.test_raftctl import json_of, raftctl
 
 
 async def test_ranges_revisions_and_leases_from_the_command_line(cluster: Cluster) -> None:
@@ -74,7 +73,10 @@ async def test_lock_holders_run_one_at_a_time_in_order_with_increasing_tokens(
     journal = tmp_path / "journal"
     # Each holder writes its token when it starts and again when it ends; overlapping
     # holders would interleave their lines.
-    script = f'echo "start $RAFTCTL_LOCK_TOKEN" >> {journal}; sleep 0.3; echo "end $RAFTCTL_LOCK_TOKEN" >> {journal}'
+    script = (
+        f'echo "start $RAFTCTL_LOCK_TOKEN" >> {journal}; sleep 0.3; '
+        f'echo "end $RAFTCTL_LOCK_TOKEN" >> {journal}'
+    )
     codes: list[int] = []
 
     async def holder() -> None:
@@ -136,8 +138,8 @@ async def test_elect_announces_each_leader_and_resigns_on_sigterm(cluster: Clust
                 await trio.sleep(0.05)
         bob.send_signal(signal.SIGTERM)
         assert await bob.wait() == 0
-    code, out, _ = await raftctl(cluster, "--output", "json", "get", "--prefix", "shard/")
-    assert json.loads(out)["count"] == 0  # both resigned: nothing left behind
+    _, left = await json_of(cluster, "get", "--prefix", "shard/")
+    assert left["count"] == 0  # both resigned: nothing left behind
 
 
 async def _started(
@@ -155,7 +157,7 @@ async def _started(
         if out is not None:
             assert process.stdout is not None
             async for chunk in process.stdout:
-                out.append(chunk)
+                out.append(bytes(chunk))
         await process.wait()
     finally:
         if process.returncode is None:
@@ -167,7 +169,7 @@ async def _started(
 async def _wait_for_holder(cluster: Cluster, name: str) -> None:
     with trio.fail_after(20):
         while True:
-            code, page = await json_of(cluster, "get", "--prefix", f"{name}/")
+            _, page = await json_of(cluster, "get", "--prefix", f"{name}/")
             if page["count"]:
                 return
             await trio.sleep(0.1)
