@@ -142,6 +142,10 @@ async def test_get_and_set_in_json(cluster: Cluster) -> None:
         "stale": False,
         "max_age_s": None,
         "served_by": "n1",
+        "revision": 0,
+        "create_revision": 0,
+        "mod_revision": 0,
+        "lease": 0,
     }
     run = await cluster.ctl("--output", "json", "get", "missing")
     assert run.code == 1
@@ -162,6 +166,10 @@ async def test_stale_get_prints_the_value_and_a_note(cluster: Cluster) -> None:
         "stale": True,
         "max_age_s": 0.12,
         "served_by": "n2",
+        "revision": 0,
+        "create_revision": 0,
+        "mod_revision": 0,
+        "lease": 0,
     }
     assert run.err == ""
 
@@ -471,7 +479,7 @@ async def test_bad_endpoints_from_the_environment_name_the_variable() -> None:
         (["--timeout", "soon", "get", "k"], "--timeout must be a number of seconds"),
         (["--timeout", "nan", "get", "k"], "--timeout must be more than zero seconds"),
         (["get", "k", "--max-staleness", "-0.5"], "--max-staleness must be zero or more"),
-        (["get"], "the following arguments are required: KEY"),
+        (["get"], "give exactly one of KEY, --prefix or --from"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "the following arguments are required: COMMAND"),
         (["--output", "yaml", "status"], "invalid choice: 'yaml'"),
