@@ -77,7 +77,7 @@ async def test_a_bad_traceparent_is_dropped_counted_and_the_request_served(
     port = guarded.members[leader].client_port
     for bad in ("garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01", 42):
         head = {"v": 1, "k": "SetRequest", "id": 7, "tp": bad}
-        reply = await exchange_raw(port, [head, ["traced", "v", "bad-tp", 1, False]])
+        reply = await exchange_raw(port, [head, ["traced", "v", "bad-tp", 1, False, 0]])
         assert isinstance(reply, WriteReply) and reply.ok, reply  # seq 1 again: deduplicated
     head = {"v": 1, "k": "GetRequest", "id": 8, "tp": "not-a-trace"}
     reply = await exchange_raw(port, [head, ["traced", None, False]])
