@@ -27,12 +27,13 @@ server answers.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import socket
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -68,6 +69,9 @@ from wire.api import (
     SetRequest,
     StatusReply,
     StatusRequest,
+    WatchEvent,
+    WatchReply,
+    WatchRequest,
     WriteReply,
     oversized_field,
 )
@@ -102,6 +106,8 @@ DEFAULT_WRITE_SESSIONS: Final = 64
 
 # Client-side codes, next to the server's ErrorCode values.
 CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
+# A watch whose member said nothing for this long (it reports progress every 2 s) moves on.
+WATCH_SILENCE_S: Final = 8.0
 CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
 CODE_TLS: Final = "tls"  # definite: the TLS handshake failed with every member asked
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline
@@ -710,6 +716,72 @@ class Client:
         return await self._call(
             "lease_keepalive", request, LeaseReply, leader_only=True, stats=stats
         )
+
+    async def watch(
+        self, start: str, end: str | None, *, start_revision: int = 0
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Every change to keys in ``[start, end)`` from ``start_revision`` on (0: from
+        now), in revision order, until the caller stops iterating.
+
+        A watch outlives its member: when the connection is lost, the member goes quiet
+        (it reports progress every couple of seconds, so silence means it is gone) or it
+        ends the watch (it read too slowly, installed a snapshot), the watch resumes on the
+        next member from where it was, and since revisions are the same everywhere nothing
+        is lost or repeated; a revision whose changes were cut between two replies resumes
+        at that revision, skipping what was already delivered. ``DefiniteError``
+        (``compacted``) when no member still has the changes asked for."""
+        if start_revision < 0:
+            raise ValueError("start_revision must not be negative")
+        self._check_open()
+        # Where the next request starts, and how many changes at that revision the caller
+        # has had already (a revision's changes can span two replies).
+        resume, seen_at_resume = start_revision, 0
+        backoff = _Backoff(*self._backoff, self._rng)
+        compacted: set[str] = set()
+        for endpoint in itertools.cycle(self._endpoints):
+            try:
+                with trio.fail_after(self.timeout_s):
+                    stream = await open_stream(endpoint, self._tls)
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, TlsFailure):
+                await backoff.sleep()
+                continue
+            repeats = seen_at_resume
+            try:
+                await stream.send(Header("WatchRequest", 1), WatchRequest(start, end, resume))
+                while True:
+                    with trio.fail_after(WATCH_SILENCE_S):
+                        received = await stream.receive()
+                    reply = None if received is None else received[1]
+                    if isinstance(reply, ErrorReply) and reply.code == ErrorCode.COMPACTED:
+                        compacted.add(endpoint)
+                        if len(compacted) >= len(self._endpoints):
+                            raise DefiniteError(reply.code, reply.message, endpoint=endpoint)
+                    if not isinstance(reply, WatchReply):
+                        break  # ended (why is in the ErrorReply) or lost: resume elsewhere
+                    compacted.clear()
+                    backoff = _Backoff(*self._backoff, self._rng)
+                    if resume == 0:  # "from now" is pinned to this member's now
+                        resume = reply.revision + 1
+                    for event in reply.events:
+                        if event.revision < resume:
+                            continue
+                        if event.revision == resume and repeats:
+                            repeats -= 1
+                            continue
+                        yield event
+                        if event.revision == resume:
+                            seen_at_resume += 1
+                        else:
+                            resume, seen_at_resume = event.revision, 1
+            except (WireError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass  # the connection is gone: resume elsewhere
+            except trio.TooSlowError:
+                pass  # the member went silent (gone, cut off): resume elsewhere
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            await backoff.sleep()
+        raise AssertionError("unreachable: itertools.cycle never ends")
 
     async def move_leader(self, target: str, *, stats: CallStats | None = None) -> MoveLeaderReply:
         """Ask the leader to hand its leadership to the member named ``target``; returns

@@ -8,6 +8,7 @@ revokes the leases both are built on (``cli.recipes`` has the algorithms).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -17,10 +18,10 @@ from typing import Any
 import trio
 
 from cli import recipes
-from cli.client import Client
+from cli.client import Client, ClientError
 from cli.output import EXIT_FAILED, EXIT_OK, Output
-from raftd.kv import MAX_LEASE_TTL_S
-from wire.api import KeyValue
+from raftd.kv import MAX_LEASE_TTL_S, prefix_end
+from wire.api import KeyValue, WatchEvent
 
 ENV_TOKEN = "RAFTCTL_LOCK_TOKEN"
 ENV_KEY = "RAFTCTL_LOCK_KEY"
@@ -54,6 +55,15 @@ the lock's key and lease. If the lease is lost while COMMAND runs, COMMAND is st
 
 Put -- before COMMAND: raftctl lock NAME -- COMMAND [ARG ...]"""
 
+WATCH_DESCRIPTION = """\
+Print every change to KEY (or to the keys under --prefix) as the cluster applies it,
+until interrupted: "put KEY VALUE (revision N)" and "delete KEY (revision N)" lines
+(with --output json: one object per line). --from-revision R starts with the changes at
+revision R (e.g. one after the revision a get returned), so nothing between a read and
+its watch is missed. The watch follows the cluster: when its member fails it resumes on
+another from the last revision it printed, without losing or repeating a change. Members
+keep the last 10000 changes; asking for older ones exits 1 with "compacted"."""
+
 ELECT_DESCRIPTION = """\
 Campaign to lead NAME with VALUE (e.g. this process's address) and print the leader's
 value each time it changes, one line each (with --output json: one object per line).
@@ -86,10 +96,37 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     lock.add_argument("argv", metavar="COMMAND", nargs=argparse.REMAINDER, help="what to run")
     lock.set_defaults(command_parser=lock)
 
+    watch = command(
+        "watch",
+        "print changes to a key or a prefix as they happen",
+        WATCH_DESCRIPTION,
+        usage="raftctl watch [-h] [options] (KEY | --prefix P) [--from-revision R]",
+    )
+    watch.add_argument("key", metavar="KEY", nargs="?", help="the key to watch")
+    watch.add_argument("--prefix", metavar="P", help="every key that starts with P")
+    watch.add_argument(
+        "--from-revision",
+        metavar="R",
+        type=_revision,
+        default=0,
+        help="start from the changes at revision R (default: from now)",
+    )
+    watch.set_defaults(command_parser=watch)
+
     elect = command("elect", "campaign for leadership and follow it", ELECT_DESCRIPTION)
     elect.add_argument("name", metavar="NAME", help="the election (a key prefix)")
     elect.add_argument("value", metavar="VALUE", help="what this candidate announces")
     _add_ttl(elect)
+
+
+def _revision(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a revision is a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a revision is 1 or more, not {value}")
+    return value
 
 
 def _add_ttl(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +165,9 @@ def check(args: argparse.Namespace) -> None:
                 parser.error(f"a lease id is positive, not {args.number}")
         if args.once and args.action != "keepalive":
             parser.error("--once is for lease keepalive")
+    elif args.command == "watch":
+        if (args.key is None) == (args.prefix is None):
+            parser.error("give exactly one of KEY or --prefix")
     elif args.command == "lock":
         # argparse hands everything after NAME over as COMMAND, --ttl included.
         argv = list(args.argv)
@@ -217,7 +257,9 @@ async def elect(client: Client, args: argparse.Namespace, output: Output) -> int
         output.result(_leader_json(args.name, leader), leader.value)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_resign_on_signal, nursery.cancel_scope, output, args.name)
+        nursery.start_soon(
+            _stop_on_signal, nursery.cancel_scope, output, f"resigning from {args.name}"
+        )
         try:
             async with recipes.hold(client, args.name, args.value, args.ttl, waiting=announce) as (
                 held,
@@ -232,12 +274,51 @@ async def elect(client: Client, args: argparse.Namespace, output: Output) -> int
     return EXIT_OK
 
 
-async def _resign_on_signal(scope: trio.CancelScope, output: Output, name: str) -> None:
-    """Ctrl-C or SIGTERM ends the campaign (the lease is revoked on the way out), as an
-    answer, not as an interruption: resigning is how a candidate leaves."""
+async def watch(client: Client, args: argparse.Namespace, output: Output) -> int:
+    if args.prefix is not None:
+        start, end = args.prefix, prefix_end(args.prefix)
+    else:
+        start, end = args.key, args.key + "\0"
+    code = EXIT_OK
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope, output, None)
+        try:
+            changes = client.watch(start, end, start_revision=args.from_revision)
+            async with contextlib.aclosing(changes) as events:
+                async for event in events:
+                    output.result(_event_json(event), _event_text(event))
+                    output.out.flush()
+        except ClientError as exc:
+            code = output.error(exc, write=False)
+        nursery.cancel_scope.cancel()
+    return code
+
+
+def _event_text(event: WatchEvent) -> str:
+    if event.value is None:
+        return f"delete {event.key} (revision {event.revision})"
+    return f"put {event.key} {event.value} (revision {event.revision})"
+
+
+def _event_json(event: WatchEvent) -> dict[str, Any]:
+    return {
+        "type": "delete" if event.value is None else "put",
+        "key": event.key,
+        "value": event.value,
+        "revision": event.revision,
+        "create_revision": event.create_revision,
+        "mod_revision": event.mod_revision,
+        "lease": event.lease,
+    }
+
+
+async def _stop_on_signal(scope: trio.CancelScope, output: Output, note: str | None) -> None:
+    """Ctrl-C or SIGTERM ends a campaign or a watch as an answer, not as an interruption:
+    it is how they are meant to end (a campaign's lease is revoked on the way out)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            output.note(f"resigning from {name}")
+            if note is not None:
+                output.note(note)
             scope.cancel()
             return
 
@@ -251,4 +332,4 @@ def _leader_json(name: str, leader: KeyValue) -> dict[str, Any]:
     }
 
 
-__all__ = ["add_commands", "check", "elect", "lease", "lock"]
+__all__ = ["add_commands", "check", "elect", "lease", "lock", "watch"]

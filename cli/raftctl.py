@@ -921,6 +921,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Output], Awaitable[in
     "lease": coordination.lease,
     "lock": coordination.lock,
     "elect": coordination.elect,
+    "watch": coordination.watch,
 }
 _WRITES = frozenset({"set", "cas", "delete", "lease"})
 
@@ -1162,7 +1163,7 @@ def main(
             _check_cas(args)
         if args.command in ("get", "delete"):
             _check_range(args)
-        if args.command in ("lease", "lock"):
+        if args.command in ("lease", "lock", "watch"):
             coordination.check(args)
         _values_from_stdin(args, stdin if stdin is not None else sys.stdin)
         if args.command == "bench":

@@ -370,6 +370,7 @@ class KVStore:
         "_max_sessions",
         "_sessions",
         "_sorted",
+        "changes",
     )
 
     def __init__(self, max_sessions: int = 10_000) -> None:
@@ -383,6 +384,9 @@ class KVStore:
         self._leases: dict[int, _Lease] = {}  # in grant order
         self._sorted: SortedList | None = None
         self._last_applied_index = 0
+        # Set to a list by whoever wants each change (watches): (key, stored or None for a
+        # delete), in apply order; the owner drains it. None (the default) records nothing.
+        self.changes: list[tuple[str, Stored | None]] | None = None
 
     @property
     def last_applied_index(self) -> int:
@@ -534,7 +538,9 @@ class KVStore:
                 self._detach(key, stored.lease)
         if lease and (stored is None or stored.lease != lease):
             self._leases[lease].keys.add(key)
-        self._data[key] = Stored(value, created, index, lease)
+        stored = self._data[key] = Stored(value, created, index, lease)
+        if self.changes is not None:
+            self.changes.append((key, stored))
         return Result(ok=True, value=value, found=True)
 
     def _remove(self, key: str) -> bool:
@@ -545,6 +551,8 @@ class KVStore:
             self._sorted.remove(key)
         if stored.lease:
             self._detach(key, stored.lease)
+        if self.changes is not None:
+            self.changes.append((key, None))
         return True
 
     def _detach(self, key: str, lease: int) -> None:

@@ -175,6 +175,20 @@ class LeaseKeepAliveRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """Stream the changes to keys in ``[start, end)`` (``end`` None: to the last key) as
+    they apply, from ``start_revision`` on (0: from now). Answered with ``WatchReply``
+    frames under the request's id, the first one empty (the watch is in place, at
+    ``revision``), until an ErrorReply ends it: ``compacted`` when this member no longer
+    has the history asked for, ``unavailable`` when it dropped a watcher that read too
+    slowly or is stopping (resume from the next revision, here or elsewhere)."""
+
+    start: str
+    end: str | None
+    start_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StatusRequest:
     pass
 
@@ -230,6 +244,27 @@ class KeyValue:
     create_revision: int
     mod_revision: int
     lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """A key put (``value`` its new value) or deleted (``value`` None) by the write at
+    ``revision``; the revisions and lease are the key's after a put, 0 after a delete."""
+
+    key: str
+    value: str | None
+    revision: int
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchReply:
+    """Events in revision order; ``revision`` is how far this member has applied."""
+
+    events: tuple[WatchEvent, ...]
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +391,7 @@ class ErrorCode(enum.StrEnum):
     TRANSFER_FAILED = "transfer_failed"  # definite: the leader is unchanged
     TLS_REQUIRED = "tls_required"  # definite: a plaintext client on a TLS port; nothing read
     NOT_FOUND = "not_found"  # definite: no such lease
+    COMPACTED = "compacted"  # definite: the watch's start revision is gone from history
     TIMEOUT = "timeout"  # indefinite
     LEADERSHIP_LOST = "leadership_lost"  # indefinite for writes; reads were not served
     UNAVAILABLE = "unavailable"  # indefinite: shutting down, proxy failed
@@ -380,6 +416,7 @@ ClientRequest = (
     | LeaseGrantRequest
     | LeaseRevokeRequest
     | LeaseKeepAliveRequest
+    | WatchRequest
     | StatusRequest
     | StateHashRequest
     | SnapshotRequest
@@ -392,6 +429,7 @@ ClientReply = (
     | RangeReply
     | WriteReply
     | LeaseReply
+    | WatchReply
     | StatusReply
     | MoveLeaderReply
     | MemberListReply
@@ -410,6 +448,7 @@ CLIENT_REGISTRY.register(
     LeaseGrantRequest,
     LeaseRevokeRequest,
     LeaseKeepAliveRequest,
+    WatchRequest,
     StatusRequest,
     StateHashRequest,
     SnapshotRequest,
@@ -420,6 +459,7 @@ CLIENT_REGISTRY.register(
     RangeReply,
     WriteReply,
     LeaseReply,
+    WatchReply,
     StatusReply,
     MoveLeaderReply,
     MemberListReply,
@@ -441,7 +481,11 @@ def oversized_field(request: object) -> str | None:
     match request:
         case GetRequest(key=key) | DeleteRequest(key=key):
             fields.append(("key", key, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
-        case RangeRequest(start=start, end=end) | DeleteRangeRequest(start=start, end=end):
+        case (
+            RangeRequest(start=start, end=end)
+            | DeleteRangeRequest(start=start, end=end)
+            | WatchRequest(start=start, end=end)
+        ):
             fields.append(("range start", start, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
             fields.append(("range end", end, MAX_KEY_BYTES, "MAX_KEY_BYTES"))
         case SetRequest(key=key, value=value):

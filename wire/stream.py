@@ -121,6 +121,9 @@ class BatchedSender:
         self._wakeup = trio.Event()
         self._closing = False
         self.broken = False
+        # Bytes queued and not yet handed to the socket: what a client that stopped
+        # reading a stream of parts (a watch) has made us hold.
+        self.backlog_bytes = 0
 
     def expect(self) -> None:
         self._expected += 1
@@ -132,6 +135,17 @@ class BatchedSender:
             return
         self._frames.append(frame)
         self._weights.append(1)
+        self.backlog_bytes += len(frame)
+        self._wakeup.set()
+
+    def queue_part(self, frame: bytes) -> None:
+        """A piece of a reply still under way (a watch's events): written in order after
+        what is queued, completing nothing; ``queue`` the last piece."""
+        if self.broken:
+            return
+        self._frames.append(frame)
+        self._weights.append(0)
+        self.backlog_bytes += len(frame)
         self._wakeup.set()
 
     def queue_many(self, frames: list[bytes]) -> None:
@@ -164,6 +178,7 @@ class BatchedSender:
             self._wakeup = trio.Event()
             frames, self._frames = self._frames, []
             weights, self._weights = self._weights, []
+            self.backlog_bytes = 0
             if frames:
                 try:
                     await self._stream.send_encoded(frames)

@@ -47,6 +47,7 @@ from raftd.runtime.gate import ConnectionGate, QuietLog, remote_of
 from raftd.runtime.listen import open_listeners
 from raftd.runtime.tls import Credentials, Refused, accept, dial
 from raftd.runtime.transfer import CHUNK_BYTES, digest_of
+from raftd.runtime.watch import Change, Compacted, Watcher
 from wire.api import (
     CLIENT_REGISTRY,
     MAX_KEY_BYTES,
@@ -71,6 +72,9 @@ from wire.api import (
     SnapshotRequest,
     StateHashRequest,
     StatusRequest,
+    WatchEvent,
+    WatchReply,
+    WatchRequest,
     WriteReply,
     oversized_field,
 )
@@ -78,6 +82,7 @@ from wire.codec import Header
 from wire.frame import FrameTooLarge, WireError
 from wire.stream import BatchedSender, FramedStream, FrameTimeout
 from wire.tls import HANDSHAKE_TIMEOUT_S, TlsFailure, frame_length_is_tls
+from wire.tracecontext import parse_traceparent
 
 log = structlog.get_logger("raftd.clients")
 
@@ -100,6 +105,11 @@ PROXIED_TRACESTATE = "raftd=proxied"
 FORWARD_CONNECT_TIMEOUT_S = 1.0
 REFUSAL_SEND_TIMEOUT_S = 1.0
 DRAIN_CHUNK_BYTES = 64 * 1024
+# A watch sends at most this many changes a frame, and is dropped once this many bytes of
+# its frames wait for a client that is not reading them.
+WATCH_BATCH_CHANGES = 256
+WATCH_PROGRESS_S = 2.0  # an idle watch hears from its member this often
+WATCH_BACKLOG_BYTES = 8 * 1024 * 1024
 
 
 class ClientServer:
@@ -207,7 +217,8 @@ class ClientServer:
         slots: trio.Semaphore,
     ) -> None:
         """Hand each request to the driver (or to an answering task); stop at EOF or at the
-        first bad frame (the answers already under way still go out)."""
+        first bad frame (the answers already under way still go out; watches end)."""
+        closed = trio.Event()
         try:
             while True:
                 received = await stream.receive()
@@ -222,7 +233,9 @@ class ClientServer:
                     )
                 await slots.acquire()
                 sender.expect()
-                if not self._submit_directly(stream, header, request, sender, nursery):
+                if isinstance(request, WatchRequest):
+                    nursery.start_soon(self._watch, stream, header, request, sender, closed)
+                elif not self._submit_directly(stream, header, request, sender, nursery):
                     nursery.start_soon(self._answer, stream, header, request, sender)
         except FrameTimeout as exc:
             self._closed(remote, "frame_timeout", f"frame not completed in time: {exc}")
@@ -240,6 +253,89 @@ class ClientServer:
             self._closed(remote, "bad_frame", f"bad frame: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        finally:
+            closed.set()
+
+    async def _watch(
+        self,
+        stream: FramedStream,
+        header: Header,
+        request: WatchRequest,
+        sender: BatchedSender,
+        closed: trio.Event,
+    ) -> None:
+        """Stream a watch's changes until the client goes, reads too slowly, or this member
+        installs a snapshot; then end it with an ErrorReply that says why (the client
+        resumes from the revision after the last it saw)."""
+        started = trio.current_time()
+        span = self._request_span(header, request, "watch")
+        hub = self.driver.watches
+        try:
+            if request.start_revision < 0:
+                raise ValueError("start_revision must not be negative")
+            watcher = hub.subscribe(request.start, request.end, request.start_revision)
+        except (Compacted, OverflowError, ValueError) as exc:
+            refusal = {Compacted: ErrorCode.COMPACTED, OverflowError: ErrorCode.UNAVAILABLE}
+            code = refusal.get(type(exc), ErrorCode.BAD_REQUEST)
+            refused = ErrorReply(code, str(exc), True)
+            self._finish(stream, header, "watch", span, started, refused, sender)
+            return
+        if span.is_recording():
+            span.set_attribute("raftd.watch.start_revision", request.start_revision)
+            span.set_attribute("raftd.revision", hub.revision)
+        span.end()  # the request's span covers setting the watch up, not its lifetime
+        self.metrics.client_request("watch", "ok", trio.current_time() - started)
+        rid = header.request_id
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drop_when_closed, closed, watcher)
+                sender.queue_part(
+                    stream.encode(Header("WatchReply", rid), WatchReply((), hub.revision))
+                )
+                while watcher.dropped is None:
+                    changes: list[Change] = []
+                    # Quiet for a while: an empty reply says how far this member has got,
+                    # and tells the client its member is still there.
+                    with trio.move_on_after(WATCH_PROGRESS_S):
+                        changes = await watcher.next_batch(WATCH_BATCH_CHANGES)
+                    if watcher.dropped is not None:
+                        break
+                    self._deliver_spans(changes)
+                    batch = WatchReply(tuple(map(_watch_event, changes)), hub.revision)
+                    sender.queue_part(stream.encode(Header("WatchReply", rid), batch))
+                    waiting = sender.backlog_bytes
+                    if sender.broken:
+                        watcher.drop("the connection was lost")
+                    elif waiting > WATCH_BACKLOG_BYTES:
+                        watcher.drop(f"the client read too slowly ({waiting} bytes waiting)")
+                nursery.cancel_scope.cancel()
+        finally:
+            hub.unsubscribe(watcher)
+        log.info("watch ended", why=watcher.dropped, start=request.start)
+        ended = ErrorReply(
+            ErrorCode.UNAVAILABLE,
+            f"the watch ended: {watcher.dropped}; resume from the revision after the last seen",
+            True,
+        )
+        sender.queue(stream.encode(Header("ErrorReply", rid), ended))
+
+    def _deliver_spans(self, changes: list[Change]) -> None:
+        """A traced write's change, delivered to a watcher here: a span in the write's trace,
+        so the trace shows who was told and when."""
+        for change in changes:
+            parent = parse_traceparent(change.context) if change.context else None
+            if parent is None:
+                continue
+            span = self.tracer.start_span(
+                "watch.deliver",
+                context=context_of(parent, remote=False),
+                attributes={
+                    "raftd.node": self.config.name,
+                    "raft.index": change.revision,
+                    "raftd.watch.key": change.key,
+                },
+            )
+            span.end()
 
     async def _refuse_frame(self, stream: FramedStream, exc: FrameTooLarge) -> None:
         """Say why a frame too large to read ends the connection: otherwise a client that
@@ -557,6 +653,18 @@ class ClientServer:
         return reply  # type: ignore[no-any-return]
 
 
+async def _drop_when_closed(closed: trio.Event, watcher: Watcher) -> None:
+    await closed.wait()
+    watcher.drop("the client closed the connection")
+
+
+def _watch_event(change: Change) -> WatchEvent:
+    stored = change.stored
+    if stored is None:
+        return WatchEvent(change.key, None, change.revision, 0, 0, 0)
+    return WatchEvent(change.key, stored.value, change.revision, *stored[1:])
+
+
 def _operation_name(request: object) -> str:
     match request:
         case GetRequest(max_staleness_s=bound):
@@ -577,6 +685,8 @@ def _operation_name(request: object) -> str:
             return "lease_revoke"
         case LeaseKeepAliveRequest():
             return "lease_keepalive"
+        case WatchRequest():
+            return "watch"
         case StatusRequest() | StateHashRequest():
             return "status"
         case SnapshotRequest():

@@ -54,6 +54,7 @@ from raftd.runtime.freshness import Freshness
 from raftd.runtime.leases import LeaseClock
 from raftd.runtime.roster import Member, Roster
 from raftd.runtime.spans import RaftSpans
+from raftd.runtime.watch import WatchHub
 from raftd.storage import SnapshotStorage, StorageError, identity, stage_ready
 from raftd.storage.fs import OsFileSystem
 from wire.api import (
@@ -264,6 +265,8 @@ class Driver:
             store = NoDedupStore
         # A restart begins from the newest snapshot (the core restarts from its index).
         self.kv = store() if durable.snapshot is None else store.restore(durable.snapshot.data)
+        self.kv.changes = []
+        self.watches = WatchHub(floor=self.kv.last_applied_index)
         self.applied_index = self.node.last_applied
         self.loop_turned_at = time.monotonic()
         # Applied since the last snapshot, to decide the next one; one in the making at a
@@ -869,6 +872,10 @@ class Driver:
             # Our own proposal, still in its place: its bytes are encode_request(request).
             decoded = waiting[2] if waiting is not None and waiting[0] == entry.term else None
             result = self.kv.apply(entry.index, entry.data, decoded)
+            changes = self.kv.changes
+            if changes:
+                self.watches.publish(entry.index, changes, entry.context)
+                changes.clear()
             if decoded is not None and self.leases.leading:
                 self._lease_applied(decoded.command, result, entry.index)
             if entry.context:
@@ -882,6 +889,7 @@ class Driver:
         self._since_snapshot = (entries, size)
         if ready.committed:
             self.freshness.applied(self.applied_index)
+            self.watches.applied(self.applied_index)
 
     # ---------------------------------------------------------- leases
 
@@ -1004,6 +1012,8 @@ class Driver:
             # hold must stop rather than serve a state it does not have.
             raise StorageError(f"the leader's snapshot at {snapshot.meta.index}: {exc}") from exc
         self.kv = restored
+        self.kv.changes = []
+        self.watches.reset(snapshot.meta.index)
         self.applied_index = snapshot.meta.index
         self._since_snapshot = (0, 0)
         self.freshness.applied(self.applied_index)

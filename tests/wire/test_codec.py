@@ -60,6 +60,8 @@ from wire.api import (
     StateHashRequest,
     StatusReply,
     StatusRequest,
+    WatchReply,
+    WatchRequest,
     WriteReply,
 )
 from wire.codec import (
@@ -112,6 +114,7 @@ CLIENT_CLASSES: dict[str, type] = {
         LeaseGrantRequest,
         LeaseRevokeRequest,
         LeaseKeepAliveRequest,
+        WatchRequest,
         StatusRequest,
         StateHashRequest,
         SnapshotRequest,
@@ -122,6 +125,7 @@ CLIENT_CLASSES: dict[str, type] = {
         RangeReply,
         WriteReply,
         LeaseReply,
+        WatchReply,
         StatusReply,
         MoveLeaderReply,
         MemberListReply,
