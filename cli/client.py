@@ -107,7 +107,7 @@ DEFAULT_WRITE_SESSIONS: Final = 64
 # Client-side codes, next to the server's ErrorCode values.
 CODE_UNREACHABLE: Final = "unreachable"  # nothing could be sent anywhere
 # A watch whose member said nothing for this long (it reports progress every 2 s) moves on.
-WATCH_SILENCE_S: Final = 8.0
+WATCH_SILENCE_S: Final = 5.0
 CODE_CONNECTION_LOST: Final = "connection_lost"  # sent, then the connection died
 CODE_TLS: Final = "tls"  # definite: the TLS handshake failed with every member asked
 CODE_BUSY: Final = "client_busy"  # every write session stayed busy until the deadline

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, assert_never
 
 import cbor2
@@ -176,6 +176,10 @@ class Result:
     found: bool
     error: str | None = None
     count: int = 0  # keys a DeleteRange or LeaseRevoke deleted
+    # The index of the entry that carried out the request: its revision (a lease's id).
+    # A retry answered from the session keeps the first one's, not the retry's index.
+    # Left out of equality, so results compare by what they say about the key.
+    revision: int = field(default=0, compare=False)
 
 
 @dataclass(slots=True)
@@ -496,32 +500,34 @@ class KVStore:
                 # Values are never None, so None == None is exactly "expected absent, is absent".
                 if current == expected:
                     return self._put(key, value, lease, index, stored)
-                return Result(ok=False, value=current, found=current is not None)
+                return Result(ok=False, value=current, found=current is not None, revision=index)
             case CasRevision(key, mod_revision, value, lease):
                 stored = data.get(key)
                 if (0 if stored is None else stored.mod_revision) == mod_revision:
                     return self._put(key, value, lease, index, stored)
                 current = None if stored is None else stored.value
-                return Result(ok=False, value=current, found=current is not None)
+                return Result(ok=False, value=current, found=current is not None, revision=index)
             case Delete(key):
                 existed = self._remove(key)
-                return Result(ok=existed, value=None, found=False)
+                return Result(ok=existed, value=None, found=False, revision=index)
             case DeleteRange(start, end):
                 doomed = list(self._index().irange(start, end, inclusive=(True, False)))
                 for key in doomed:
                     self._remove(key)
-                return Result(ok=bool(doomed), value=None, found=False, count=len(doomed))
+                return Result(
+                    ok=bool(doomed), value=None, found=False, count=len(doomed), revision=index
+                )
             case LeaseGrant(ttl_s):
                 self._leases[index] = _Lease(ttl_s, set())
-                return Result(ok=True, value=None, found=False)
+                return Result(ok=True, value=None, found=False, revision=index)
             case LeaseRevoke(lease):
                 held = self._leases.pop(lease, None)
                 if held is None:
-                    return Result(ok=False, value=None, found=False)
+                    return Result(ok=False, value=None, found=False, revision=index)
                 doomed = sorted(held.keys)  # one order on every member, for watchers
                 for key in doomed:
                     self._remove(key)
-                return Result(ok=True, value=None, found=False, count=len(doomed))
+                return Result(ok=True, value=None, found=False, count=len(doomed), revision=index)
             case _:
                 assert_never(command)
 
@@ -541,7 +547,7 @@ class KVStore:
         stored = self._data[key] = Stored(value, created, index, lease)
         if self.changes is not None:
             self.changes.append((key, stored))
-        return Result(ok=True, value=value, found=True)
+        return Result(ok=True, value=value, found=True, revision=index)
 
     def _remove(self, key: str) -> bool:
         stored = self._data.pop(key, None)
@@ -576,6 +582,7 @@ class KVStore:
                 s.result.found,
                 s.result.error,
                 s.result.count,
+                s.result.revision,
             ]
             for cid, s in self._sessions.items()
         ]
@@ -659,11 +666,12 @@ class KVStore:
 
 
 def _parse_session_row(row: Any) -> tuple[str, _Session]:
-    """A session row: 8 items (7 in version 2 snapshots, before ``count``)."""
-    if type(row) is not list or len(row) not in (7, 8):
-        raise kvsnapshot.SnapshotFormatError("snapshot session must be an array of 7 or 8 items")
+    """A session row: 9 items (7 in version 2 snapshots, before ``count`` and
+    ``revision``; a version 2 result's revision is taken to be its last use)."""
+    if type(row) is not list or len(row) not in (7, 9):
+        raise kvsnapshot.SnapshotFormatError("snapshot session must be an array of 7 or 9 items")
     cid, seq, last_index, ok, value, found, error = row[:7]
-    count = row[7] if len(row) == 8 else 0
+    count, revision = (row[7], row[8]) if len(row) == 9 else (0, last_index)
     if (
         type(cid) is not str
         or not cid
@@ -676,7 +684,9 @@ def _parse_session_row(row: Any) -> tuple[str, _Session]:
         or (error is not None and type(error) is not str)
         or type(count) is not int
         or count < 0
+        or type(revision) is not int
+        or revision < 0
     ):
         raise kvsnapshot.SnapshotFormatError(f"malformed snapshot session {row!r}")
-    result = Result(ok=ok, value=value, found=found, error=error, count=count)
+    result = Result(ok=ok, value=value, found=found, error=error, count=count, revision=revision)
     return cid, _Session(seq, result, last_index)

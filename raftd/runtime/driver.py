@@ -877,7 +877,7 @@ class Driver:
                 self.watches.publish(entry.index, changes, entry.context)
                 changes.clear()
             if decoded is not None and self.leases.leading:
-                self._lease_applied(decoded.command, result, entry.index)
+                self._lease_applied(decoded.command, result)
             if entry.context:
                 self.spans.applied(entry, started_ns, _outcome(result))
             if waiting is None:
@@ -934,10 +934,11 @@ class Driver:
         recorded = span if span.is_recording() else None
         self._propose(Write(request, recorded, ReplyBox(revoked)))
 
-    def _lease_applied(self, command: kv.Command, result: kv.Result, index: int) -> None:
+    def _lease_applied(self, command: kv.Command, result: kv.Result) -> None:
         match command:
             case kv.LeaseGrant(ttl_s) if result.error is None:
-                self.leases.granted(index, ttl_s, trio.current_time())
+                # A retried grant answered from the session renews the lease it made.
+                self.leases.granted(result.revision, ttl_s, trio.current_time())
             case kv.LeaseRevoke(lease):
                 self.leases.ended(lease)
             case _:
@@ -1218,9 +1219,12 @@ def _write_reply(command: kv.Command, result: kv.Result, index: int) -> ClientRe
         return ErrorReply(ErrorCode.NOT_FOUND, why, True)
     if result.error is not None:
         return ErrorReply(ErrorCode.SESSION, result.error, True)
+    # The revision the request took effect at, which for a retry answered from its
+    # session is the first attempt's entry, not this one.
+    revision = result.revision or index
     if isinstance(command, kv.LeaseGrant):
-        return LeaseReply(index, command.ttl_s)
-    return WriteReply(result.ok, result.value, result.found, index, result.count)
+        return LeaseReply(revision, command.ttl_s)
+    return WriteReply(result.ok, result.value, result.found, revision, result.count)
 
 
 def timed_out(timeout_s: float) -> ErrorReply:

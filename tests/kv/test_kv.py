@@ -587,7 +587,7 @@ class Model:
             return Result(False, None, False, ERROR_LEASE_NOT_FOUND)
         created = self.data[key][1] if key in self.data else index
         self.data[key] = (value, created, index, lease)
-        return Result(True, value, True)
+        return Result(True, value, True, revision=index)
 
     def delete(self, keys: list[str]) -> int:
         for key in keys:
@@ -665,8 +665,10 @@ def test_store_matches_model_and_survives_snapshot_midway(
         index += step
         data = b"\x80" if req is None else encode_request(req)
         expected = model.apply(index, req)
-        assert store.apply(index, data) == expected
-        assert twin.apply(index, data) == expected
+        got, got_twin = store.apply(index, data), twin.apply(index, data)
+        assert got == expected and got_twin == expected
+        if expected.ok and expected.revision:  # a write's revision: its first application
+            assert got.revision == got_twin.revision == expected.revision
         if position % 7 == 3:  # the sorted index, built midway, then kept up to date
             store.range("", None, 0)
     for either in (store, twin):
@@ -781,6 +783,18 @@ def test_delete_range_deletes_a_prefix_and_counts() -> None:
 )
 def test_prefix_end_is_the_first_key_after_the_prefix(prefix: str, end: str | None) -> None:
     assert prefix_end(prefix) == end
+
+
+def test_a_retried_write_reports_the_revision_it_took_effect_at() -> None:
+    """A retry lands at a later index (a new leader proposed it again); the session answers
+    it, and the revision is the first attempt's: the one the key has."""
+    store = KVStore()
+    first = apply1(store, Set("k", "v"), "c", 1)
+    apply1(store, Set("other", "x"))
+    retried = apply1(store, Set("k", "v"), "c", 1)
+    assert first.revision == retried.revision == store.stored("k").mod_revision == 1  # type: ignore[union-attr]
+    restored = KVStore.restore(store.snapshot())  # the session keeps it
+    assert restored.apply(4, enc(Set("k", "v"), "c", 1)).revision == 1
 
 
 def test_a_lease_owns_its_keys_until_revoked() -> None:

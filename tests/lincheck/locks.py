@@ -11,12 +11,15 @@ real time, and that alone is not a bug. What must hold is what fencing tokens pr
    has a token no larger), and a write it refused carried a token smaller than one it had
    already accepted (or was accepting at the same time).
 3. **Overlaps were fenced.** When holders overlapped, every write by the older holder made
-   after the newer one acquired the lock was refused: the writes a fenced store rejects.
+   after the resource accepted one from the newer holder was refused: the writes a fenced
+   store rejects. (Before the newer holder's first write the resource cannot know, and the
+   older holder's write is the last it takes from it.)
 
 History lines (JSON, one per operation, times in ns of one monotonic clock)::
 
     {"client": "c1", "op": "acquire", "lock": "L", "token": 41, "call": ..., "return": ...}
     {"client": "c1", "op": "write", "lock": "L", "token": 41, "accepted": true, ...}
+    (``"accepted": null`` when the writer never learned the verdict)
     {"client": "c1", "op": "release", "lock": "L", "token": 41, "call": ..., "return": ...}
 
 Overlaps are counted, not reported as problems: the nemesis pauses holders on purpose and
@@ -43,14 +46,14 @@ class _Op:
     token: int
     call: int
     ret: int
-    accepted: bool = False
+    accepted: bool | None = False  # None: unknown (a timeout)
 
 
 @dataclass(slots=True)
 class LockCheck:
     problems: list[str] = field(default_factory=list)
     acquisitions: int = 0
-    overlaps: int = 0  # pairs of holders of one lock that overlapped in real time
+    overlaps: int = 0  # holds that a newer holder of the same lock overlapped in real time
     fenced: int = 0  # writes refused for an old token
 
     @property
@@ -66,7 +69,7 @@ def _parse(row: dict[str, Any]) -> _Op:
         int(row["token"]),
         int(row["call"]),
         int(row["return"]),
-        bool(row.get("accepted", False)),
+        None if row.get("accepted") is None else bool(row["accepted"]),
     )
 
 
@@ -103,20 +106,30 @@ def _check_lock(lock: str, ops: list[_Op], result: LockCheck) -> None:
     # Real-time holds: from acquiring until the holder let go (or forever, if it never did).
     holds = [(a, released[a.token].call if a.token in released else None) for a in acquired]
     for i, (older, older_end) in enumerate(holds):
+        overlapped = False
         for newer, _ in holds[i + 1 :]:
             if newer.token > older.token and (older_end is None or older_end > newer.ret):
-                result.overlaps += 1
+                overlapped = True
+                newer_taken = min(
+                    (w.ret for w in writes if w.token == newer.token and w.accepted is True),
+                    default=None,
+                )
                 late = [
                     w
                     for w in writes
-                    if w.token == older.token and w.call > newer.ret and w.accepted
+                    if w.token == older.token
+                    and newer_taken is not None
+                    and w.call > newer_taken
+                    and w.accepted is True
                 ]
                 for write in late:
                     result.problems.append(
                         f"{lock}: {write.client}'s write with token {older.token} was accepted "
-                        f"after {newer.client} acquired token {newer.token}"
+                        f"after {newer.client}'s with token {newer.token}"
                     )
-    accepted = [w for w in writes if w.accepted]
+        result.overlaps += overlapped
+    accepted = [w for w in writes if w.accepted is True]
+    maybe = [w for w in writes if w.accepted is not False]  # may justify a refusal
     for before in accepted:
         for after in accepted:
             if before.ret < after.call and before.token > after.token:
@@ -125,9 +138,9 @@ def _check_lock(lock: str, ops: list[_Op], result: LockCheck) -> None:
                     f"{before.token}: its writes went back in token order"
                 )
     for write in writes:
-        if write.accepted:
+        if write.accepted is not False:
             continue
-        if any(a.token > write.token and a.call < write.ret for a in accepted):
+        if any(a.token > write.token and a.call < write.ret for a in maybe):
             result.fenced += 1
         else:
             result.problems.append(

@@ -54,6 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         help="each member on a host of its own (network namespaces; needs root, ip and "
         "iptables): links go down and firewalls cut instead of proxies",
     )
+    parser.add_argument(
+        "--locks",
+        action="store_true",
+        help="also run lock users writing to a fenced resource, pause the lock's holder "
+        "past its lease now and then, and check their history (tests/lincheck/locks.py)",
+    )
+    parser.add_argument(
+        "--unfenced",
+        action="store_true",
+        help="with --locks: the lock users' resource ignores tokens (the checker must object)",
+    )
     args = parser.parse_args(argv)
     kinds = args.faults.split(",") if args.faults else None
     if kinds and not set(kinds) <= set(FAULT_KINDS):
@@ -67,13 +78,24 @@ def main(argv: list[str] | None = None) -> int:
           f"{','.join(plan.all_kinds)}; values {'tiny and large' if plan.large_values else 'tiny'};"
           f" stale reads from {STALE_TARGET} within {plan.stale_bound_s} s;"
           f"{' TLS;' if args.tls else ''}{' hosts in namespaces;' if args.netns else ''}"
+          f"{' lock users;' if args.locks else ''}"
           f" output in {out}",
           flush=True)  # fmt: skip
     env = {MUTATION_ENV: args.mutation} if args.mutation else None
     if args.netns and (why := unavailable()) is not None:
         parser.error(f"--netns: {why}")
     outcome = trio.run(
-        partial(run, member_env=env, tls=args.tls, netns=args.netns), plan, args.duration, out
+        partial(
+            run,
+            member_env=env,
+            tls=args.tls,
+            netns=args.netns,
+            locks=args.locks or args.unfenced,
+            unfenced=args.unfenced,
+        ),
+        plan,
+        args.duration,
+        out,
     )
     for event in outcome.events:
         print(f"  {event}")

@@ -21,14 +21,18 @@ linearizable path, and then:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import random
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,9 +41,12 @@ from typing import Any, TextIO
 import trio
 
 from cli.client import Client, ClientError, DefiniteError, Unavailable, UnknownOutcome
-from tests.integration.harness import Cluster, running
+from raftd.kv import prefix_end
+from tests.integration.harness import ROOT, Cluster, running
 from tests.integration.netns import NetnsCluster
-from wire.api import MemberChangeRequest, StateHashRequest, StatusReply
+from tests.lincheck.locks import check_locks
+from tests.lincheck.revisions import check_revisions
+from wire.api import MemberChangeRequest, StateHashRequest, StatusReply, WatchEvent
 
 KEYS = [f"k{i}" for i in range(10)]
 FAULT_KINDS = (
@@ -75,6 +82,13 @@ LAG_WRITES_EVIDENCE = 100  # fewer, and the fault proved nothing
 SHORT_VALUE_CHARS = 96
 SNAPSHOT_ENTRIES = 300
 SNAPSHOT_KEEP = 50
+# With locks: lock user processes (tests/nemesis/lockuser.py) on short leases, and a share
+# of the strikes pausing whichever of them holds the lock for longer than its lease.
+RANGE_SHARE = 0.05  # of a client's operations: a range read of every key
+LOCK_USERS = 3
+LOCK_TTL_S = 2
+LOCK_PAUSE_SHARE = 0.3
+LOCK_PAUSE_TRIES = 20
 
 
 @dataclass
@@ -116,15 +130,19 @@ class Outcome:
     events: list[str] = field(default_factory=list)
     stale_reads: int = 0  # verified within their bound by the checker's staleness pass
     stale_refused: int = 0  # answered too_stale: the member could not promise the bound
+    locks: str = ""  # the lock checker's verdict line, when lock users ran
+    lock_overlaps: int = 0  # holds a newer holder overlapped (the pauses that landed)
+    lock_fenced: int = 0  # writes the fenced resource refused for an old token
 
     def summary_line(self) -> str:
         verdict = {"linearizable": "yes", "not linearizable": "no"}.get(
             self.linearizable, self.linearizable
         )
-        return (
+        line = (
             f"{self.ops} ops, {self.faults} faults, linearizable: {verdict}, "
             f"{self.stale_reads} stale reads within their bound ({self.stale_refused} refused)"
         )
+        return f"{line}; {self.locks}" if self.locks else line
 
 
 def short_value(value: str) -> str:
@@ -170,8 +188,10 @@ async def client_loop(
     reader: bool = False,
     large_values: bool = False,
     tls: ssl.SSLContext | None = None,
+    ranges: bool = True,
 ) -> None:
-    """One client session, one operation at a time. A ``reader`` only reads, from the one
+    """One client session, one operation at a time (a few of them reads of every key at
+    once, a range). A ``reader`` only reads, from the one
     member it was given: a correct member redirects it to the leader, a member that
     answered linearizable reads from local state would be caught by its stale answers."""
     seen: dict[str, str | None] = {}
@@ -189,20 +209,41 @@ async def client_loop(
             call = time.monotonic_ns()
             op: dict[str, Any] = {"client": name, "key": key, "call": call}
             try:
+                if ranges and not reader and roll < RANGE_SHARE:
+                    # One read of every key at one revision: recorded as a get of each key
+                    # over the same interval (each must be linearizable on its own).
+                    try:
+                        page = await c.range("k", prefix_end("k"))
+                    except ClientError:
+                        continue  # a read that got no answer says nothing
+                    done = time.monotonic_ns()
+                    found = {item.key: item for item in page.items}
+                    for each in KEYS:
+                        item = found.get(each)
+                        history.record(
+                            {"client": name, "op": "get", "key": each, "call": call,
+                             "output": None if item is None else item.value, "return": done,
+                             "meta": {"mod_revision": 0 if item is None else item.mod_revision}}
+                        )  # fmt: skip
+                    continue
                 if roll < 0.5:
                     op["op"] = "get"
                     got = await c.get(key)
                     op["output"] = got.value if got.found else None
+                    op["meta"] = {"mod_revision": got.mod_revision}
                     seen[key] = op["output"]
                 elif roll < 0.83:
                     op.update(op="set", value=value)
-                    await c.set(key, value)
+                    written = await c.set(key, value)
+                    op["meta"] = {"revision": written.index}
                     seen[key] = value
                 else:
                     expected = seen.get(key)
                     op.update(op="cas", value=value, expected=expected)
                     reply = await c.cas(key, expected, value)
                     op["ok"] = reply.ok
+                    if reply.ok:
+                        op["meta"] = {"revision": reply.index}
                     seen[key] = value if reply.ok else reply.value
                 op["return"] = time.monotonic_ns()
             except Unavailable:
@@ -214,6 +255,71 @@ async def client_loop(
             except (UnknownOutcome, ClientError):
                 op["outcome"] = "unknown"
             history.record(op)
+
+
+async def watch_loop(
+    endpoints: list[str],
+    into: list[WatchEvent],
+    stop: trio.Event,
+    tls: ssl.SSLContext | None,
+    outcome: Outcome,
+) -> None:
+    """Every change to the clients' keys from revision 1 on, through every fault: a watch
+    resumes on another member when its own is killed, cut off or paused."""
+    async with Client(endpoints, timeout_s=2.0, attempt_timeout_s=0.5, tls=tls) as client:
+        with trio.CancelScope() as scope:
+            changes = client.watch("k", prefix_end("k"), start_revision=1)
+            try:
+                async with (
+                    contextlib.aclosing(changes) as events,
+                    trio.open_nursery() as nursery,
+                ):
+                    nursery.start_soon(_cancel_on, stop, scope)
+                    async for event in events:
+                        into.append(event)
+            except DefiniteError as exc:  # compacted everywhere: it fell too far behind
+                outcome.problems.append(f"watch: {exc.message}")
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    await trio.sleep(1.0)  # the last writes' changes are on their way
+    scope.cancel()
+
+
+def check_watch(events: list[WatchEvent], ops: list[dict[str, Any]]) -> list[str]:
+    """The watch saw changes in revision order, none twice, each one a write the clients
+    made (value and revision), and missed none of the writes known to have happened, up
+    to the last revision it saw."""
+    problems: list[str] = []
+    if not events:
+        return ["the watcher saw no change at all"]
+    seen: set[tuple[int, str]] = set()
+    last = 0
+    for event in events:
+        if event.revision < last:
+            problems.append(f"revision {event.revision} came after {last}")
+        if (event.revision, event.key) in seen:
+            problems.append(f"{event.key} at revision {event.revision} was delivered twice")
+        seen.add((event.revision, event.key))
+        last = max(last, event.revision)
+    written = {
+        op["meta"]["revision"]: (op["key"], op["value"])
+        for op in ops
+        if op.get("op") in ("set", "cas") and "revision" in (op.get("meta") or {})
+    }
+    by_revision = {e.revision: (e.key, short_value(e.value or "")) for e in events}
+    for revision, (key, value) in written.items():
+        if revision > last:
+            continue
+        got = by_revision.get(revision)
+        if got is None:
+            problems.append(f"the write of {key} at revision {revision} was never delivered")
+        elif got != (key, value):
+            problems.append(
+                f"revision {revision} was delivered as {got}, written as {(key, value)}"
+            )
+    return problems
 
 
 async def stale_reader_loop(
@@ -270,6 +376,8 @@ class Nemesis:
         self.killed_by_us: set[str] = set()
         self.lag_rounds = 0
         self.replaced = False  # a member was added back (see strike)
+        self.lock_users: dict[str, trio.Process] = {}  # with locks: name -> its process
+        self.lock_history_dir = Path()  # where their histories are (run's out)
 
     def note(self, text: str) -> None:
         self.outcome.events.append(f"{time.monotonic():.3f} {text}")
@@ -278,6 +386,9 @@ class Nemesis:
         return await self.cluster.wait_for_leader(timeout_s=30)
 
     async def strike(self) -> None:
+        if self.lock_users and self.rng.random() < LOCK_PAUSE_SHARE:
+            await self._pause_lock_holder()
+            return
         kinds = [k for k in self.plan.all_kinds if k not in START_KINDS]
         if not kinds:
             await trio.sleep(self.rng.uniform(1, 2))
@@ -384,6 +495,43 @@ class Nemesis:
                     f"{kind}: no new term while {before} was out (term {term_before}; "
                     f"the others' top term as it ended: {top_while_out}; after: {seen})"
                 )
+
+    async def _pause_lock_holder(self) -> None:
+        """Kleppmann's GC pause: the process holding the lock stops, keepalives and all,
+        for longer than its lease; the next waiter takes the lock; the paused one wakes up
+        believing it still holds it. Only the fenced resource's tokens stop its writes.
+
+        The holder is the user whose history ends in an acquisition or a write (it knows
+        it holds the lock, which the first key under the lock does not tell: its owner may
+        not have noticed yet). It is stopped, and its history read again: one that let go
+        in between is let go on at once and another try made."""
+        for _ in range(LOCK_PAUSE_TRIES):
+            holder = self._holding_lock_user()
+            if holder is None:
+                await trio.sleep(0.1)
+                continue
+            process = self.lock_users[holder]
+            process.send_signal(signal.SIGSTOP)
+            if self._holding_lock_user() != holder:
+                process.send_signal(signal.SIGCONT)
+                continue
+            self.outcome.faults += 1
+            hold = LOCK_TTL_S * 2 + self.rng.uniform(0.5, 2.0)
+            self.note(f"SIGSTOP lock holder {holder} for {hold:.1f} s")
+            await trio.sleep(hold)
+            process.send_signal(signal.SIGCONT)
+            return
+        self.note("pause lock holder: no holder stayed put long enough to be paused")
+
+    def _holding_lock_user(self) -> str | None:
+        for name, process in self.lock_users.items():
+            if process.returncode is not None:
+                continue
+            path = self.lock_history_dir / f"locks-{name}.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            if lines and json.loads(lines[-1])["op"] in ("acquire", "write"):
+                return name
+        return None
 
     async def _move_leader(self, leader: str) -> None:
         target = self._follower(leader)
@@ -552,6 +700,65 @@ class Nemesis:
         return statuses[name].term if name in statuses else None
 
 
+async def _start_lock_users(
+    nemesis: Nemesis, cluster: Cluster, out: Path, *, unfenced: bool
+) -> None:
+    nemesis.lock_history_dir = out
+    for i in range(LOCK_USERS):
+        name = f"l{i}"
+        argv = [sys.executable, "-m", "tests.nemesis.lockuser", name,
+                str(out / f"locks-{name}.jsonl"), "--endpoints", ",".join(cluster.endpoints),
+                "--ttl", str(LOCK_TTL_S)]  # fmt: skip
+        if cluster.tls_dir is not None:
+            argv += ["--tls", str(cluster.tls_dir)]
+        if unfenced:
+            argv.append("--unfenced")
+        with (out / f"lockuser-{name}.log").open("ab") as log_file:
+            nemesis.lock_users[name] = await trio.lowlevel.open_process(
+                argv, cwd=ROOT, stdout=log_file, stderr=log_file
+            )
+
+
+@contextlib.contextmanager
+def _killed_at_exit(processes: dict[str, trio.Process]) -> Iterator[None]:
+    """Lock users are not the harness' members: whatever ends the run ends them too."""
+    try:
+        yield
+    finally:
+        for process in processes.values():
+            if process.returncode is None:
+                process.kill()
+
+
+async def _stop_lock_users(nemesis: Nemesis) -> None:
+    for process in nemesis.lock_users.values():
+        if process.returncode is None:
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGTERM)
+    for name, process in nemesis.lock_users.items():
+        with trio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+            nemesis.outcome.problems.append(f"lock user {name} did not stop on SIGTERM")
+
+
+def _check_lock_histories(out: Path, outcome: Outcome) -> None:
+    rows = []
+    for path in sorted(out.glob("locks-*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    result = check_locks(rows)
+    outcome.locks = (
+        f"locks: {'safe' if result.ok else 'UNSAFE'}, {result.acquisitions} acquisitions, "
+        f"{result.overlaps} overlapping holds, {result.fenced} writes fenced off"
+    )
+    outcome.lock_overlaps, outcome.lock_fenced = result.overlaps, result.fenced
+    outcome.problems += [f"locks: {problem}" for problem in result.problems[:10]]
+    if result.acquisitions == 0:
+        outcome.problems.append("locks: no lock was ever acquired")
+
+
 async def converge(cluster: Cluster, outcome: Outcome) -> None:
     """Every member at the same applied index with the same state hash."""
     deadline = trio.current_time() + 30
@@ -588,10 +795,15 @@ async def run(
     member_env: dict[str, str] | None = None,
     tls: bool | None = None,
     netns: bool = False,
+    locks: bool = False,
+    unfenced: bool = False,
 ) -> Outcome:
     """``tls``: every port with mutual TLS (None: as RAFTD_TEST_TLS says). ``netns``:
     every member on a host of its own (tests/integration/netns.py), the partitions made by
-    links going down and firewall rules instead of proxies."""
+    links going down and firewall rules instead of proxies. ``locks``: lock user processes
+    write to a fenced resource, and some strikes pause the lock's holder past its lease;
+    their histories go to the lock checker (tests/lincheck/locks.py); ``unfenced`` makes
+    their resource ignore tokens, a bug the checker must catch."""
     outcome = Outcome()
     out.mkdir(parents=True, exist_ok=True)
     hosts = NetnsCluster if netns else Cluster
@@ -615,11 +827,14 @@ async def run(
         member.env["RAFTD_WAL_SEGMENT_MB"] = "1"
         member.env.update(member_env or {})
     history_path = out / "history.jsonl"
-    with history_path.open("w") as history_file:
+    nemesis = Nemesis(cluster, plan, outcome)
+    watched: list[WatchEvent] = []
+    with history_path.open("w") as history_file, _killed_at_exit(nemesis.lock_users):
         history = History(history_file)
         async with trio.open_nursery() as nursery, running(cluster, nursery):
             stop = trio.Event()
-            nemesis = Nemesis(cluster, plan, outcome)
+            if locks:
+                await _start_lock_users(nemesis, cluster, out, unfenced=unfenced)
             rng = random.Random(plan.seed)
             async with trio.open_nursery() as clients:
                 for i in range(plan.clients):
@@ -639,6 +854,10 @@ async def run(
                             tls=cluster.client_tls,
                         )
                     )
+                # A watcher of every key, from the first revision, across every fault.
+                clients.start_soon(
+                    watch_loop, cluster.endpoints, watched, stop, cluster.client_tls, outcome
+                )
                 # One stale reader asks the member the extra faults aim at, one another.
                 for i, asked in enumerate((STALE_TARGET, "n2")):
                     clients.start_soon(
@@ -670,6 +889,7 @@ async def run(
                 if history.rate(healed, time.monotonic()) < MIN_OPS_PER_S:
                     outcome.problems.append("too little traffic after the heal")
                 stop.set()
+            await _stop_lock_users(nemesis)
             async with Client(
                 cluster.endpoints, timeout_s=10, client_id="final", tls=cluster.client_tls
             ) as final:
@@ -700,6 +920,15 @@ async def run(
             outcome.stale_reads = int(line.split()[1])
     if outcome.linearizable != "linearizable":
         outcome.problems.append("history: " + " | ".join(lines[:6]))
+    with history_path.open() as recorded:
+        ops = [json.loads(line) for line in recorded]
+    outcome.problems += [f"revisions: {p}" for p in check_revisions(ops)[:10]]
+    with (out / "watch.jsonl").open("w") as watch_file:
+        for event in watched:
+            watch_file.write(json.dumps(dataclasses.asdict(event)) + "\n")
+    outcome.problems += [f"watch: {p}" for p in check_watch(watched, ops)[:10]]
+    if locks:
+        _check_lock_histories(out, outcome)
     (out / "summary.json").write_text(
         json.dumps(
             {
