@@ -72,7 +72,7 @@ sim-long: $(STAMP)
 # transfers asked for and caused by SIGTERM, a member replaced (removed, wiped, added back).
 NEMESIS_SEED ?= 10
 nemesis-long: $(STAMP)
-	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED) --extras lag_large,pause_follower,slow_follower,move_leader,sigterm_leader,replace_member
+	$(PY) -m tests.nemesis --duration 600 --seed $(NEMESIS_SEED) --locks --extras lag_large,pause_follower,slow_follower,move_leader,sigterm_leader,replace_member
 
 # Every crash state of the WAL's last batches, not the sample make test runs.
 wal-crash-full: $(STAMP)

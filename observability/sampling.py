@@ -76,6 +76,7 @@ EDGE_ATTRIBUTE = "raftd.edge"
 EDGE_CLIENT = "client"
 EDGE_ELECTION = "election"
 EDGE_SNAPSHOT = "snapshot"  # a leader sending its snapshot: the follower joins
+EDGE_LEASE = "lease"  # a leader deciding that a lease expired: every member's apply joins
 SAMPLE_RATE_ATTRIBUTE = "SampleRate"
 
 RATIO_ENV = "RAFTD_TRACE_SAMPLE_RATIO"

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 import trio
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from observability.logs import node_fields
 from observability.metrics import RaftMetrics
 from observability.propagation import entry_context
+from observability.sampling import EDGE_ATTRIBUTE, EDGE_LEASE
 from raftd import kv, kvsnapshot
 from raftd.config import ConfigError, NodeConfig, parse_address
 from raftd.core import (
@@ -913,8 +915,12 @@ class Driver:
         decision to every member's apply (the entry carries its context)."""
         span = self.spans.tracer.start_span(
             "lease.expire",
-            context=None,
-            attributes={"raftd.lease": lease, "raftd.node": self.config.name},
+            context=otel_context.Context(),  # a root: the sampler decides at the edge
+            attributes={
+                "raftd.lease": lease,
+                "raftd.node": self.config.name,
+                EDGE_ATTRIBUTE: EDGE_LEASE,
+            },
         )
         log.info("lease expired; revoking it", lease=lease)
         self.metrics.lease_expired()
