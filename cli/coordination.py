@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from cli import recipes
+from cli.arguments import count
 from cli.client import Client, ClientError
 from cli.output import EXIT_FAILED, EXIT_OK, Output
 from raftd.kv import MAX_LEASE_TTL_S, prefix_end
@@ -107,7 +108,7 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     watch.add_argument(
         "--from-revision",
         metavar="R",
-        type=_revision,
+        type=count("--from-revision", minimum=1),
         default=0,
         help="start from the changes at revision R (default: from now)",
     )
@@ -117,16 +118,6 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     elect.add_argument("name", metavar="NAME", help="the election (a key prefix)")
     elect.add_argument("value", metavar="VALUE", help="what this candidate announces")
     _add_ttl(elect)
-
-
-def _revision(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a revision is a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a revision is 1 or more, not {value}")
-    return value
 
 
 def _add_ttl(parser: argparse.ArgumentParser) -> None:
@@ -139,14 +130,8 @@ def _add_ttl(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _ttl(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a TTL is whole seconds, not {text!r}") from None
-    if not 1 <= value <= MAX_LEASE_TTL_S:
-        raise argparse.ArgumentTypeError(f"a TTL is 1 to {MAX_LEASE_TTL_S} seconds, not {value}")
-    return value
+_ttl = count("a TTL", minimum=1, maximum=MAX_LEASE_TTL_S)
+_lease_id = count("a lease id", minimum=1)
 
 
 def check(args: argparse.Namespace) -> None:
@@ -154,15 +139,8 @@ def check(args: argparse.Namespace) -> None:
     parser, so they carry its usage line."""
     parser = args.command_parser
     if args.command == "lease":
-        if args.action == "grant":
-            args.number = _ttl_or_error(parser, args.number)
-        else:
-            try:
-                args.number = int(args.number)
-            except ValueError:
-                parser.error(f"a lease id is a whole number, not {args.number!r}")
-            if args.number < 1:
-                parser.error(f"a lease id is positive, not {args.number}")
+        kind = _ttl if args.action == "grant" else _lease_id
+        args.number = _parsed(parser, kind, args.number)
         if args.once and args.action != "keepalive":
             parser.error("--once is for lease keepalive")
     elif args.command == "watch":
@@ -181,15 +159,15 @@ def check(args: argparse.Namespace) -> None:
             name, _, inline = flag.partition("=")
             if name != "--ttl" or not (inline or options):
                 parser.error(f"{flag}: only --ttl SECONDS may come between NAME and --")
-            args.ttl = _ttl_or_error(parser, inline or options.pop(0))
+            args.ttl = _parsed(parser, _ttl, inline or options.pop(0))
         if not command:
             parser.error("no COMMAND to run: raftctl lock NAME -- COMMAND [ARG ...]")
         args.argv = command
 
 
-def _ttl_or_error(parser: argparse.ArgumentParser, text: str) -> int:
+def _parsed(parser: argparse.ArgumentParser, kind: Callable[[str], int], text: str) -> int:
     try:
-        return _ttl(text)
+        return kind(text)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
 

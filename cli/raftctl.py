@@ -28,6 +28,7 @@ from opentelemetry import trace
 
 from cli import backup, benchplot, coordination
 from cli import trace as trace_command
+from cli.arguments import count as _count
 from cli.bench import (
     DEFAULT_CONNECTIONS,
     DEFAULT_MIX,
@@ -141,22 +142,6 @@ def _seconds(what: str, *, allow_zero: bool) -> Callable[[str], float]:
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             bound = "zero or more" if allow_zero else "more than zero"
             raise argparse.ArgumentTypeError(f"{what} must be {bound} seconds, not {text!r}")
-        return value
-
-    return parse
-
-
-def _count(what: str, *, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{what} must be a whole number, not {text!r}"
-            ) from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-            raise argparse.ArgumentTypeError(f"{what} must be {bound}, not {text!r}")
         return value
 
     return parse

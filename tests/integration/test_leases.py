@@ -105,3 +105,27 @@ async def test_a_new_leader_gives_every_lease_a_full_ttl(cluster: Cluster) -> No
                 await client.lease_keepalive(lease.lease)
                 assert (await client.get("held")).found
                 await trio.sleep(1)
+
+
+async def test_leases_and_their_keys_survive_a_restart_of_every_member(cluster: Cluster) -> None:
+    async with Client(cluster.endpoints, tls=cluster.client_tls) as client:
+        lease = await client.lease_grant(30)
+        await client.set("kept/1", "x", lease=lease.lease)
+    for name in cluster.members:
+        await cluster.kill(name)
+    for name in cluster.members:
+        await cluster.start_member(name)
+    await cluster.wait_for_leader(timeout_s=30)
+    async with Client(cluster.endpoints, tls=cluster.client_tls) as client:
+        with trio.fail_after(30):
+            while True:  # the new leader answers once its own state is current
+                try:
+                    renewed = await client.lease_keepalive(lease.lease)
+                    break
+                except DefiniteError as exc:
+                    assert exc.code == "no_leader", exc
+                    await trio.sleep(0.1)
+        assert renewed.ttl_s == 30
+        got = await client.get("kept/1")
+        assert got.found and got.lease == lease.lease
+        assert (await client.lease_revoke(lease.lease)).count == 1
