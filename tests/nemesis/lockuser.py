@@ -76,6 +76,9 @@ async def use_the_lock(
                 token = held.token
                 record("acquire", token, call)
                 with scope:
+                    # Some work before the first write: the moment the nemesis pauses a
+                    # holder in, so that a write is certain to follow its wake-up.
+                    await trio.sleep(rng.uniform(0.1, 0.3))
                     for n in range(rng.randint(1, 3)):
                         started = time.monotonic_ns()
                         # A write under way is not abandoned when the lease turns out lost

@@ -88,7 +88,7 @@ RANGE_SHARE = 0.05  # of a client's operations: a range read of every key
 LOCK_USERS = 3
 LOCK_TTL_S = 2
 LOCK_PAUSE_SHARE = 0.3
-LOCK_PAUSE_TRIES = 20
+LOCK_PAUSE_TRIES = 50
 
 
 @dataclass
@@ -501,14 +501,15 @@ class Nemesis:
         for longer than its lease; the next waiter takes the lock; the paused one wakes up
         believing it still holds it. Only the fenced resource's tokens stop its writes.
 
-        The holder is the user whose history ends in an acquisition or a write (it knows
-        it holds the lock, which the first key under the lock does not tell: its owner may
-        not have noticed yet). It is stopped, and its history read again: one that let go
-        in between is let go on at once and another try made."""
+        The holder is paused between its acquisition and its first write: its history
+        ends in the acquisition (so it knows it holds the lock, which the first key under
+        the lock does not tell), and a write is sure to follow its wake-up. It is stopped,
+        and its history read again: one that moved on in between is let go on at once and
+        another try made."""
         for _ in range(LOCK_PAUSE_TRIES):
             holder = self._holding_lock_user()
             if holder is None:
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
                 continue
             process = self.lock_users[holder]
             process.send_signal(signal.SIGSTOP)
@@ -529,7 +530,7 @@ class Nemesis:
                 continue
             path = self.lock_history_dir / f"locks-{name}.jsonl"
             lines = path.read_text().splitlines() if path.exists() else []
-            if lines and json.loads(lines[-1])["op"] in ("acquire", "write"):
+            if lines and json.loads(lines[-1])["op"] == "acquire":
                 return name
         return None
 

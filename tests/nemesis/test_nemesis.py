@@ -22,8 +22,8 @@ SEEDS = {
 
 
 # Seed 6 also runs lock users on a fenced resource, and its first strike pauses the lock's
-# holder past its lease (Kleppmann's GC pause): the checker must find the holds overlapping
-# and the resource's writes still in token order.
+# holder past its lease (Kleppmann's GC pause) just before a write: the checker must find
+# the holds overlapping, the late write refused for its token, the resource in token order.
 WITH_LOCKS = {6}
 
 
@@ -36,6 +36,7 @@ async def test_a_short_nemesis_run_is_linearizable_and_converges(seed: int, tmp_
     assert outcome.problems == []
     if seed in WITH_LOCKS:
         assert outcome.lock_overlaps >= 1, outcome.events  # the pause landed on a holder
+        assert outcome.lock_fenced >= 1, outcome.events  # and its token stopped its write
     assert outcome.linearizable == "linearizable"
     # A replacement (remove, wait for the member to stop, add, join, catch up, promote)
     # takes 10-15 s of the 20: two faults then, one of them that one.
