@@ -27,6 +27,7 @@ server answers.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -54,6 +55,7 @@ from wire.api import (
     ErrorReply,
     GetReply,
     GetRequest,
+    KeyValue,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseReply,
@@ -651,6 +653,26 @@ class Client:
         leader_only = max_staleness_s is None
         return await self._call("range", request, RangeReply, leader_only=leader_only, stats=stats)
 
+    async def range_all(
+        self,
+        start: str,
+        end: str | None,
+        *,
+        limit: int = 0,
+        max_staleness_s: float | None = None,
+    ) -> RangeReply:
+        """Every key of ``[start, end)`` (at most ``limit``; 0: all), page after page, as
+        one reply: every page's items, the last page's revision (each page is read at its
+        own), and ``more`` when ``limit`` stopped it short."""
+        items: list[KeyValue] = []
+        while True:
+            want = limit - len(items) if limit else 0
+            page = await self.range(start, end, limit=want, max_staleness_s=max_staleness_s)
+            items.extend(page.items)
+            if not page.more or (limit and len(items) >= limit):
+                return dataclasses.replace(page, items=tuple(items))
+            start = next_start(page)
+
     async def set(
         self, key: str, value: str, *, lease: int = 0, stats: CallStats | None = None
     ) -> WriteReply:
@@ -745,7 +767,7 @@ class Client:
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, TlsFailure):
                 await backoff.sleep()
                 continue
-            repeats = seen_at_resume
+            repeats, answered = seen_at_resume, False
             try:
                 await stream.send(Header("WatchRequest", 1), WatchRequest(start, end, resume))
                 while True:
@@ -758,8 +780,10 @@ class Client:
                             raise DefiniteError(reply.code, reply.message, endpoint=endpoint)
                     if not isinstance(reply, WatchReply):
                         break  # ended (why is in the ErrorReply) or lost: resume elsewhere
-                    compacted.clear()
-                    backoff = _Backoff(*self._backoff, self._rng)
+                    if compacted:  # this member had the changes: start counting afresh
+                        compacted.clear()
+                    if not answered:  # a member that answers resets the back-off
+                        answered, backoff = True, _Backoff(*self._backoff, self._rng)
                     if resume == 0:  # "from now" is pinned to this member's now
                         resume = reply.revision + 1
                     for event in reply.events:

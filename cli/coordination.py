@@ -18,10 +18,10 @@ from typing import Any
 import trio
 
 from cli import recipes
-from cli.arguments import count
+from cli.arguments import check_key_forms, count, key_range
 from cli.client import Client, ClientError
 from cli.output import EXIT_FAILED, EXIT_OK, Output
-from raftd.kv import MAX_LEASE_TTL_S, prefix_end
+from raftd.kv import MAX_LEASE_TTL_S
 from wire.api import KeyValue, WatchEvent
 
 ENV_TOKEN = "RAFTCTL_LOCK_TOKEN"
@@ -144,8 +144,7 @@ def check(args: argparse.Namespace) -> None:
         if args.once and args.action != "keepalive":
             parser.error("--once is for lease keepalive")
     elif args.command == "watch":
-        if (args.key is None) == (args.prefix is None):
-            parser.error("give exactly one of KEY or --prefix")
+        check_key_forms(args)
     elif args.command == "lock":
         # argparse hands everything after NAME over as COMMAND, --ttl included.
         argv = list(args.argv)
@@ -253,10 +252,7 @@ async def elect(client: Client, args: argparse.Namespace, output: Output) -> int
 
 
 async def watch(client: Client, args: argparse.Namespace, output: Output) -> int:
-    if args.prefix is not None:
-        start, end = args.prefix, prefix_end(args.prefix)
-    else:
-        start, end = args.key, args.key + "\0"
+    start, end = key_range(args.key, args.prefix)
     code = EXIT_OK
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope, output, None)

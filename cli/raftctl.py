@@ -28,6 +28,7 @@ from opentelemetry import trace
 
 from cli import backup, benchplot, coordination
 from cli import trace as trace_command
+from cli.arguments import check_key_forms, key_range
 from cli.arguments import count as _count
 from cli.bench import (
     DEFAULT_CONNECTIONS,
@@ -46,7 +47,6 @@ from cli.client import (
     Client,
     ClientError,
     MemberStatus,
-    next_start,
     parse_endpoint,
 )
 from cli.output import (
@@ -60,8 +60,7 @@ from cli.output import (
 )
 from observability.tracing import TracingHandle, setup_tracing
 from raftd import version
-from raftd.kv import prefix_end
-from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES, KeyValue, MemberChangeRequest
+from wire.api import MAX_KEY_BYTES, MAX_VALUE_BYTES, MemberChangeRequest
 from wire.tls import TlsFiles, client_context
 
 ENV_ENDPOINTS = "RAFTCTL_ENDPOINTS"
@@ -586,7 +585,7 @@ async def _get(client: Client, args: argparse.Namespace, output: Output) -> int:
 
 def _range_bounds(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.prefix is not None:
-        start, end = args.prefix, prefix_end(args.prefix)
+        start, end = key_range(None, args.prefix)
     else:
         start, end = args.start, args.end
     if args.after is not None:
@@ -596,18 +595,10 @@ def _range_bounds(args: argparse.Namespace) -> tuple[str, str | None]:
 
 async def _range(client: Client, args: argparse.Namespace, output: Output) -> int:
     start, end = _range_bounds(args)
-    items: list[KeyValue] = []
-    revisions: list[int] = []
-    more = False
-    while True:
-        want = 0 if args.limit is None else args.limit - len(items)
-        page = await client.range(start, end, limit=want, max_staleness_s=args.max_staleness)
-        items.extend(page.items)
-        revisions.append(page.revision)
-        more = page.more
-        if not more or (args.limit is not None and len(items) >= args.limit):
-            break
-        start = next_start(page)
+    found = await client.range_all(
+        start, end, limit=args.limit or 0, max_staleness_s=args.max_staleness
+    )
+    items, more = found.items, found.more
     following = items[-1].key if more and items else None
     output.result(
         {
@@ -622,7 +613,7 @@ async def _range(client: Client, args: argparse.Namespace, output: Output) -> in
                 for i in items
             ],
             "count": len(items),
-            "revision": revisions[-1],
+            "revision": found.revision,
             "more": more,
             "next": following,
         },
@@ -750,7 +741,7 @@ async def _cas(client: Client, args: argparse.Namespace, output: Output) -> int:
 
 async def _delete(client: Client, args: argparse.Namespace, output: Output) -> int:
     if args.key is None:
-        ranged = await client.delete_range(args.prefix, prefix_end(args.prefix))
+        ranged = await client.delete_range(*key_range(None, args.prefix))
         output.result(
             {"prefix": args.prefix, "deleted": ranged.count, "index": ranged.index},
             f"deleted {ranged.count} keys",
@@ -848,21 +839,6 @@ def _check_cas(args: argparse.Namespace) -> None:
             else "KEY EXPECTED NEW"
         )
         args.command_parser.error(f"expected {form}")
-
-
-def _check_range(args: argparse.Namespace) -> None:
-    """Exactly one of KEY, --prefix and (for get) --from; the range flags only together."""
-    parser = args.command_parser
-    start = getattr(args, "start", None)
-    given = [args.key is not None, args.prefix is not None, start is not None]
-    if sum(given) != 1:
-        forms = "KEY or --prefix" if args.command == "delete" else "KEY, --prefix or --from"
-        parser.error(f"give exactly one of {forms}")
-    if args.command == "get":
-        if args.end is not None and start is None:
-            parser.error("--to goes with --from")
-        if args.key is not None and (args.limit is not None or args.after is not None):
-            parser.error("--limit and --after are for ranges (--prefix, --from)")
 
 
 def _check_member(args: argparse.Namespace) -> None:
@@ -1147,7 +1123,7 @@ def main(
         if args.command == "cas":
             _check_cas(args)
         if args.command in ("get", "delete"):
-            _check_range(args)
+            check_key_forms(args)
         if args.command in ("lease", "lock", "watch"):
             coordination.check(args)
         _values_from_stdin(args, stdin if stdin is not None else sys.stdin)

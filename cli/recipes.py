@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
-from cli.client import Client, ClientError, next_start
+from cli.client import Client, ClientError
 from raftd.kv import prefix_end
 from wire.api import KeyValue
 
@@ -54,15 +54,7 @@ def prefix_of(name: str) -> str:
 async def contenders(client: Client, name: str) -> list[KeyValue]:
     """Every key under the lock's name, in the order they will hold it (create revision)."""
     prefix = prefix_of(name)
-    end = prefix_end(prefix)
-    found: list[KeyValue] = []
-    start = prefix
-    while True:
-        page = await client.range(start, end)
-        found.extend(page.items)
-        if not page.more:
-            break
-        start = next_start(page)
+    found = (await client.range_all(prefix, prefix_end(prefix))).items
     return sorted(found, key=lambda item: item.create_revision)
 
 

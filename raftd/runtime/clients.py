@@ -276,14 +276,15 @@ class ClientServer:
         started = trio.current_time()
         span = self._request_span(header, request, "watch")
         hub = self.driver.watches
-        try:
-            if request.start_revision < 0:
-                raise ValueError("start_revision must not be negative")
-            watcher = hub.subscribe(request.start, request.end, request.start_revision)
-        except (Compacted, OverflowError, ValueError) as exc:
-            refusal = {Compacted: ErrorCode.COMPACTED, OverflowError: ErrorCode.UNAVAILABLE}
-            code = refusal.get(type(exc), ErrorCode.BAD_REQUEST)
-            refused = ErrorReply(code, str(exc), True)
+        refused = refusal(request)
+        if refused is None:
+            try:
+                watcher = hub.subscribe(request.start, request.end, request.start_revision)
+            except Compacted as exc:
+                refused = ErrorReply(ErrorCode.COMPACTED, str(exc), True)
+            except OverflowError as exc:  # as many watchers as this member takes
+                refused = ErrorReply(ErrorCode.UNAVAILABLE, str(exc), True)
+        if refused is not None:
             self._finish(stream, header, "watch", span, started, refused, sender)
             return
         if span.is_recording():
@@ -389,9 +390,9 @@ class ClientServer:
         def on_reply(reply: ClientReply) -> None:
             self._finish(stream, header, op_name, span, started, reply, sender)
 
-        refusal = size_refusal(request)
-        if refusal is not None:
-            on_reply(refusal)
+        refused = refusal(request)
+        if refused is not None:
+            on_reply(refused)
             return True
         op: Read | Write
         if isinstance(request, GetRequest):
@@ -529,28 +530,22 @@ class ClientServer:
     async def handle(self, request: object, span: Span = trace.INVALID_SPAN) -> ClientReply:
         """One request to one reply, never an exception. ``span`` is the request's own
         (recording or not): what the driver and a forward hop attach their spans to."""
-        refusal = size_refusal(request)
-        if refusal is not None:  # before a stale read, a forward or a proposal
-            return refusal
+        refused = refusal(request)
+        if refused is not None:  # before a stale read, a forward or a proposal
+            return refused
         match request:
             case StatusRequest():
                 return await self.driver.submit(Status())
             case StateHashRequest():
                 return await self.driver.submit(Status(state_hash=True))
             case GetRequest(max_staleness_s=bound) if bound is not None:
-                if bound < 0:
-                    return _bad_request("max_staleness_s must not be negative")
                 return await self.driver.submit(StaleRead(request.key, bound))
             case RangeRequest(max_staleness_s=bound) if bound is not None:
-                if bound < 0:
-                    return _bad_request("max_staleness_s must not be negative")
                 return await self.driver.submit(StaleRead("", bound, query=request))
             case GetRequest() if "follower-local-reads" in self.config.test_mutations:
                 return await self.driver.submit(StaleRead(request.key, float("inf")))
             case RangeRequest() if "follower-local-reads" in self.config.test_mutations:
                 return await self.driver.submit(StaleRead("", float("inf"), query=request))
-            case RangeRequest() if request.limit < 0:
-                return _bad_request("limit must not be negative")
             case (
                 GetRequest()
                 | RangeRequest()
@@ -776,6 +771,25 @@ async def _say_before_closing(stream: FramedStream, refusal: ErrorReply, *, drai
         await stream.send(Header("ErrorReply", 0), refusal)
         while drain and await stream.stream.receive_some(DRAIN_CHUNK_BYTES):
             pass
+
+
+def refusal(request: object) -> ErrorReply | None:
+    """What a request is refused for before it goes anywhere (a stale read, a forward, the
+    driver): a field over its size limit, or a number out of its range."""
+    too_large = size_refusal(request)
+    if too_large is not None:
+        return too_large
+    match request:
+        case GetRequest(max_staleness_s=bound) | RangeRequest(max_staleness_s=bound) if (
+            bound is not None and bound < 0
+        ):
+            return _bad_request("max_staleness_s must not be negative")
+        case RangeRequest(limit=limit) if limit < 0:
+            return _bad_request("limit must not be negative")
+        case WatchRequest(start_revision=revision) if revision < 0:
+            return _bad_request("start_revision must not be negative")
+        case _:
+            return None
 
 
 def size_refusal(request: object) -> ErrorReply | None:

@@ -710,11 +710,8 @@ class Driver:
         self, key: str, query: RangeRequest | None, stale_age_s: float | None = None
     ) -> GetReply | RangeReply:
         """The answer from the applied state as it is now, with the revision it is at."""
-        revision, name, stale = (
-            self.kv.last_applied_index,
-            self.config.name,
-            stale_age_s is not None,
-        )
+        revision, name = self.kv.last_applied_index, self.config.name
+        stale = stale_age_s is not None
         if query is None:
             stored = self.kv.stored(key)
             if stored is None:

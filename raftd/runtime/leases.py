@@ -79,7 +79,3 @@ class LeaseClock:
         """The revocation was not committed (leadership lost, timeout): propose it again
         at the next check if this member still leads."""
         self._revoking.discard(lease)
-
-    def remaining_s(self, lease: int, now: float) -> float | None:
-        deadline = self._deadlines.get(lease)
-        return None if deadline is None else max(0.0, deadline - now)

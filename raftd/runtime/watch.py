@@ -17,7 +17,7 @@ change falls between the two.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -30,10 +30,10 @@ WATCHER_QUEUE_CHANGES = 10_000
 MAX_WATCHERS = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """A key put (``stored``) or deleted (``stored`` None) at ``revision``; ``context`` is
-    the trace context of the write, if it was traced."""
+    the trace context of the write, if it was traced. A tuple: one is made for every key
+    every write changes, on the driver's apply path."""
 
     revision: int
     key: str

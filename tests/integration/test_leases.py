@@ -9,7 +9,7 @@ import trio
 from cli.client import Client, DefiniteError, next_start
 from raftd.kv import prefix_end
 from tests.integration.harness import Cluster
-from wire.api import StateHashRequest, StatusReply
+from wire.api import ErrorReply, RangeRequest, StateHashRequest, StatusReply
 
 
 async def same_state_everywhere(cluster: Cluster) -> None:
@@ -57,6 +57,12 @@ async def test_revisions_and_ranges_read_at_a_revision(cluster: Cluster) -> None
                             break
                         await trio.sleep(0.05)
                 assert [i.value for i in seen.items] == ["3", "2"] and seen.stale
+        # Refused on the leader's direct path too (it once went through and answered an
+        # empty page that said more followed), not only on the path of stale reads.
+        leader = await cluster.wait_for_leader()
+        for bad in (RangeRequest("", None, -1), RangeRequest("", None, 0, -1.0)):
+            refused = await cluster.request(leader, bad)
+            assert isinstance(refused, ErrorReply) and refused.code == "bad_request", refused
         deleted = await client.delete_range("app/", prefix_end("app/"))
         assert (deleted.ok, deleted.count) == (True, 2)
         everything = await client.range("", None)

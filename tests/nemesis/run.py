@@ -163,6 +163,7 @@ class History:
         self._out = out
         self.ops = 0
         self.ok_times: list[float] = []
+        self.top_revision = 0  # the highest revision a recorded write got
 
     def record(self, op: dict[str, Any]) -> None:
         for field_name in ("value", "output", "expected"):
@@ -170,6 +171,7 @@ class History:
                 op[field_name] = short_value(op[field_name])
         self._out.write(json.dumps(op, separators=(",", ":")) + "\n")
         self.ops += 1
+        self.top_revision = max(self.top_revision, (op.get("meta") or {}).get("revision", 0))
         if op.get("outcome", "ok") == "ok":
             self.ok_times.append(time.monotonic())
 
@@ -261,6 +263,7 @@ async def watch_loop(
     endpoints: list[str],
     into: list[WatchEvent],
     stop: trio.Event,
+    history: History,
     tls: ssl.SSLContext | None,
     outcome: Outcome,
 ) -> None:
@@ -274,16 +277,22 @@ async def watch_loop(
                     contextlib.aclosing(changes) as events,
                     trio.open_nursery() as nursery,
                 ):
-                    nursery.start_soon(_cancel_on, stop, scope)
+                    nursery.start_soon(_cancel_when_caught_up, stop, scope, into, history)
                     async for event in events:
                         into.append(event)
             except DefiniteError as exc:  # compacted everywhere: it fell too far behind
                 outcome.problems.append(f"watch: {exc.message}")
 
 
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    await trio.sleep(1.0)  # the last writes' changes are on their way
+async def _cancel_when_caught_up(
+    stop: trio.Event, scope: trio.CancelScope, into: list[WatchEvent], history: History
+) -> None:
+    """Once the clients stop, wait (10 s at most) for the watch to deliver the last write
+    they recorded, then end it: the check covers the changes up to the last delivered."""
+    await stop.wait()
+    with trio.move_on_after(10):
+        while not into or into[-1].revision < history.top_revision:
+            await trio.sleep(0.05)
     scope.cancel()
 
 
@@ -857,7 +866,13 @@ async def run(
                     )
                 # A watcher of every key, from the first revision, across every fault.
                 clients.start_soon(
-                    watch_loop, cluster.endpoints, watched, stop, cluster.client_tls, outcome
+                    watch_loop,
+                    cluster.endpoints,
+                    watched,
+                    stop,
+                    history,
+                    cluster.client_tls,
+                    outcome,
                 )
                 # One stale reader asks the member the extra faults aim at, one another.
                 for i, asked in enumerate((STALE_TARGET, "n2")):
