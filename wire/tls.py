@@ -196,6 +196,11 @@ class TlsStream(trio.abc.Stream):
         cert = self._ssl.getpeercert()
         return dict(cert) if cert else None
 
+    def version(self) -> str | None:
+        """The protocol the handshake negotiated (``"TLSv1.3"``, ``"TLSv1.2"``); None
+        before the handshake is done."""
+        return self._ssl.version()
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Plaintext; b"" at the end of the stream (with or without a close_notify)."""
         if not self._handshook:

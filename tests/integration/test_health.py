@@ -67,3 +67,37 @@ async def test_redirects_name_the_advertised_client_address(probed: Cluster) -> 
                 break
             await trio.sleep(0.05)
     assert reply.leader_addr == f"localhost:{n1.client_port}"
+
+
+class NamedHosts(Cluster):
+    """Members that name each other by host name: ``localhost`` for every peer in
+    ``--cluster`` (their own peer address included, which they bind), and n1 listening for
+    clients on ``--client-addr localhost:PORT``."""
+
+    def peers_of(self, name: str) -> str:
+        return super().peers_of(name).replace("=127.0.0.1:", "=localhost:")
+
+
+async def test_members_that_know_each_other_by_host_name_elect_and_serve(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    cluster = NamedHosts(tmp_path / "members", 3)
+    n1 = cluster.members["n1"]
+    n1.host = "localhost"
+    for name in cluster.members:
+        command = cluster.command(name)
+        peers = command[command.index("--cluster") + 1].split(",")
+        assert peers and all("=localhost:" in peer for peer in peers), command
+    assert cluster.command("n1")[cluster.command("n1").index("--client-addr") + 1] == (
+        f"localhost:{n1.client_port}"
+    )
+    async with running(cluster, nursery):
+        await cluster.wait_for_leader(timeout_s=DEADLINE_S)
+        async with Client(cluster.endpoints, tls=cluster.client_tls) as client:
+            index = (await client.set("k", "by name")).index
+            assert (await client.status(n1.client_addr)).client_addr == n1.client_addr
+        for name in cluster.members:
+            await cluster.wait_applied(name, index, timeout_s=DEADLINE_S)
+        # n1 serves a client that dials it by its name.
+        async with Client([n1.client_addr], tls=cluster.client_tls) as client:
+            assert (await client.get("k")).value == "by name"

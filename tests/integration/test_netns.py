@@ -33,6 +33,24 @@ async def write(cluster: NetnsCluster, key: str, value: str) -> int:
         return (await client.set(key, value)).index
 
 
+async def cut_off_from_its_leader(
+    cluster: NetnsCluster, follower: str, index: int, timeout_s: float = 20.0
+) -> None:
+    """Wait until ``follower`` gives up on its leader (no leader known, or campaigning),
+    failing if it applies ``index`` meanwhile or has not given up by the deadline."""
+    seen = "no status"
+    with trio.move_on_after(timeout_s):
+        while True:
+            status = (await cluster.statuses([follower])).get(follower)
+            if status is not None:
+                seen = f"{status.role}, leader {status.leader}, applied {status.last_applied}"
+                assert status.last_applied < index, f"{follower} applied {index}: {seen}"
+                if status.leader is None or status.role != "follower":
+                    return
+            await trio.sleep(0.02)
+    raise AssertionError(f"{follower} still follows its leader after {timeout_s} s: {seen}")
+
+
 async def test_members_on_their_own_hosts_survive_a_dead_link_a_one_way_cut_and_a_kill(
     hosts: NetnsCluster,
 ) -> None:
@@ -55,6 +73,9 @@ async def test_members_on_their_own_hosts_survive_a_dead_link_a_one_way_cut_and_
     follower = next(n for n in cluster.members if n != leader)
     await cluster.cut_one_way(leader, follower)
     index = await write(cluster, "k", "v2")
+    # The cut is real: the follower hears nothing more from the leader, so it neither
+    # applies the write nor keeps believing in a leader (it times out and pre-votes).
+    await cut_off_from_its_leader(cluster, follower, index)
     cluster.heal()
     await cluster.wait_applied(follower, index)
 

@@ -243,6 +243,18 @@ async def serial_served(cluster: Cluster, name: str) -> int:
         await stream.aclose()
 
 
+async def peer_serial_served(cluster: Cluster, name: str) -> int:
+    """The serial of the certificate ``name`` presents on its peer port (dialled with
+    raftctl's certificate, from the same CA: enough for the handshake, not for a Hello)."""
+    link = await dial_tls(cluster.members[name].peer_port, cluster.client_files, name)
+    try:
+        cert = link.getpeercert()
+        assert cert is not None
+        return int(str(cert["serialNumber"]), 16)
+    finally:
+        await link.aclose()
+
+
 def serial_on_disk(cluster: Cluster, name: str) -> int:
     assert cluster.tls_dir is not None
     pem = (cluster.tls_dir / f"{name}.pem").read_bytes()
@@ -258,6 +270,7 @@ async def test_certificates_rotate_on_sighup_and_on_change_without_downtime(
     assert member.process is not None
     original = serial_on_disk(cluster, "n1")
     assert await serial_served(cluster, "n1") == original
+    assert await peer_serial_served(cluster, "n1") == original
     failures: list[str] = []
     writes = 0
     stop = trio.Event()
@@ -284,12 +297,14 @@ async def test_certificates_rotate_on_sighup_and_on_change_without_downtime(
         member.process.send_signal(signal.SIGHUP)
         await wait_for_log('"why": "SIGHUP"', 1)
         assert await serial_served(cluster, "n1") == renewed != original
+        assert await peer_serial_served(cluster, "n1") == renewed  # the peer port too
 
         # No signal this time: the member notices the files changed.
         certs.write_bundle(cluster.tls_dir, ["n1"], force=True)
         again = serial_on_disk(cluster, "n1")
         await wait_for_log('"why": "the files changed"', 1)
         assert await serial_served(cluster, "n1") == again
+        assert await peer_serial_served(cluster, "n1") == again
 
         # A broken certificate is not taken: the member keeps serving the last good one.
         (cluster.tls_dir / "n1.pem").write_text("-----BEGIN CERTIFICATE-----\ncut short")

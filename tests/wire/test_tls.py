@@ -3,6 +3,7 @@ way a handshake fails."""
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import pytest
 import trio
 import trio.testing
 
+from cli.raftctl import _tls_context, build_parser
 from raftd import certs
+from raftd.config import TlsSettings
+from raftd.runtime.tls import Contexts, build_contexts
 from wire.tls import (
     TlsConfigError,
     TlsFailure,
@@ -164,6 +168,64 @@ async def test_a_handshake_that_meets_no_tls_says_which_way(
         with pytest.raises(TlsFailure, match=says) as caught:
             await handshake(client, timeout_s=5)
     assert caught.value.configuration is misconfigured
+
+
+def member_and_raftctl_contexts(pki: dict[str, TlsFiles]) -> tuple[Contexts, ssl.SSLContext]:
+    """n1's contexts as ``raftd run`` builds them (mutual TLS on both ports), and raftctl's
+    from its flags."""
+    own = TlsFiles(pki["n1"].cert, pki["n1"].key, pki["ca"].ca)
+    member = build_contexts(TlsSettings(peer=own, client=own))
+    client = pki["client"]
+    flags = ["--cacert", str(pki["ca"].ca), "--cert", str(client.cert), "--key", str(client.key)]
+    raftctl = _tls_context(build_parser().parse_args([*flags, "status"]), {})
+    assert raftctl is not None
+    return member, raftctl
+
+
+def test_every_context_accepts_tls_1_2_at_least_and_is_not_capped_below_1_3(
+    pki: dict[str, TlsFiles],
+) -> None:
+    member, raftctl = member_and_raftctl_contexts(pki)
+    contexts = {
+        "peer port": member.peer_server,
+        "peer links dialled": member.peer_client,
+        "client port": member.client_server,
+        "forwarding": member.proxy_client,
+        "raftctl": raftctl,
+    }
+    for which, context in contexts.items():
+        assert context is not None, which
+        assert context.minimum_version == ssl.TLSVersion.TLSv1_2, which
+        assert context.maximum_version in (
+            ssl.TLSVersion.MAXIMUM_SUPPORTED,
+            ssl.TLSVersion.TLSv1_3,
+        ), which
+
+
+async def negotiated(
+    server: ssl.SSLContext, client: ssl.SSLContext, hostname: str
+) -> tuple[str | None, str | None]:
+    """The protocol each side of one handshake over memory settled on."""
+    left, right = trio.testing.memory_stream_pair()
+    s = wrap(left, server, server_side=True)
+    c = wrap(right, client, server_hostname=hostname)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handshake, s)
+        nursery.start_soon(handshake, c)
+    return s.version(), c.version()
+
+
+async def test_members_and_raftctl_negotiate_tls_1_3_and_still_accept_1_2(
+    pki: dict[str, TlsFiles],
+) -> None:
+    member, raftctl = member_and_raftctl_contexts(pki)
+    assert member.client_server is not None and member.peer_server is not None
+    assert member.peer_client is not None
+    assert await negotiated(member.client_server, raftctl, "127.0.0.1") == ("TLSv1.3",) * 2
+    assert await negotiated(member.peer_server, member.peer_client, "n1") == ("TLSv1.3",) * 2
+    # A caller whose OpenSSL stops at TLS 1.2 is still served, at 1.2.
+    raftctl.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert await negotiated(member.client_server, raftctl, "127.0.0.1") == ("TLSv1.2",) * 2
 
 
 def test_a_tls_record_is_recognised_in_first_bytes_and_as_a_frame_length() -> None:
