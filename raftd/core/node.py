@@ -334,6 +334,8 @@ class RaftNode:
         self._persisted_hard_state = durable.hard_state
         self._stable_last_index = self.log.last_index
         self._unstable_from = self.log.last_index + 1
+        # Entries handed to storage by ``advance(persisted=False)`` not yet known durable.
+        self._unsynced = False
         self._messages: list[Message] = []
         self._events: list[Event] = []
         self._pending_ready: Ready | None = None
@@ -597,20 +599,54 @@ class RaftNode:
         self._pending_ready = ready
         return ready
 
-    def advance(self, ready: Ready) -> None:
-        """The runtime persisted, sent and applied ``ready``."""
+    def advance(self, ready: Ready, *, persisted: bool = True) -> None:
+        """The runtime persisted, sent and applied ``ready``.
+
+        ``persisted=False``: the runtime only staged this bundle's entries and will say when
+        they are durable through ``persisted`` (allowed when ``send_before_persist``: a
+        leader, whose own copy counts towards a majority only once durable, need not stop
+        for its fsync; it goes on proposing and replicating while the disk works, and its
+        followers' copies may commit the entries first). With ``persisted=True`` the
+        runtime says that everything it was ever handed is durable (one fsync covers all
+        that was staged before it)."""
         if ready is not self._pending_ready:
             raise RuntimeError("advance() must be given the Ready returned by ready()")
+        if not persisted and not ready.send_before_persist:
+            raise RuntimeError("only a Ready that may be sent first may be persisted later")
         self._pending_ready = None
         if ready.hard_state is not None:
             self._persisted_hard_state = ready.hard_state
-        self._stable_last_index = self.log.last_index
         self._unstable_from = self.log.last_index + 1
         if ready.committed:
             self.last_applied = ready.committed[-1].index
+        if not persisted:
+            self._unsynced = self._unsynced or bool(ready.entries)
+        elif not self._unsynced or ready.entries or ready.hard_state or ready.snapshot:
+            # A bundle with nothing to write vouches for nothing still being written.
+            self._unsynced = False
+            self._mark_stable(self.log.last_index)
+
+    def persisted(self, index: int, term: int) -> None:
+        """Entries up to ``index``, the last of them of ``term``, staged by Readies advanced
+        with ``persisted=False``, are now durable.
+
+        The log may have changed since they were staged (a leader that stepped down and took
+        a new leader's entries over them): by the Log Matching Property, an entry of
+        ``term`` still at ``index`` means the whole prefix is the one that was written;
+        otherwise the report says nothing about today's log and is dropped."""
+        self._require_no_pending_ready()
+        if index <= self._stable_last_index or self.log.term_at(index) != term:
+            return
+        if index >= self.log.last_index:
+            self._unsynced = False
+        self._mark_stable(index)
+
+    def _mark_stable(self, index: int) -> None:
+        self._stable_last_index = max(self._stable_last_index, min(index, self.log.last_index))
         if self.role is Role.LEADER:
             # The leader counts its own copy only once it is durable.
-            self._progress[self.id].match_index = self._stable_last_index
+            me = self._progress[self.id]
+            me.match_index = max(me.match_index, self._stable_last_index)
             self._maybe_commit()
 
     # -------------------------------------------------------------- inspection

@@ -24,7 +24,7 @@ All of this runs in the driver task: no locks. Spans waiting for a reply that ne
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -50,7 +50,7 @@ from wire.tracecontext import TraceParent, parse_traceparent
 PENDING_SPAN_TIMEOUT_NS = 10_000_000_000
 
 
-def _sampled_contexts(entries: tuple[Entry, ...]) -> dict[str, list[Entry]]:
+def _sampled_contexts(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
     groups: dict[str, list[Entry]] = {}
     for entry in entries:
         if entry.context:
@@ -353,7 +353,7 @@ class RaftSpans:
 
     def fsync(
         self,
-        entries: tuple[Entry, ...],
+        entries: Sequence[Entry],
         start_ns: int,
         end_ns: int,
         *,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from raftd.core import AppendEntriesResponse, RequestVoteResponse, Role
+from raftd.core import AppendEntries, AppendEntriesResponse, RequestVoteResponse, Role
 from raftd.core.events import BecameLeader
 from raftd.storage import stage_ready
 from tests.core.network import Network
@@ -82,3 +82,99 @@ def test_the_leader_counts_its_own_entries_only_once_they_are_durable() -> None:
     for msg in acks:
         node.step(msg)
     assert node.commit_index >= index
+
+
+def _leader_staging(net: Network, data: bytes) -> tuple[int, int, int]:
+    """The leader proposes ``data`` and hands it to storage without syncing (the runtime's
+    background sync); the followers' acknowledgements are left in flight."""
+    leader = leader_of(net)
+    node = net.nodes[leader]
+    index, term = node.propose(data)
+    ready = node.ready()
+    assert ready.send_before_persist and ready.entries[-1].index == index
+    net.send(ready.messages)
+    stage_ready(net.storages[leader], ready)
+    node.advance(ready, persisted=False)
+    return leader, index, term
+
+
+def test_a_leader_syncing_later_needs_a_majority_without_its_own_copy() -> None:
+    """Staged is not durable: with one follower cut off, one acknowledgement does not
+    commit (the leader's copy would be the second) until the leader reports its fsync."""
+    net = elected()
+    leader = leader_of(net)
+    net.isolate(next(i for i in net.ids if i != leader))
+    _, index, term = _leader_staging(net, b"staged")
+    net.stabilize()
+    node = net.nodes[leader]
+    assert node.commit_index < index
+    net.storages[leader].sync()
+    node.persisted(index, term)
+    assert node.commit_index == index
+
+
+def test_two_followers_commit_while_the_leaders_fsync_runs() -> None:
+    net = elected()
+    leader, index, _ = _leader_staging(net, b"theirs")
+    net.stabilize()
+    assert net.nodes[leader].commit_index == index
+
+
+def test_a_report_about_a_replaced_log_is_ignored() -> None:
+    """A leader staged an entry, lost leadership, and a new leader's entry took its index
+    before the old fsync was reported: the report is about an entry no longer in the log,
+    and the new one (not yet written) must not pass for durable."""
+    net = elected()
+    old = leader_of(net)
+    net.isolate(old)
+    _, index, term = _leader_staging(net, b"lost")
+    net.drop_in_flight()
+    others = [i for i in net.ids if i != old]
+    net.run_until(lambda: any(net.nodes[i].role is Role.LEADER for i in others))
+    new = next(i for i in others if net.nodes[i].role is Role.LEADER)
+    net.nodes[new].propose(b"new")
+    net.stabilize()
+    # The new leader's entries reach the old one in a single AppendEntries, stepped with
+    # nothing written since: the runtime's report of the old fsync arrives just then.
+    theirs = net.nodes[new].log
+    node = net.nodes[old]
+    node.step(
+        AppendEntries(
+            theirs.term_at(index) or 0,
+            new,
+            old,
+            index - 1,
+            theirs.term_at(index - 1) or 0,
+            theirs.slice(index, theirs.last_index + 1),
+            0,
+        )
+    )
+    assert node.log.term_at(index) not in (None, term)
+    stable_before = node._stable_last_index
+    assert stable_before < index
+    node.persisted(index, term)
+    assert node._stable_last_index == stable_before
+
+
+def test_an_empty_bundle_does_not_vouch_for_a_sync_still_running() -> None:
+    net = elected()
+    leader = leader_of(net)
+    node = net.nodes[leader]
+    before = node._stable_last_index
+    _, index, _ = _leader_staging(net, b"pending")
+    node.read_index(b"a heartbeat round: messages, nothing to write")
+    assert node.has_ready()
+    while node.has_ready():
+        ready = node.ready()
+        assert not ready.entries
+        node.advance(ready)
+    assert node._stable_last_index == before < index
+
+
+def test_only_a_bundle_that_may_be_sent_first_may_be_persisted_later() -> None:
+    net = Network(3)
+    net.nodes[1].campaign()
+    ready = net.nodes[1].ready()
+    assert not ready.send_before_persist
+    with pytest.raises(RuntimeError, match="persisted later"):
+        net.nodes[1].advance(ready, persisted=False)

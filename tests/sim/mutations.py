@@ -17,6 +17,7 @@ from raftd.core import (
     RaftLog,
     RaftNode,
     ReadState,
+    Ready,
 )
 from raftd.core.types import InstallSnapshot
 from raftd.storage import MemoryStorage
@@ -103,6 +104,17 @@ class ForgetfulVoteStorage(MemoryStorage):
         super().set_hard_state(HardState(hard_state.current_term, None))
 
 
+class EarlySelfCountNode(RaftNode):
+    """A leader counts its own copy of entries towards a commit as soon as it hands them
+    to storage, before they are durable: a crash before the fsync loses a committed entry
+    that a majority needed."""
+
+    def advance(self, ready: Ready, *, persisted: bool = True) -> None:
+        super().advance(ready, persisted=persisted)
+        if not persisted:
+            self._mark_stable(self.log.last_index)
+
+
 @dataclass(frozen=True)
 class Mutation:
     description: str
@@ -131,6 +143,10 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "learners-count": Mutation(
         "learners' acknowledgements count towards a commit", node_factory=_node(LearnersCountNode)
+    ),
+    "early-self-count": Mutation(
+        "a leader counts its own entries before its fsync finished",
+        node_factory=_node(EarlySelfCountNode),
     ),
     "snapshot-ignores-term": Mutation(
         "a follower keeps its log under a snapshot whose last term it does not hold",

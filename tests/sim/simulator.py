@@ -44,6 +44,7 @@ from raftd.storage import MemoryStorage, SnapshotStorage, stage_ready
 from raftd.storage.pagecache import PageCacheStorage
 from tests.sim.checker import SafetyChecker, Violation
 from tests.sim.compaction import Compaction, SnapshotRegistry
+from tests.sim.durability import DurableLogs
 from tests.sim.faults import TICK_UNITS, FaultPlan
 from tests.sim.sizes import FrameCheck, ValueSizes
 
@@ -88,7 +89,7 @@ class RunResult:
 
 
 # Kinds of scheduled work, ordered for ties at the same instant.
-_DELIVER, _NODE_TICK, _WORLD, _RESTART = 0, 1, 2, 3
+_DELIVER, _NODE_TICK, _WORLD, _RESTART, _SYNCED = 0, 1, 2, 3, 4
 
 
 class Simulation:
@@ -140,12 +141,18 @@ class Simulation:
         self.transfer_rate = (
             0.0 if self._transfer_rng.random() < 0.4 else self._transfer_rng.uniform(0.002, 0.03)
         )
+        # A leader's fsync off its loop (the runtime's background sync): most seeds let a
+        # leader stage its entries, go on, and learn they are durable later, as the driver
+        # does; a crash meanwhile loses them. From a generator of its own.
+        self._sync_rng = random.Random(seed * 2_749 + 11)
+        self.later_sync_share = 0.0 if self._sync_rng.random() < 0.25 else 0.8
         self.frames = FrameCheck()
         if storage_factory is None:
             storage_factory = _swarm_storage(random.Random(seed * 131 + 3))
         self.storages = {i: storage_factory() for i in self.ids}
         self.nodes: dict[NodeId, RaftNode] = {}
         self.checker = SafetyChecker()
+        self.durable = DurableLogs()
         self.now = 0
         self._seq = 0
         self._queue: list[tuple[int, int, int, object]] = []
@@ -196,6 +203,7 @@ class Simulation:
         )
         rng = random.Random(self.rng.getrandbits(64))
         self.nodes[node_id] = self._node_factory(config, rng, self.storages[node_id])
+        self.durable.started(self.nodes[node_id])
         self._down.discard(node_id)
         self.applied[node_id] = []
         self.checker.node_restarted(node_id)
@@ -240,6 +248,19 @@ class Simulation:
             # crash planned for this bundle strikes either after that early send (where
             # sending first is risky) or before the messages left the outbox (a leader
             # that won, committed or appended and told no one: Figure 8's material).
+            if (
+                ready.send_before_persist
+                and ready.entries
+                and crash_before_sync is not False
+                and self._sync_rng.random() < self.later_sync_share
+            ):
+                # A crash planned for this bundle (or a BUGGIFY moment) strikes while its
+                # fsync runs, after the leader went on and maybe heard its followers.
+                crash = bool(crash_before_sync) or moment is not None
+                self._persist_later(node_id, ready, crash=crash)
+                if crash:
+                    return
+                continue
             sent = False
             if ready.send_before_persist and (
                 (crash_before_sync is None and moment is None) or self.rng.random() < 0.5
@@ -249,11 +270,13 @@ class Simulation:
             self._apply(node_id, ready)
             self._check_reads(node_id, ready)
             stage_ready(storage, ready)
+            self.durable.staged(node_id, ready)
             self.checker.appended(node, ready.entries)
             if crash_before_sync:
                 self._crash(node_id, "before fsync, mid-Ready")
                 return
             storage.sync()
+            self.durable.synced(node_id)
             if crash_before_sync is False:
                 self._crash(node_id, "after fsync, before send")
                 return
@@ -266,6 +289,40 @@ class Simulation:
             node.advance(ready)
             self._maybe_compact(node_id)
         self.checker.node_state(node)
+
+    def _persist_later(self, node_id: NodeId, ready: Ready, *, crash: bool) -> None:
+        """A leader's bundle as the driver handles it: sent, applied, staged, advanced; its
+        fsync finishes some time later (``_synced``), and a crash before then loses it.
+        ``crash``: the crash planned for this bundle strikes while the fsync still runs,
+        after the leader has gone on (and maybe heard its followers)."""
+        node = self.nodes[node_id]
+        self._send(ready)
+        self._apply(node_id, ready)
+        self._check_reads(node_id, ready)
+        stage_ready(self.storages[node_id], ready)
+        self.durable.staged(node_id, ready)
+        self.checker.appended(node, ready.entries)
+        self._record_events(node, ready.events)
+        node.advance(ready, persisted=False)
+        last = ready.entries[-1]
+        at = self.now + self._sync_rng.randint(1, 3 * TICK_UNITS)
+        self._schedule(at, _SYNCED, (node_id, node, last.index, last.term, crash))
+        if not crash:
+            self._maybe_compact(node_id)
+
+    def _synced(
+        self, node_id: NodeId, incarnation: RaftNode, index: int, term: int, crash: bool
+    ) -> None:
+        node = self.nodes.get(node_id)
+        if node is not incarnation:
+            return  # crashed meanwhile: what was only staged is gone with it
+        if crash and not self.liveness:  # faults stop once the liveness phase begins
+            self._crash(node_id, f"before its fsync up to {index} finished")
+            return
+        self.storages[node_id].sync()
+        self.durable.synced(node_id)
+        node.persisted(index, term)
+        self._drain(node_id)
 
     def _maybe_compact(self, node_id: NodeId) -> None:
         """Snapshot a node's state machine and compact its log, at the seed's threshold.
@@ -285,6 +342,7 @@ class Simulation:
         membership = node.membership_at(index)
         snapshot = Snapshot(SnapshotMeta(index, term, membership.voters, membership.data), token)
         storage.save_snapshot(snapshot)
+        self.durable.snapshot_saved(node_id, index)
         storage.compact(node.compact(snapshot, self.compaction.keep_entries))
         self._emit(node_id, f"snapshot at {index}, log from {node.log.first_index}")
         self._drain(node_id)
@@ -358,6 +416,8 @@ class Simulation:
                     self.checker.vote_granted(node.id, event.term, event.candidate)
                 case BecameLeader():
                     self.checker.became_leader(node)
+                case CommitAdvanced() if node.role is Role.LEADER:
+                    self.durable.check_commit(node, event.new_commit_index)
                 case CommittedEntryConflict():
                     # Leader completeness failed somewhere: with durable members it cannot.
                     raise Violation(f"node {node.id}: {event}")
@@ -586,8 +646,10 @@ class Simulation:
                 self._world_tick()
                 if done is not None and done():
                     return True
-            else:
+            elif kind == _RESTART:
                 self._restart(payload)  # type: ignore[arg-type]
+            else:
+                self._synced(*payload)  # type: ignore[misc]
         self.now = end_units
         return False
 

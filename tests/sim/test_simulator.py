@@ -89,9 +89,10 @@ def test_a_violation_prints_its_seed_and_the_replay_command(
     ("mutation", "within"),
     [
         ("no-log-check-vote", 20),
+        ("early-self-count", 200),
         ("snapshot-ignores-term", 60),
         ("learners-count", 60),
-        ("unconfirmed-read", 100),
+        ("unconfirmed-read", 300),
         ("forget-vote", 400),
         ("old-term-commit", 600),
     ],
