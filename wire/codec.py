@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
-import operator
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -148,11 +147,16 @@ class Registry:
         # every message, and asking ``dataclasses`` about each value was a tenth of a busy
         # leader's time.
         self._encoders: dict[type, Callable[[Any], list[Any]]] = {}
+        # Decoders compiled the same way (``_builder``): checking each field through a
+        # chain of closures and a generator cost 2.7 µs per log entry.
+        self._builders: dict[str, Callable[[Any], Any]] = {}
 
     def register(self, *classes: type) -> None:
         for cls in classes:
-            self._by_kind[cls.__name__] = (cls, self._field_checkers(cls))
+            checkers = self._field_checkers(cls)
+            self._by_kind[cls.__name__] = (cls, checkers)
             self._kind_of[cls] = cls.__name__
+            self._builders[cls.__name__] = self._builder(cls, checkers)
             self._encoder(cls)
 
     def _field_checkers(self, cls: type) -> list[Checker]:
@@ -175,53 +179,133 @@ class Registry:
         return encode(value)
 
     def _encoder(self, cls: type) -> Callable[[Any], list[Any]]:
-        """The positional body of a ``cls`` value, as CBOR takes it."""
+        """The positional body of a ``cls`` value, as CBOR takes it: a function compiled
+        from the type hints, one list display of plain attribute reads."""
         known = self._encoders.get(cls)
         if known is not None:
             return known
         hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        converters = [self._converter(hints[name]) for name in names]
-        if len(names) > 1 and all(c is None for c in converters):
-            together = operator.attrgetter(*names)
-
-            def encode(value: Any) -> list[Any]:
-                return list(together(value))
-
-        else:
-            plan = [(operator.attrgetter(n), c) for n, c in zip(names, converters, strict=True)]
-
-            def encode(value: Any) -> list[Any]:
-                return [get(value) if c is None else c(get(value)) for get, c in plan]
-
+        scope: dict[str, Any] = {}
+        items = [
+            self._encoded(f"value.{f.name}", hints[f.name], scope, f"_{i}")
+            for i, f in enumerate(dataclasses.fields(cls))
+        ]
+        source = f"def encode(value):\n    return [{', '.join(items)}]"
+        exec(compile(source, f"<{cls.__name__} encoder>", "exec"), scope)
+        encode: Callable[[Any], list[Any]] = scope["encode"]
         self._encoders[cls] = encode
         return encode
 
-    def _converter(self, hint: Any) -> Callable[[Any], Any] | None:
-        """How a field of type ``hint`` becomes plain CBOR data (None: it already is)."""
+    def _encoded(self, expr: str, hint: Any, scope: dict[str, Any], tag: str) -> str:
+        """An expression for ``expr`` (of type ``hint``) as plain CBOR data."""
         origin = typing.get_origin(hint)
         if origin in (typing.Union, types.UnionType):
             (inner_hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
-            inner = self._converter(inner_hint)
-            if inner is None:
-                return None
-            return lambda value: None if value is None else inner(value)
+            inner = self._encoded("x", inner_hint, scope, tag)
+            if inner == "x":
+                return expr
+            return f"(None if (x := {expr}) is None else {inner})"
         if origin is tuple:
-            item = self._converter(typing.get_args(hint)[0])
-            if item is None:
-                return list
-            return lambda value: [item(v) for v in value]
+            item = self._encoded("x", typing.get_args(hint)[0], scope, tag)
+            return f"list({expr})" if item == "x" else f"[{item} for x in {expr}]"
         if isinstance(hint, type) and issubclass(hint, enum.IntEnum):
-            return int
+            return f"int({expr})"
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            return self._encoder(hint)
-        return None
+            scope[f"enc{tag}"] = self._encoder(hint)
+            return f"enc{tag}({expr})"
+        return expr
 
     def from_body(self, kind: str, body: Any) -> Any:
-        entry = self._by_kind.get(kind)
-        if entry is None:
+        build = self._builders.get(kind)
+        if build is None:
             raise CodecError(f"unknown message kind {_describe(kind)}")
-        return _build(kind, *entry, body)
+        return build(body)
+
+    def _builder(self, cls: type, checkers: list[Checker]) -> Callable[[Any], Any]:
+        """A function that builds a ``cls`` from its body, compiled from its type hints.
+
+        The compiled checks are a fast subset of the checkers': anything they do not
+        recognise at once (a wrong type, a float field, a hostile value) goes to ``_build``,
+        which either accepts it the same way or raises the precise error. So both paths
+        accept the same bodies and build the same values, and only the common case is fast.
+        """
+        kind = cls.__name__
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        scope: dict[str, Any] = {
+            "cls": cls,
+            "slow": _build,
+            "kind": kind,
+            "checkers": checkers,
+            "CodecError": CodecError,
+        }
+        lines: list[str] = []
+        for i, name in enumerate(names):
+            check = self._fast_check(f"f{i}", hints[name], scope, f"_{i}")
+            if check is None:
+                return lambda body: _build(kind, cls, checkers, body)
+            lines += check
+        fields = ", ".join(f"f{i}" for i in range(len(names)))
+        unpack = [f"{fields}, = body"] if names else []
+        source = "\n".join(
+            [
+                "def build(body):",
+                f"    if type(body) is not list or len(body) != {len(names)}:",
+                "        return slow(kind, cls, checkers, body)",
+                *(f"    {line}" for line in [*unpack, *lines]),
+                f"    return cls({fields})",
+            ]
+        )
+        exec(compile(source, f"<{kind} decoder>", "exec"), scope)
+        built: Callable[[Any], Any] = scope["build"]
+        return built
+
+    def _fast_check(self, var: str, hint: Any, scope: dict[str, Any], tag: str) -> list[str] | None:
+        """Source lines that check (and convert) ``var`` of type ``hint``, falling back to
+        the slow path on anything unexpected; None: no fast form for this type."""
+        fallback = "return slow(kind, cls, checkers, body)"
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            (inner_hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+            inner = self._fast_check(var, inner_hint, scope, tag)
+            if inner is None:
+                return None
+            return [f"if {var} is not None:", *(f"    {line}" for line in inner)]
+        if hint in (int, str, bytes, bool):
+            scope[f"t{tag}"] = hint
+            return [f"if type({var}) is not t{tag}:", f"    {fallback}"]
+        if isinstance(hint, type) and issubclass(hint, enum.IntEnum):
+            scope[f"e{tag}"] = {member.value: member for member in hint}
+            return [
+                f"{var} = e{tag}.get({var}) if type({var}) is int else None",
+                f"if {var} is None:",
+                f"    {fallback}",
+            ]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            nested = self._builder(hint, self._field_checkers(hint))
+            scope[f"b{tag}"] = nested
+            # The slow path says which message the bad nested value was in.
+            return ["try:", f"    {var} = b{tag}({var})", "except CodecError:", f"    {fallback}"]
+        if origin is tuple:
+            item_hint = typing.get_args(hint)[0]
+            if isinstance(item_hint, type) and dataclasses.is_dataclass(item_hint):
+                scope[f"b{tag}"] = self._builder(item_hint, self._field_checkers(item_hint))
+                return [
+                    f"if type({var}) is not list:",
+                    f"    {fallback}",
+                    "try:",
+                    f"    {var} = tuple(map(b{tag}, {var}))",
+                    "except CodecError:",
+                    f"    {fallback}",
+                ]
+            if item_hint in (int, str, bytes):
+                scope[f"t{tag}"] = item_hint
+                return [
+                    f"if type({var}) is not list or any(type(x) is not t{tag} for x in {var}):",
+                    f"    {fallback}",
+                    f"{var} = tuple({var})",
+                ]
+        return None
 
     def _checker(self, hint: Any) -> Checker:
         origin = typing.get_origin(hint)
