@@ -33,7 +33,7 @@ TARGETS: tuple[Target, ...] = (
         "linearizable reads @64 vs etcd",
         ("raftd", "linearizable reads, 64 clients", "ops_per_s"),
         ("etcd", "linearizable reads, 64 clients", "ops_per_s"),
-        0.7,
+        1.0,
     ),
     (
         "tracing cost: default sampler / tracing off, writes @64",
