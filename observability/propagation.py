@@ -7,6 +7,8 @@ span contexts. They are the only way trace context enters or leaves a process he
 
 from __future__ import annotations
 
+import random
+
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, TraceFlags
@@ -40,6 +42,19 @@ def span_context_of(parent: TraceParent, *, remote: bool = True) -> SpanContext:
         is_remote=remote,
         trace_flags=TraceFlags(parent.flags & 0xFF),
     )
+
+
+def unsampled_span(parent: TraceParent | None) -> Span:
+    """What the SDK makes of a span its sampler drops: no recording, the parent's trace id
+    (or a new one) so logs can still name the trace, a new span id, not sampled. Built here
+    when the sampler has declined without the SDK (``RaftdSampler.declines_client_edge``)."""
+    trace_id = int(parent.trace_id, 16) if parent is not None else 0
+    while not trace_id:
+        trace_id = random.getrandbits(128)
+    span_id = 0
+    while not span_id:
+        span_id = random.getrandbits(64)
+    return trace.NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False))
 
 
 def context_of(parent: TraceParent | None, *, remote: bool = True) -> Context:

@@ -309,6 +309,33 @@ class RaftdSampler(Sampler):
             attributes = {**(attributes or {}), SAMPLE_RATE_ATTRIBUTE: weight}
         return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_state)
 
+    def declines_client_edge(self, name: str, parent_sampled: bool | None) -> bool:
+        """True when a client request's span would be dropped for a reason that needs no
+        trace id (its client declined, or the pacing has no trace to give), with the
+        decision counted exactly as ``should_sample`` counts it; False: ask the SDK.
+
+        The client port asks this first: most requests are dropped, and building a
+        non-recording span through the SDK (context, sampler call, ids, result objects)
+        was 8% of a busy leader's loop thread. ``parent_sampled``: None without a
+        traceparent, else its sampled flag."""
+        if parent_sampled:
+            return False
+        if parent_sampled is None:
+            if self._bound <= TraceIdRatioBased.TRACE_ID_LIMIT:
+                return False  # a ratio below 1 decides on the trace id first
+            with self._lock:
+                if self._pacing.ready(self._clock_ns()):
+                    return False
+            reason = RATE_LIMITED
+        else:
+            reason = CLIENT_DECLINED
+        with self._lock:
+            self._unweighted[name] += 1
+            self.decisions[reason] += 1
+        if self._on_decision is not None:
+            self._on_decision(reason, False)
+        return True
+
     def _start(self, trace_id: int, now: int, *, keep_free: int, joined: bool) -> str:
         """A trace rooted here: room for it here and, if peers join it, on every peer."""
         if joined:

@@ -25,8 +25,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from observability.metrics import RaftMetrics
-from observability.propagation import context_of, traceparent_of
-from observability.sampling import EDGE_ATTRIBUTE, EDGE_CLIENT
+from observability.propagation import context_of, traceparent_of, unsampled_span
+from observability.sampling import EDGE_ATTRIBUTE, EDGE_CLIENT, RaftdSampler
 from raftd import kv, kvsnapshot
 from raftd.config import NodeConfig, parse_address
 from raftd.core import SnapshotMeta
@@ -126,6 +126,8 @@ class ClientServer:
         self._credentials = credentials
         self.driver = driver
         self.tracer = tracer or trace.get_tracer("raftd")
+        sampler = getattr(self.tracer, "sampler", None)
+        self._sampler = sampler if isinstance(sampler, RaftdSampler) else None
         self.metrics = metrics if metrics is not None else driver.metrics
         self._quiet = QuietLog(log)
         self.gate = ConnectionGate(
@@ -486,6 +488,15 @@ class ClientServer:
         if op == "status":
             return trace.INVALID_SPAN
         proxied = header.tracestate is not None and PROXIED_TRACESTATE in header.tracestate
+        parent = header.traceparent
+        if (
+            not proxied
+            and self._sampler is not None
+            and self._sampler.declines_client_edge(
+                f"kv.{op}", None if parent is None else bool(parent.flags & 1)
+            )
+        ):
+            return unsampled_span(parent)
         attributes = {"rpc.method": type(request).__name__, "raftd.node": self.config.name}
         if not proxied:
             attributes[EDGE_ATTRIBUTE] = EDGE_CLIENT

@@ -690,3 +690,38 @@ def test_the_factory_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPat
 def test_the_factory_refuses_a_bad_argument() -> None:
     with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER_ARG"):
         sampler_factory("often")
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_declining_a_client_edge_early_decides_and_counts_as_should_sample_does(
+    ratio: float,
+) -> None:
+    """The client port asks ``declines_client_edge`` before the SDK: a request it declines
+    must be one ``should_sample`` would drop, counted the same way, and the pacing and the
+    weights of the traces kept afterwards must not change."""
+    early_clock, plain_clock = FakeClock(), FakeClock()
+    early = RaftdSampler(ratio, 30, clock_ns=early_clock)
+    plain = RaftdSampler(ratio, 30, clock_ns=plain_clock)
+    rng = random.Random(7)
+    ids = trace_ids(3)
+    declined = 0
+    for _ in range(400):
+        trace_id = next(ids)
+        flag = rng.choice([None, None, None, True, False])
+        parent = None if flag is None else remote_parent(trace_id, sampled=flag)
+        if early.declines_client_edge("kv.set", flag):
+            declined += 1
+            early_result = None
+        else:
+            early_result = decide(early, trace_id, CLIENT, parent)
+        plain_result = decide(plain, trace_id, CLIENT, parent)
+        if early_result is None:
+            assert not kept(plain_result)
+        else:
+            assert early_result.decision == plain_result.decision
+            assert early_result.attributes == plain_result.attributes
+        step = rng.choice([0.0, 0.01, 0.5, 3.0])
+        early_clock.advance(step)
+        plain_clock.advance(step)
+    assert early.decisions == plain.decisions
+    assert declined > 50 and plain.decisions[SAMPLED] > 5
