@@ -6,7 +6,7 @@ Layout::
     body  = head chunk*                       (a sequence of CBOR items)
     head  = [version, last_applied_index, max_sessions, key count, session rows, leases]
     chunk = [key, value, create_revision, mod_revision, lease, key, ...]
-            (at most CHUNK_KEYS keys)
+            (at most CHUNK_KEYS keys; cut sooner past CHUNK_BYTES of values)
     leases = [[lease id, ttl_s], ...]         (in grant order)
 
 Version 2 (before revisions and leases) had no leases in its head and chunks of
@@ -22,15 +22,16 @@ Cheap to take, slow to encode, and the slow part off the consensus loop: ``captu
 the dict and the session rows (a C-level copy, milliseconds at 100k keys), and ``encode``,
 meant for a worker thread, builds the body in chunks, each one short C call, so the
 interpreter switches back to the loop between them instead of being held for the whole
-store. ``decode`` checks the magic, the checksum, the version and every field before a
-byte of it is trusted.
+store. A chunk is cut by bytes as well as by keys: 4,096 values of 256 kB made one call of a
+gigabyte, and the loop, starved that long, missed heartbeats and lost its leadership.
+``decode`` checks the magic, the checksum, the version and every field before a byte of it
+is trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -40,6 +41,7 @@ MAGIC: Final = b"RAFTKVS2"
 VERSION: Final = 3
 DIGEST_BYTES: Final = 32
 CHUNK_KEYS: Final = 4096
+CHUNK_BYTES: Final = 1024 * 1024
 # Formats this code recognises but will not read.
 OLD_VERSIONS: Final = {1: "version 1 (unchecksummed, never written to disk by a member)"}
 
@@ -91,15 +93,17 @@ def encode(capture: Capture) -> bytes:
         canonical=True,
     )
     chunks = [head]
-    items = iter(capture.data.items())
-    while True:
-        flat = list(
-            itertools.chain.from_iterable(
-                (key, *stored) for key, stored in itertools.islice(items, CHUNK_KEYS)
-            )
-        )
-        if not flat:
-            break
+    flat: list[object] = []
+    keys = size = 0
+    for key, stored in capture.data.items():
+        flat.append(key)
+        flat.extend(stored)
+        keys += 1
+        size += len(stored.value)
+        if keys == CHUNK_KEYS or size >= CHUNK_BYTES:
+            chunks.append(cbor2.dumps(flat))
+            flat, keys, size = [], 0, 0
+    if flat:
         chunks.append(cbor2.dumps(flat))
     body = b"".join(chunks)
     return MAGIC + hashlib.sha256(body).digest() + body

@@ -524,6 +524,11 @@ class WalStorage:
         # a batch taken from the buffer is written before the next one.
         self._state = threading.Lock()
         self._sync_order = threading.Lock()
+        # One snapshot file written at a time. Apart from _sync_order: a member's own
+        # snapshot of a large store takes seconds to write, and a follower syncs its log in
+        # its loop's thread; waiting behind the snapshot there froze the whole member until
+        # its election timer fired. Taken after _sync_order, before _state, never the other way.
+        self._snapshot_files = threading.Lock()
 
     @property
     def path(self) -> Path:
@@ -630,8 +635,9 @@ class WalStorage:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Write this member's own snapshot durably now (its entries stay until ``compact``),
-        and keep only the newest ``SNAPSHOTS_KEPT`` snapshot files."""
-        with self._sync_order:
+        and keep only the newest ``SNAPSHOTS_KEPT`` snapshot files. Syncs of the log go on
+        meanwhile: the file is not part of the log until ``compact`` says so."""
+        with self._snapshot_files:
             with self._state:
                 self._check_usable()
                 if self._snapshot is not None and snapshot.meta.index < self._snapshot.meta.index:
@@ -641,7 +647,9 @@ class WalStorage:
                     )
             self._write_snapshot_file(snapshot)
             with self._state:
-                self._snapshot = snapshot
+                # A snapshot installed from the leader meanwhile (through sync) is newer.
+                if self._snapshot is None or self._snapshot.meta.index <= snapshot.meta.index:
+                    self._snapshot = snapshot
                 self._rotate_requested = True
 
     def compact(self, index: int) -> None:
@@ -697,7 +705,8 @@ class WalStorage:
                 if new_segment:
                     self._open_next_segment(seq)
                 if snapshot is not None:
-                    self._write_snapshot_file(snapshot)
+                    with self._snapshot_files:
+                        self._write_snapshot_file(snapshot)
                 # The newest hard state goes first in the batch; a segment's first batch
                 # also says where the log stands, so the segments before it can go.
                 body = bytearray()

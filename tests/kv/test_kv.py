@@ -722,6 +722,31 @@ def test_many_keys_span_chunks_and_come_back_whole() -> None:
     assert restored.state_hash() == store.state_hash()
 
 
+def test_large_values_are_encoded_in_chunks_of_about_a_megabyte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each chunk is one C call that holds the interpreter: 4,096 values of 256 kB in one
+    starved the consensus loop for seconds (elections under large writes)."""
+    store = KVStore()
+    value = "v" * 256 * 1024
+    for n in range(40):
+        store.apply(n + 1, encode_request(Request("", 0, Set(f"k{n}", value))))
+    sizes: list[int] = []
+    dumps = cbor2.dumps
+
+    def recording(obj: object, canonical: bool = False) -> bytes:
+        out = dumps(obj, canonical=canonical)
+        sizes.append(len(out))
+        return out
+
+    monkeypatch.setattr(cbor2, "dumps", recording)
+    data = store.snapshot()
+    monkeypatch.undo()
+    assert len(sizes) > 8
+    assert max(sizes) <= kvsnapshot.CHUNK_BYTES + len(value) + 4096
+    assert KVStore.restore(data).state_hash() == store.state_hash()
+
+
 def test_a_version_1_snapshot_is_refused_by_name() -> None:
     with pytest.raises(kvsnapshot.SnapshotFormatError, match="version 1"):
         KVStore.restore(snapshot_of(1, 1, 10, {}, []))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,38 @@ def test_a_snapshot_rolls_the_log_so_a_restart_replays_only_the_entries_after_it
     # The replay starts where the segment opened after the snapshot at 400 does.
     assert reopened.snapshot_index == 400
     assert [e.index for e in reopened.entries] == list(range(401, 511))
+
+
+def test_the_log_syncs_while_a_snapshot_file_is_being_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follower syncs in its loop's thread: behind a snapshot of a large store that took
+    seconds to write, the whole member froze and its election timer fired."""
+    disk = PageCacheDisk()
+    wal = open_wal(disk)
+    write(wal, 1, 20)
+    writing, release = threading.Event(), threading.Event()
+    write_file = wal._write_snapshot_file
+
+    def slow_write(snap: Snapshot) -> None:
+        writing.set()
+        assert release.wait(10)
+        write_file(snap)
+
+    monkeypatch.setattr(wal, "_write_snapshot_file", slow_write)
+    saver = threading.Thread(target=wal.save_snapshot, args=(snapshot(15),))
+    saver.start()
+    assert writing.wait(10)
+    synced = threading.Thread(target=lambda: write(wal, 21, 25))
+    synced.start()
+    synced.join(5)
+    stuck = synced.is_alive()
+    release.set()
+    saver.join(10)
+    synced.join(10)
+    assert not stuck, "a sync of the log waited for the snapshot file"
+    assert wal.load().snapshot == snapshot(15)
+    assert [e.index for e in wal.load().entries][-1] == 25
 
 
 def test_only_the_newest_two_snapshot_files_are_kept() -> None:
