@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 1000
 
-.PHONY: demo sim-demo test tls-short test-tls netns lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench tools clean
+.PHONY: demo sim-demo test tls-short test-tls netns lint typecheck unit sim sim-long failover restart-bench resources-bench membership-bench nemesis-long wal-crash-full trace-audit-long bench bench-curves tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -112,6 +112,12 @@ failover: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m tests.perf --out bench-results $(BENCH_ARGS)
+
+# How cost grows with the work (clients, value size, key count, cluster size, a long history,
+# memory at a million keys), beside etcd when the anchors are given as for make bench:
+# bench-results/curves.md and its plots. CPU per write per member: python -m tests.perf.cost.
+bench-curves: $(STAMP)
+	$(PY) -m tests.perf.curves --out bench-results $(CURVES_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

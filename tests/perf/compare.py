@@ -203,8 +203,9 @@ def raftd_cluster(
     shown_env: Sequence[tuple[str, str]] = (),
     *,
     tls: bool = False,
+    nodes: int = 3,
 ) -> Iterator[dict[str, str]]:
-    """Three fresh members (fsync on; tracing as ``env`` says; ``tls``: mutual TLS on
+    """``nodes`` fresh members (fsync on; tracing as ``env`` says; ``tls``: mutual TLS on
     every port), stopped with Ctrl-C. Yields what raftctl's environment needs to reach
     them."""
     data = Path(tempfile.mkdtemp(prefix="raftd-bench-"))
@@ -218,6 +219,7 @@ def raftd_cluster(
         "--port-offset",
         str(PORT_OFFSET),
         *(["--tls"] if tls else []),
+        *(["--nodes", str(nodes)] if nodes != 3 else []),
     ]
     client_env = {**env, **(client_tls_env(data) if tls else {})}
     results.commands.append(" ".join([*(f"{k}={v}" for k, v in shown_env), *command]))
@@ -256,16 +258,25 @@ def raftd_cluster(
         shutil.rmtree(data, ignore_errors=True)
 
 
-def run_raftd(workload: Workload, timing: tuple[str, ...], results: Results) -> None:
+def run_raftd(
+    workload: Workload,
+    timing: tuple[str, ...],
+    results: Results,
+    *,
+    value_size: int = 16,
+    nodes: int = 3,
+) -> None:
     env = {**os.environ, **dict(workload.raftd_env)}
-    with raftd_cluster(env, results, workload.raftd_env, tls=workload.tls) as client_env:
+    with raftd_cluster(
+        env, results, workload.raftd_env, tls=workload.tls, nodes=nodes
+    ) as client_env:
         out = _run(
             [
                 *raftctl("bench"),
                 "--no-progress",
                 *workload.raftd,
                 "--value-size",
-                "16",
+                str(value_size),
                 *timing,
             ],
             results,
@@ -300,7 +311,9 @@ class Anchors:
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             raise Unavailable(f"the anchors' setup.sh failed: {exc}") from None
 
-    def run_etcd(self, workload: Workload, timing: tuple[str, ...], results: Results) -> None:
+    def run_etcd(
+        self, workload: Workload, timing: tuple[str, ...], results: Results, value_size: int = 16
+    ) -> None:
         assert workload.etcd is not None
         _run(["bash", "etcd_cluster.sh", "start"], results, cwd=self.dir)
         try:
@@ -310,7 +323,7 @@ class Anchors:
                     "etcd_load.py",
                     *workload.etcd,
                     "--value-size",
-                    "16",
+                    str(value_size),
                     *timing,
                 ],
                 results,

@@ -87,7 +87,9 @@ def main_thread_profile(raw: Path, top: int = 25) -> list[tuple[float, str]]:
         total += int(n)
         for frame in set(re.sub(r" \(.*?:\d+\)", "", f) for f in stack.split(";")):
             counts[frame] += int(n)
-    return [(100 * c / total, f) for f, c in counts.most_common(top)] if total else []
+    # Frames on every stack (the interpreter's and trio's outermost) say nothing.
+    shares = [(100 * c / total, f) for f, c in counts.most_common() if c < total]
+    return shares[:top]
 
 
 def measure(clients: int, value_size: int, window_s: float, py_spy_s: float) -> dict[str, Any]:
