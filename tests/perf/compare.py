@@ -361,6 +361,33 @@ class Anchors:
 # ----------------------------------------------------------------- the run
 
 
+Step = tuple[str, Callable[[], None]]
+
+
+def run_steps(
+    steps: Sequence[Step],
+    results: Results,
+    log: Callable[[str], None],
+    label: str,
+    workload: str,
+) -> list[Measurement]:
+    """Measure each system in turn; one that fails is logged and noted as not measured,
+    and the others still run."""
+    measured: list[Measurement] = []
+    for system, step in steps:
+        log(f"{label}: {system} ...")
+        try:
+            step()
+        except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+            log(f"  failed: {exc}")
+            results.skipped.setdefault(f"{system} ({workload})", str(exc))
+            continue
+        m = results.measurements[-1]
+        log(f"  {m.ops_per_s:,.0f} ops/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms")
+        measured.append(m)
+    return measured
+
+
 def interleaved(workloads: Sequence[Workload], rep: int) -> list[Workload]:
     """The workloads in their order, each group's members reversed on even repetitions:
     tracing on and off, TLS on and off, each measured next to the other, in both orders."""
@@ -400,7 +427,7 @@ def compare(
     timing = ("--duration", f"{duration_s:g}", "--warmup", f"{warmup_s:g}")
     for rep in range(1, reps + 1):
         for workload in interleaved(workloads, rep):
-            steps: list[tuple[str, Callable[[], None]]] = []
+            steps: list[Step] = []
             if "raftd" in systems:
                 steps.append(("raftd", partial(run_raftd, workload, timing, results)))
             if anchors is not None and workload.etcd is not None and "etcd" in systems:
@@ -409,14 +436,5 @@ def compare(
                 steps.append(
                     ("PySyncObj", partial(anchors.run_pysyncobj, workload, timing, results))
                 )
-            for system, step in steps:
-                log(f"rep {rep}/{reps}: {system}, {workload.name} ...")
-                try:
-                    step()
-                except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
-                    log(f"  failed: {exc}")
-                    results.skipped.setdefault(f"{system} ({workload.name})", str(exc))
-                    continue
-                m = results.measurements[-1]
-                log(f"  {m.ops_per_s:,.0f} ops/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms")
+            run_steps(steps, results, log, f"rep {rep}/{reps}, {workload.name}", workload.name)
     return results

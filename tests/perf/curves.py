@@ -28,11 +28,13 @@ from tests.perf.compare import (
     ROOT,
     Anchors,
     Results,
+    Step,
     Unavailable,
     Workload,
     raftctl,
     raftd_cluster,
     run_raftd,
+    run_steps,
 )
 from tests.perf.cost import member_pids
 
@@ -107,7 +109,7 @@ def run_curves(
                 None,
             )
             size, nodes = setting.value_size(x), setting.nodes(x)
-            steps: list[tuple[str, Callable[[], None]]] = [
+            steps: list[Step] = [
                 (
                     "raftd",
                     partial(run_raftd, workload, timing, results, value_size=size, nodes=nodes),
@@ -115,17 +117,8 @@ def run_curves(
             ]
             if anchors is not None and setting.etcd:
                 steps.append(("etcd", partial(anchors.run_etcd, workload, timing, results, size)))
-            for system, step in steps:
-                log(f"{setting.name} {x}: {system} ...")
-                try:
-                    step()
-                except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
-                    log(f"  failed: {exc}")
-                    results.skipped[f"{system} ({name})"] = str(exc)
-                    continue
-                m = results.measurements[-1]
-                points.append(Point(setting.name, x, system, m.ops_per_s, m.p50_ms, m.p99_ms))
-                log(f"  {m.ops_per_s:,.0f} ops/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms")
+            for m in run_steps(steps, results, log, f"{setting.name} {x}", name):
+                points.append(Point(setting.name, x, m.system, m.ops_per_s, m.p50_ms, m.p99_ms))
     if history_s > 0 and (not only or "history" in only):
         points += _history(results, history_s, warmup_s, log)
     if rss_keys > 0 and (not only or "memory" in only):
