@@ -316,8 +316,8 @@ class RaftdSampler(Sampler):
 
         The client port asks this first: most requests are dropped, and building a
         non-recording span through the SDK (context, sampler call, ids, result objects)
-        was 8% of a busy leader's loop thread. ``parent_sampled``: None without a
-        traceparent, else its sampled flag."""
+        was a visible share of a busy leader's loop thread (docs/performance.md).
+        ``parent_sampled``: None without a traceparent, else its sampled flag."""
         if parent_sampled:
             return False
         if parent_sampled is None:

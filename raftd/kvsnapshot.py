@@ -22,8 +22,8 @@ Cheap to take, slow to encode, and the slow part off the consensus loop: ``captu
 the dict and the session rows (a C-level copy, milliseconds at 100k keys), and ``encode``,
 meant for a worker thread, builds the body in chunks, each one short C call, so the
 interpreter switches back to the loop between them instead of being held for the whole
-store. A chunk is cut by bytes as well as by keys: 4,096 values of 256 kB made one call of a
-gigabyte, and the loop, starved that long, missed heartbeats and lost its leadership.
+store. A chunk is cut by bytes as well as by keys: a chunk of many large values was one
+call long enough for the loop, starved, to miss heartbeats and lose its leadership.
 ``decode`` checks the magic, the checksum, the version and every field before a byte of it
 is trusted.
 """

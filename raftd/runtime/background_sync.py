@@ -3,8 +3,8 @@
 A leader may send its entries before they are durable on its own disk (Raft thesis,
 section 10.2.1) and counts its own copy towards a majority only once it is. Awaiting that
 fsync inside the consensus loop still stopped everything else the loop does for as long as
-the disk took: follower acknowledgements waited to be counted, new requests waited to be
-proposed, and at 3 ms a sync on a busy disk that was most of a write's latency. Here the
+the disk took: follower acknowledgements waited to be counted and new requests waited to
+be proposed, on a busy disk for most of a write's latency (docs/performance.md). Here the
 loop only stages a Ready's entries and goes on; one task syncs whatever has been staged
 (one fsync covers every entry staged before it started, so batches grow while the disk is
 slow) and then reports how far the log is durable, which the loop hands to the core
@@ -43,11 +43,6 @@ class BackgroundSync:
         """These entries were staged to storage (in log order); sync them soon."""
         self._entries.extend(entries)
         self._wanted.set()
-
-    @property
-    def pending(self) -> bool:
-        """Entries were staged that no finished sync has covered yet."""
-        return self._running or bool(self._entries)
 
     def take(self) -> list[Entry]:
         """The entries staged that no sync has started on: the caller's sync covers them."""
