@@ -154,7 +154,9 @@ class Ready:
     commit index, and the leader counts its own copy of new entries towards a majority only
     at ``advance``, after they are durable; so it may send first and persist while the
     messages travel (Raft thesis, section 10.2.1), which takes its fsync out of the
-    latency of every write.
+    latency of every write. Such a bundle may even be advanced before its fsync ends
+    (``advance(ready, persisted=False)``, then ``persisted``), so the leader goes on while
+    its disk works.
     """
 
     hard_state: HardState | None
