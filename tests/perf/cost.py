@@ -92,7 +92,9 @@ def main_thread_profile(raw: Path, top: int = 25) -> list[tuple[float, str]]:
     return shares[:top]
 
 
-def measure(clients: int, value_size: int, window_s: float, py_spy_s: float) -> dict[str, Any]:
+def measure(
+    clients: int, value_size: int, window_s: float, py_spy_s: float, op: str = "set"
+) -> dict[str, Any]:
     results = Results()
     with raftd_cluster(dict(os.environ), results) as env:
         status = json.loads(
@@ -103,8 +105,9 @@ def measure(clients: int, value_size: int, window_s: float, py_spy_s: float) -> 
         leader = status["members"][0]["leader"]
         duration = window_s + 4 + py_spy_s
         bench = subprocess.Popen(
-            [*raftctl("bench"), "--no-progress", "--op", "set", "--clients", str(clients),
-             "--value-size", str(value_size), "--duration", f"{duration:g}", "--warmup", "2"],
+            [*raftctl("bench"), "--no-progress", "--op", op, "--clients", str(clients),
+             "--value-size", str(value_size), "--duration", f"{duration:g}", "--warmup", "2",
+             *(["--keys", "1000"] if op == "get" else [])],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(3)
@@ -128,10 +131,8 @@ def measure(clients: int, value_size: int, window_s: float, py_spy_s: float) -> 
         out, _ = bench.communicate(timeout=duration + 60)
     record = json.loads(out.strip().splitlines()[-1])
     delta = {k: last.get(v, 0.0) - first.get(v, 0.0) for k, v in COUNTERS.items()}
-    writes = (
-        last.get('raftd_client_requests_total{op="set",outcome="ok"}', 0.0)
-        - first.get('raftd_client_requests_total{op="set",outcome="ok"}', 0.0)
-    ) or 1.0
+    served = f'raftd_client_requests_total{{op="{op}",outcome="ok"}}'
+    writes = (last.get(served, 0.0) - first.get(served, 0.0)) or 1.0
     cpu = {
         ("leader" if name == leader else name): round(
             1e6 * (after[name] - before[name]) / writes, 1
@@ -144,8 +145,8 @@ def measure(clients: int, value_size: int, window_s: float, py_spy_s: float) -> 
         "ops_per_s": record["ops_per_s"],
         "p50_ms": record["p50_ms"],
         "p99_ms": record["p99_ms"],
-        "writes_per_s_at_leader": round(writes / elapsed, 1),
-        "cpu_us_per_write": cpu,
+        "ops_per_s_at_leader": round(writes / elapsed, 1),
+        "cpu_us_per_op": cpu,
         "cpu_share_of_two_cores": round(sum(after[n] - before[n] for n in pids) / elapsed / 2, 3),
         "entries_per_fsync": round(delta["fsync_entries"] / max(delta["fsyncs"], 1), 1),
         "fsync_ms": round(1e3 * delta["fsync_s"] / max(delta["fsyncs"], 1), 2),
@@ -159,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.perf.cost", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--clients", type=int, default=64, help="closed-loop writers (default 64)")
+    parser.add_argument("--clients", type=int, default=64, help="closed-loop workers (default 64)")
+    parser.add_argument(
+        "--op",
+        choices=("set", "get"),
+        default="set",
+        help="writes, or linearizable reads of 1,000 pre-written keys (default set)",
+    )
     parser.add_argument("--value-size", type=int, default=16, help="bytes per value (default 16)")
     parser.add_argument("--window", type=float, default=8.0, help="measured seconds (default 8)")
     parser.add_argument(
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.value_size < 0 or args.window <= 0 or args.py_spy < 0:
         parser.error("--clients must be at least 1, --window positive, the others not negative")
-    result = measure(args.clients, args.value_size, args.window, args.py_spy)
+    result = measure(args.clients, args.value_size, args.window, args.py_spy, args.op)
     print(json.dumps(result))
     for share, frame in result["leader_main_thread"]:
         print(f"  {share:5.1f}%  {frame}", file=sys.stderr)
