@@ -295,11 +295,7 @@ class RaftdSampler(Sampler):
             reason = self._start(trace_id, now, keep_free=0, joined=True)
 
         sampled = reason in (SAMPLED, PARENT_SAMPLED)
-        with self._lock:
-            self.decisions[reason] += 1
-        # Outside the lock: a callback that starts a span of its own must not deadlock.
-        if self._on_decision is not None:
-            self._on_decision(reason, sampled)
+        self._count(reason, sampled)
 
         if not sampled:
             return SamplingResult(Decision.DROP, None, parent_state)
@@ -331,10 +327,15 @@ class RaftdSampler(Sampler):
             reason = CLIENT_DECLINED
         with self._lock:
             self._unweighted[name] += 1
-            self.decisions[reason] += 1
-        if self._on_decision is not None:
-            self._on_decision(reason, False)
+        self._count(reason, False)
         return True
+
+    def _count(self, reason: str, sampled: bool) -> None:
+        with self._lock:
+            self.decisions[reason] += 1
+        # Outside the lock: a callback that starts a span of its own must not deadlock.
+        if self._on_decision is not None:
+            self._on_decision(reason, sampled)
 
     def _start(self, trace_id: int, now: int, *, keep_free: int, joined: bool) -> str:
         """A trace rooted here: room for it here and, if peers join it, on every peer."""

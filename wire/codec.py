@@ -201,13 +201,15 @@ class Registry:
         origin = typing.get_origin(hint)
         if origin in (typing.Union, types.UnionType):
             (inner_hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
-            inner = self._encoded("x", inner_hint, scope, tag)
-            if inner == "x":
+            name = f"o{tag}"  # its own name: a walrus may not rebind a comprehension's
+            inner = self._encoded(name, inner_hint, scope, tag)
+            if inner == name:
                 return expr
-            return f"(None if (x := {expr}) is None else {inner})"
+            return f"(None if ({name} := {expr}) is None else {inner})"
         if origin is tuple:
-            item = self._encoded("x", typing.get_args(hint)[0], scope, tag)
-            return f"list({expr})" if item == "x" else f"[{item} for x in {expr}]"
+            name = f"i{tag}"
+            item = self._encoded(name, typing.get_args(hint)[0], scope, tag)
+            return f"list({expr})" if item == name else f"[{item} for {name} in {expr}]"
         if isinstance(hint, type) and issubclass(hint, enum.IntEnum):
             return f"int({expr})"
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):

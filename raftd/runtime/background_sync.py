@@ -35,9 +35,8 @@ class BackgroundSync:
         self._on_durable = on_durable
         self._entries: list[Entry] = []
         self._wanted = trio.Event()
-        self._running = False
-        self._finished = trio.Event()
-        self._finished.set()
+        self._idle = trio.Event()  # set while no sync runs
+        self._idle.set()
 
     def staged(self, entries: tuple[Entry, ...]) -> None:
         """These entries were staged to storage (in log order); sync them soon."""
@@ -52,8 +51,7 @@ class BackgroundSync:
     async def idle(self) -> None:
         """Wait until no sync runs. A caller about to sync in place waits here first, so
         the loop's thread never blocks on the storage's lock behind a worker's fsync."""
-        while self._running:
-            await self._finished.wait()
+        await self._idle.wait()
 
     async def run(self) -> None:
         while True:
@@ -62,12 +60,10 @@ class BackgroundSync:
             entries, self._entries = self._entries, []
             if not entries:
                 continue
-            self._running = True
-            self._finished = trio.Event()
+            self._idle = trio.Event()
             try:
                 await self._sync(entries)
             finally:
-                self._running = False
-                self._finished.set()
+                self._idle.set()
             last = entries[-1]
             self._on_durable(last.index, last.term)
