@@ -788,25 +788,25 @@ class Driver:
             )
             if ready.snapshot is not None:
                 await self._install(ready.snapshot)
-            sent = False
+            later = durable and ready.send_before_persist
             if ready.send_before_persist or not durable:
                 # A leader's fsync overlaps the round trip to its followers.
                 self._send_messages(ready)
-                sent = True
+            if later:
+                # A leader's fsync runs beside the loop (raftd.runtime.background_sync),
+                # started before the entries are applied so the disk works meanwhile.
+                stage_ready(self.storage, ready)
+                self._background_sync.staged(ready.entries)
+            elif durable:
+                # The answers wait for this fsync; applying does not, so it comes after
+                # them and the leader hears back one apply sooner.
+                await self._background_sync.idle()
+                await self._persist(ready)
+                self._send_messages(ready)
             # Committed entries are durable on a majority already: clients need not wait
             # for this bundle's own fsync to hear about them.
             self._apply(ready)
             self._serve_reads(ready)
-            later = durable and ready.send_before_persist
-            if later:
-                # A leader's fsync runs beside the loop (raftd.runtime.background_sync).
-                stage_ready(self.storage, ready)
-                self._background_sync.staged(ready.entries)
-            elif durable:
-                await self._background_sync.idle()
-                await self._persist(ready)
-            if not sent:
-                self._send_messages(ready)
             self._observe(ready.events)
             self.spans.after_events(ready.events)
             self.spans.after_ready()

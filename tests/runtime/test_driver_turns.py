@@ -1,6 +1,6 @@
-"""The driver's loop keeps logical time when its turns are slow.
+"""The driver's turns: logical time kept when they are slow, and what goes first in one.
 
-It counted at most one tick per turn, so turns slower than a tick stretched every
+The loop counted at most one tick per turn, so turns slower than a tick stretched every
 election timeout and heartbeat interval by the same factor."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from raftd import kv
 from raftd.config import NodeConfig, parse_address
+from raftd.core import AppendEntries, Entry, EntryKind, Message, Ready
 from raftd.runtime.driver import Driver
 from raftd.storage import MemoryStorage
 
@@ -43,3 +45,36 @@ async def test_every_tick_that_passed_is_counted_even_when_turns_are_slow(
     # Every tick of the elapsed time is counted (less those owed when it is cancelled); the old
     # loop managed about one per slow turn, a third as many.
     assert ticks >= elapsed / TICK_S - 5, (ticks, elapsed)
+
+
+async def test_a_follower_answers_an_append_before_applying_what_it_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader waits for the answer, not for the follower's state machine: applying
+    the committed entries first put a whole batch's apply into every round trip."""
+    members = {n: parse_address(f"127.0.0.1:{p}") for n, p in (("a", 1), ("b", 2), ("c", 3))}
+    config = NodeConfig("b", members, parse_address("127.0.0.1:4"), tmp_path, tick_seconds=TICK_S)
+    order: list[str] = []
+
+    def send(msg: Message, parent: object, span: object, lag: object) -> None:
+        order.append(type(msg).__name__)
+
+    driver = Driver(config, MemoryStorage(), send)
+    real_apply = driver._apply
+
+    def apply(ready: Ready) -> None:
+        order.extend(f"apply {entry.index}" for entry in ready.committed)
+        real_apply(ready)
+
+    monkeypatch.setattr(driver, "_apply", apply)
+    leader = config.node_ids["a"]
+    data = kv.encode_request(kv.Request("", 0, kv.Set("k", "v")))
+    entries = tuple(Entry(index=i, term=1, kind=EntryKind.NORMAL, data=data) for i in (1, 2))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        driver.deliver(AppendEntries(1, leader, driver.node.id, 0, 0, entries, 2))
+        with trio.fail_after(5):
+            while "apply 2" not in order:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert order.index("AppendEntriesResponse") < order.index("apply 1"), order
