@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -12,6 +14,71 @@ from wire.codec import Header, Registry, decode_payload, encode_payload
 from wire.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, WireError, encode_frame
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+class RawSocket:
+    """A plain TCP stream's reads and writes, made on its descriptor directly.
+
+    trio's ``SocketStream`` wraps every read and write in conflict detectors, error
+    translators and a context manager per system call, and parks the task once more after
+    each; with three to eight socket operations per request on every member, that
+    machinery cost more than the system calls (docs/performance.md). Here a read or write
+    is tried at once, the task waits (``wait_readable`` / ``wait_writable``) only when the
+    socket has nothing to give or no room, and each call still yields once, so a busy
+    connection never starves the other tasks. Errors are trio's: ``ClosedResourceError``
+    for a socket closed under us, ``BrokenResourceError`` for the rest.
+    """
+
+    __slots__ = ("socket",)
+
+    def __init__(self, socket: trio.socket.SocketType) -> None:
+        self.socket = socket
+
+    def _descriptor(self) -> int:
+        fd = self.socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("this socket was already closed")
+        return fd
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            try:
+                data = os.read(self._descriptor(), max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.socket)
+                waited = True
+                continue
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        waited = False
+        while view:
+            try:
+                sent = os.write(self._descriptor(), view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.socket)
+                waited = True
+                continue
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            view = view[sent:]
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 class FrameTimeout(WireError):
@@ -44,6 +111,12 @@ class FramedStream:
         once its first bytes are in (None: forever). Waiting *between* frames is never
         bounded: an idle client connection is legitimate, a half-sent frame is not."""
         self.stream = stream
+        # Plain TCP goes through its descriptor; anything else (TLS) through the stream.
+        self._io: RawSocket | trio.abc.Stream = (
+            RawSocket(stream.socket)
+            if isinstance(stream, trio.SocketStream) and os.name == "posix"
+            else stream
+        )
         self._registry = registry
         self._decoder = FrameDecoder(max_frame_bytes=max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
@@ -73,9 +146,9 @@ class FramedStream:
 
     async def _receive_chunk(self, deadline: float) -> bytes | bytearray:
         if deadline == math.inf:  # no cancel scope on the common path
-            return await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+            return await self._io.receive_some(RECEIVE_CHUNK_BYTES)
         with trio.move_on_at(deadline):
-            return await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+            return await self._io.receive_some(RECEIVE_CHUNK_BYTES)
         raise FrameTimeout(self._decoder.buffered_bytes, self._frame_timeout_s or 0.0)
 
     def encode(self, header: Header, message: Any) -> bytes:
@@ -89,7 +162,7 @@ class FramedStream:
         """Write several frames in one system call; concurrent senders never interleave."""
         data = b"".join(frames)
         async with self._send_lock:
-            await self.stream.send_all(data)
+            await self._io.send_all(data)
 
     async def aclose(self) -> None:
         await self.stream.aclose()
