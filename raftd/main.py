@@ -354,6 +354,7 @@ async def serve(
         trace_room=observe.sampler,
         roster=driver.roster,
         credentials=credentials,
+        turn=driver.turn_writes,
     )
     clients = ClientServer(config, driver, tracer=tracer, metrics=metrics, credentials=credentials)
     metrics.bind_state(driver_state(driver))

@@ -74,6 +74,17 @@ class RawSocket:
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def write_now(self, data: bytes) -> int:
+        """As much of ``data`` as the socket takes at once, without waiting or yielding:
+        the bytes written, 0 on any error (the caller's next ordinary send reports it)."""
+        fd = self.socket.fileno()
+        if fd < 0:
+            return 0
+        try:
+            return os.write(fd, data)
+        except OSError:
+            return 0
+
 
 def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
     if exc.errno in _CLOSED_ERRNOS:
@@ -164,8 +175,61 @@ class FramedStream:
         async with self._send_lock:
             await self._io.send_all(data)
 
+    def write_now(self, data: bytes) -> int:
+        """Write what the socket takes at once, without a scheduling point; the bytes
+        written. 0 when that cannot be done here (TLS, another task's write under way, a
+        full socket, an error): the caller sends whatever is left the ordinary way, next
+        and before anything else, and that send reports any error."""
+        io = self._io
+        if not isinstance(io, RawSocket) or self._send_lock.locked():
+            return 0
+        return io.write_now(data)
+
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class TurnWrites:
+    """Writes queued during a turn of the consensus loop, made by the loop itself.
+
+    A sender task per connection wakes up to write what a turn queued, after the rest of
+    the turn, with a task switch on the way: the AppendEntries of a write left the leader
+    well after the turn built them, and a follower's answer waited for its apply
+    (docs/performance.md). While the loop's task has a turn open, what it queues is
+    ``defer``red here and written when the loop ``flush``es: each connection's frames in
+    one write, from the loop's own thread, without a scheduling point. Other tasks wake
+    their sender as before, and whatever a socket does not take at once is left to its
+    sender task.
+    """
+
+    def __init__(self) -> None:
+        self._owner: trio.lowlevel.Task | None = None
+        self._deferred: list[Callable[[], None]] = []
+
+    def open(self) -> None:
+        """The calling task starts a turn."""
+        self._owner = trio.lowlevel.current_task()
+
+    def defer(self, write: Callable[[], None]) -> bool:
+        """Have ``write`` called at the next ``flush``; False unless the caller is the
+        task whose turn is open (the caller then wakes its sender task)."""
+        if self._owner is None or trio.lowlevel.current_task() is not self._owner:
+            return False
+        self._deferred.append(write)
+        return True
+
+    def flush(self) -> None:
+        while self._deferred:
+            deferred, self._deferred = self._deferred, []
+            for write in deferred:
+                write()
+
+    def close(self) -> None:
+        """End the turn: what it deferred is written now."""
+        try:
+            self.flush()
+        finally:
+            self._owner = None
 
 
 class BatchedSender:
@@ -185,13 +249,23 @@ class BatchedSender:
     later, still reporting each through ``on_sent``.
     """
 
-    def __init__(self, stream: FramedStream, on_sent: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        stream: FramedStream,
+        on_sent: Callable[[int], None],
+        turn: TurnWrites | None = None,
+    ) -> None:
+        """``turn``: replies queued while it is open are written when the loop flushes
+        it, by the loop, when this sender is not writing already."""
         self._stream = stream
         self._on_sent = on_sent
+        self._turn = turn
         self._frames: list[bytes] = []
         self._weights: list[int] = []  # replies each frame completes (1, or 0 for a part)
         self._expected = 0
         self._wakeup = trio.Event()
+        self._deferred = False  # a write is waiting for the turn's flush
+        self._writing = False  # the task is in a write
         self._closing = False
         self.broken = False
         # Bytes queued and not yet handed to the socket: what a client that stopped
@@ -209,7 +283,7 @@ class BatchedSender:
         self._frames.append(frame)
         self._weights.append(1)
         self.backlog_bytes += len(frame)
-        self._wakeup.set()
+        self._wake()
 
     def queue_part(self, frame: bytes) -> None:
         """A piece of a reply still under way (a watch's events): written in order after
@@ -219,7 +293,7 @@ class BatchedSender:
         self._frames.append(frame)
         self._weights.append(0)
         self.backlog_bytes += len(frame)
-        self._wakeup.set()
+        self._wake()
 
     def queue_many(self, frames: list[bytes]) -> None:
         """One expected reply made of several frames (a backup in parts), written in order."""
@@ -232,12 +306,41 @@ class BatchedSender:
         self._weights.extend([0] * (len(frames) - 1))
         self._frames.append(frames[-1])
         self._weights.append(1)
-        self._wakeup.set()
+        self._wake()
 
     def queue_nothing(self) -> None:
         """The expected reply could not be made: give its slot back."""
         self._expected -= 1
         self._on_sent(1)
+        self._wakeup.set()
+
+    def _wake(self) -> None:
+        if self._deferred:
+            return
+        if not self._writing and self._turn is not None and self._turn.defer(self._write_now):
+            self._deferred = True
+        else:
+            self._wakeup.set()
+
+    def _write_now(self) -> None:
+        """The turn's flush: everything queued, in one write, by the loop."""
+        self._deferred = False
+        if self._writing or not self._frames:
+            self._wakeup.set()  # the task writes them (or, closing, sees there is nothing)
+            return
+        data = b"".join(self._frames)
+        written = self._stream.write_now(data)
+        if written == len(data):
+            replies = sum(self._weights)
+            self._frames, self._weights = [], []
+            self.backlog_bytes = 0
+            self._on_sent(replies)
+            if self._closing:
+                self._wakeup.set()
+            return
+        # The rest goes first, as one frame that completes every reply it carries.
+        self._frames, self._weights = [data[written:]], [sum(self._weights)]
+        self.backlog_bytes = len(data) - written
         self._wakeup.set()
 
     def close(self) -> None:
@@ -253,6 +356,7 @@ class BatchedSender:
             weights, self._weights = self._weights, []
             self.backlog_bytes = 0
             if frames:
+                self._writing = True
                 try:
                     await self._stream.send_encoded(frames)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -261,6 +365,8 @@ class BatchedSender:
                     self._frames, self._weights = [], []
                     self._on_sent(dropped)
                     return
+                finally:
+                    self._writing = False
                 self._on_sent(sum(weights))
             if self._closing and not self._frames and self._expected <= 0:
                 return

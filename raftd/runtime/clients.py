@@ -203,7 +203,7 @@ class ClientServer:
             for _ in range(count):
                 slots.release()
 
-        sender = BatchedSender(stream, release)
+        sender = BatchedSender(stream, release, self.driver.turn_writes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender.run)
             async with trio.open_nursery() as answers:

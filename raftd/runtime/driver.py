@@ -77,6 +77,7 @@ from wire.api import (
     StatusReply,
     WriteReply,
 )
+from wire.stream import TurnWrites
 from wire.tracecontext import TraceParent
 
 log = structlog.get_logger("raftd.driver")
@@ -279,6 +280,8 @@ class Driver:
         self._snapshot_ready: Snapshot | None = None
         # The leader's own fsync runs beside the loop; how far it got waits here.
         self._background_sync = BackgroundSync(self._sync_staged, self._durable_to)
+        # What a turn sends (messages, client replies) the loop writes itself.
+        self.turn_writes = TurnWrites()
         self._durable: tuple[int, int] | None = None
         self.inbox_send, self._inbox = trio.open_memory_channel[ClientOp | _Wake](INBOX_CAPACITY)
         self._peer_inbox: deque[Inbound] = deque()
@@ -386,45 +389,52 @@ class Driver:
         next_sweep = trio.current_time() + SWEEP_INTERVAL_S
         max_ticks = 2 * self.config.election_timeout_ticks
         while True:
+            received: ClientOp | _Wake | None = None
             if self._peer_inbox or self.node.has_ready():
                 await trio.lowlevel.checkpoint()
             else:
                 with trio.move_on_at(next_tick):
-                    self._handle(await self._inbox.receive())
-            if self._durable is not None:
-                self.node.persisted(*self._durable)
-                self._durable = None
-            self._take_peer_messages()
-            for _ in range(MAX_INPUTS_PER_TURN):
-                try:
-                    item = self._inbox.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self._handle(item)
-            if self._snapshot_ready is not None:
-                self._compact(self._snapshot_ready)
-                self._snapshot_ready = None
-            now = trio.current_time()
-            if now >= next_tick:
-                # Count every tick that passed, so a slow turn does not stretch logical
-                # time (an election timeout of 10 ticks once took as many slow turns);
-                # after a long stall (a suspended process) start counting afresh.
-                ticks = 0
-                while now >= next_tick and ticks < max_ticks:
-                    self.node.tick()
-                    next_tick += tick
-                    ticks += 1
-                next_tick = max(next_tick, now)
-                self._expire(now)
-                self._check_leases(now)
-                # /health reads it from the exporter thread: a tick at least every tick
-                # length while the loop turns, none while it is wedged.
-                self.loop_turned_at = time.monotonic()
-            if now >= next_sweep:
-                self.spans.sweep()
-                next_sweep = now + SWEEP_INTERVAL_S
-            await self._process_ready(budget_s=tick / 2)
-            self._maybe_snapshot()
+                    received = await self._inbox.receive()
+            self.turn_writes.open()
+            try:
+                if received is not None:
+                    self._handle(received)
+                if self._durable is not None:
+                    self.node.persisted(*self._durable)
+                    self._durable = None
+                self._take_peer_messages()
+                for _ in range(MAX_INPUTS_PER_TURN):
+                    try:
+                        item = self._inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._handle(item)
+                if self._snapshot_ready is not None:
+                    self._compact(self._snapshot_ready)
+                    self._snapshot_ready = None
+                now = trio.current_time()
+                if now >= next_tick:
+                    # Count every tick that passed, so a slow turn does not stretch logical
+                    # time (an election timeout of 10 ticks once took as many slow turns);
+                    # after a long stall (a suspended process) start counting afresh.
+                    ticks = 0
+                    while now >= next_tick and ticks < max_ticks:
+                        self.node.tick()
+                        next_tick += tick
+                        ticks += 1
+                    next_tick = max(next_tick, now)
+                    self._expire(now)
+                    self._check_leases(now)
+                    # /health reads it from the exporter thread: a tick at least every tick
+                    # length while the loop turns, none while it is wedged.
+                    self.loop_turned_at = time.monotonic()
+                if now >= next_sweep:
+                    self.spans.sweep()
+                    next_sweep = now + SWEEP_INTERVAL_S
+                await self._process_ready(budget_s=tick / 2)
+                self._maybe_snapshot()
+            finally:
+                self.turn_writes.close()
 
     def _take_peer_messages(self) -> None:
         inbox = self._peer_inbox
@@ -792,6 +802,7 @@ class Driver:
             if ready.send_before_persist or not durable:
                 # A leader's fsync overlaps the round trip to its followers.
                 self._send_messages(ready)
+                self.turn_writes.flush()
             if later:
                 # A leader's fsync runs beside the loop (raftd.runtime.background_sync),
                 # started before the entries are applied so the disk works meanwhile.
@@ -803,6 +814,7 @@ class Driver:
                 await self._background_sync.idle()
                 await self._persist(ready)
                 self._send_messages(ready)
+                self.turn_writes.flush()
             # Committed entries are durable on a majority already: clients need not wait
             # for this bundle's own fsync to hear about them.
             self._apply(ready)

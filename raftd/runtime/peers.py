@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import errno
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 import trio
@@ -40,7 +41,7 @@ from raftd.runtime.transfer import Reassembly, chunks, digest_of
 from wire.api import PEER_REGISTRY, Hello, SnapshotChunk
 from wire.codec import Header
 from wire.frame import FrameTooLarge, WireError
-from wire.stream import FramedStream, FrameTimeout
+from wire.stream import FramedStream, FrameTimeout, TurnWrites
 from wire.tls import (
     TlsFailure,
     TlsStream,
@@ -91,6 +92,60 @@ class Outgoing:
     lag: float | None = None
 
 
+class Outbox:
+    """One peer's messages on their way out: bounded, and never blocking the driver.
+
+    The peer's sender task drains it into the connection; during a turn of the loop
+    (``TurnWrites``) the loop writes it itself when the sender is idle, and leaves the
+    sender whatever the socket did not take (``pending``), to go first."""
+
+    def __init__(self, capacity: int = OUTBOX_CAPACITY) -> None:
+        self.capacity = capacity
+        self.items: deque[Outgoing] = deque()
+        self._wakeup = trio.Event()
+        self.parked = False  # the sender task waits for something to send
+        self.stream: FramedStream | None = None  # the connection the sender pumps into
+        self.pending: tuple[bytes, list[Outgoing]] | None = None
+        self.deferred = False  # a write by the loop is due at its turn's flush
+
+    def put(self, item: Outgoing) -> bool:
+        if len(self.items) >= self.capacity:
+            return False
+        self.items.append(item)
+        return True
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def wait(self) -> None:
+        """Until there is something to send; a checkpoint either way."""
+        if self.items or self.pending is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        while not self.items and self.pending is None:
+            self.parked = True
+            try:
+                await self._wakeup.wait()
+            finally:
+                self.parked = False
+            self._wakeup = trio.Event()
+
+    def take(self, limit: int, *, stop_at: type | None = None) -> list[Outgoing]:
+        """Up to ``limit`` messages, in order; with ``stop_at``, none from the first of that
+        kind on."""
+        items = self.items
+        batch: list[Outgoing] = []
+        while items and len(batch) < limit:
+            if stop_at is not None and isinstance(items[0].msg, stop_at):
+                break
+            batch.append(items.popleft())
+        return batch
+
+    def take_pending(self) -> tuple[bytes, list[Outgoing]] | None:
+        pending, self.pending = self.pending, None
+        return pending
+
+
 class PeerTransport:
     def __init__(
         self,
@@ -103,8 +158,11 @@ class PeerTransport:
         trace_room: TraceRoom | None = None,
         roster: Roster | None = None,
         credentials: Credentials | None = None,
+        turn: TurnWrites | None = None,
     ) -> None:
+        """``turn``: the loop's writes (``TurnWrites``), for sending from its own turn."""
         self.config = config
+        self._turn = turn
         self._credentials = credentials
         self._trace_room = trace_room
         self._deliver = deliver
@@ -115,7 +173,7 @@ class PeerTransport:
         # member, started and stopped as the roster changes.
         self.roster = roster if roster is not None else Roster(config)
         self._ids = self.roster.ids
-        self._outboxes: dict[int, tuple[Any, Any]] = {}
+        self._outboxes: dict[int, Outbox] = {}
         self._senders: dict[int, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self._delay_line: DelayLine[Outgoing] = DelayLine(self._enqueue)
@@ -158,10 +216,41 @@ class PeerTransport:
         outbox = self._outboxes.get(item.msg.dst)
         if outbox is None:
             return
-        try:
-            outbox[0].send_nowait(item)
-        except trio.WouldBlock:
+        if not outbox.put(item):
             self.metrics.message_dropped(type(item.msg).__name__, "outbox_full")
+            return
+        if outbox.deferred:
+            return
+        turn = self._turn
+        if (
+            turn is not None
+            and outbox.stream is not None
+            and turn.defer(lambda: self._write_now(outbox))
+        ):
+            outbox.deferred = True
+        else:
+            outbox.wake()
+
+    def _write_now(self, outbox: Outbox) -> None:
+        """The loop's flush: an idle sender's messages, in one write, without waking it.
+        A snapshot and what follows it are left to the sender (a transfer is its job)."""
+        outbox.deferred = False
+        stream = outbox.stream
+        if stream is None or not outbox.parked or outbox.pending is not None:
+            outbox.wake()
+            return
+        batch = outbox.take(MAX_MESSAGES_PER_WRITE, stop_at=InstallSnapshot)
+        if outbox.items:
+            outbox.wake()
+        if not batch:
+            return
+        data = b"".join(self._encode(stream, batch))
+        written = stream.write_now(data)
+        if written == len(data):
+            self._written(batch)
+            return
+        outbox.pending = (data[written:], batch)
+        outbox.wake()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         address = self.config.peer_addr
@@ -191,19 +280,19 @@ class PeerTransport:
         for node_id, name in wanted.items():
             if node_id in self._senders:
                 continue
-            send, receive = trio.open_memory_channel[Outgoing](OUTBOX_CAPACITY)
-            self._outboxes[node_id] = (send, receive)
+            outbox = Outbox()
+            self._outboxes[node_id] = outbox
             scope = trio.CancelScope()
             self._senders[node_id] = scope
-            nursery.start_soon(self._sender_in, scope, node_id, name, receive)
+            nursery.start_soon(self._sender_in, scope, node_id, name, outbox)
 
     async def _sender_in(
-        self, scope: trio.CancelScope, node_id: int, name: str, outbox: Any
+        self, scope: trio.CancelScope, node_id: int, name: str, outbox: Outbox
     ) -> None:
         with scope:
             await self._sender(node_id, name, outbox)
 
-    async def _sender(self, node_id: int, name: str, outbox: Any) -> None:
+    async def _sender(self, node_id: int, name: str, outbox: Outbox) -> None:
         """Keep one connection to ``name`` open and pump its outbox into it.
 
         A link that fails at once again and again (a dead peer behind a proxy or a load
@@ -289,13 +378,13 @@ class PeerTransport:
             )
         return link
 
-    async def _back_off(self, outbox: Any, delay: float) -> float:
+    async def _back_off(self, outbox: Outbox, delay: float) -> float:
         self._discard(outbox)
         await trio.sleep(delay)
         self._discard(outbox)
         return min(delay * 2, RECONNECT_MAX_S)
 
-    async def _pump_while_open(self, stream: FramedStream, outbox: Any, peer: str) -> None:
+    async def _pump_while_open(self, stream: FramedStream, outbox: Outbox, peer: str) -> None:
         """Pump until the link breaks; raises the reason.
 
         A peer never writes on a connection we dialled, so a read on it returns only when
@@ -333,38 +422,44 @@ class PeerTransport:
         raise failure[0]
 
     async def _pump(
-        self, stream: FramedStream, outbox: Any, transfers: list[_Transfer] | None = None
+        self, stream: FramedStream, outbox: Outbox, transfers: list[_Transfer] | None = None
     ) -> None:
         """Send the outbox into ``stream``; ``transfers`` holds the snapshot transfer in
         progress, if any, still there when the link breaks."""
         transfers = [] if transfers is None else transfers
+        outbox.stream = stream
         try:
             await self._pump_into(stream, outbox, transfers)
         finally:
+            outbox.stream = None
+            pending = outbox.take_pending()  # a frame cut short: meaningless on a new link
+            for item in pending[1] if pending is not None else ():
+                self.metrics.message_dropped(type(item.msg).__name__, "send_failed")
             for transfer in transfers:
                 transfer.end("the connection was lost; the leader will send it again")
 
     async def _pump_into(
-        self, stream: FramedStream, outbox: Any, transfers: list[_Transfer]
+        self, stream: FramedStream, outbox: Outbox, transfers: list[_Transfer]
     ) -> None:
         transfer: _Transfer | None = None
         while True:
             # While a snapshot is on its way, one chunk goes per write and whatever else is
             # queued for this peer goes with it, so its heartbeats never wait for the rest.
-            batch: list[Outgoing] = [] if transfer is not None else [await outbox.receive()]
-            while len(batch) < MAX_MESSAGES_PER_WRITE:
-                try:
-                    batch.append(outbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            for item in [i for i in batch if isinstance(i.msg, InstallSnapshot)]:
-                batch.remove(item)
+            if transfer is None:
+                await outbox.wait()
+            # What the loop's own write left over goes first.
+            pending = outbox.take_pending()
+            frames, batch = ([pending[0]], pending[1]) if pending is not None else ([], [])
+            fresh = outbox.take(MAX_MESSAGES_PER_WRITE)
+            for item in [i for i in fresh if isinstance(i.msg, InstallSnapshot)]:
+                fresh.remove(item)
                 if transfer is not None:
                     self.metrics.message_dropped("InstallSnapshot", "superseded")
                     transfer.end("superseded by a newer snapshot")
                 transfer = await _Transfer.start(item)
                 transfers[:] = [transfer]
-            frames = self._encode(stream, batch)
+            frames += self._encode(stream, fresh)
+            batch += fresh
             if transfer is not None:
                 frames.append(transfer.next_frame(stream))
             try:
@@ -378,13 +473,16 @@ class PeerTransport:
                 transfer.end(None)
                 transfer = None
                 transfers.clear()
-            now = time.time_ns()
-            for item in batch:
-                # The span may have ended meanwhile (a voter's vote span ends with its Ready,
-                # before the outbox is written): an ended span takes no more events.
-                if item.span is not None and item.span.is_recording():
-                    wait_ms = (now - item.queued_ns) / 1e6
-                    item.span.add_event("written to the peer", {"raftd.outbox_wait_ms": wait_ms})
+            self._written(batch)
+
+    def _written(self, batch: list[Outgoing]) -> None:
+        now = time.time_ns()
+        for item in batch:
+            # The span may have ended meanwhile (a voter's vote span ends with its Ready,
+            # before the outbox is written): an ended span takes no more events.
+            if item.span is not None and item.span.is_recording():
+                wait_ms = (now - item.queued_ns) / 1e6
+                item.span.add_event("written to the peer", {"raftd.outbox_wait_ms": wait_ms})
 
     def _encode(self, stream: FramedStream, batch: list[Outgoing]) -> list[bytes]:
         """Frame each message; one that cannot be framed is dropped, never fatal.
@@ -416,14 +514,11 @@ class PeerTransport:
                     item.span.add_event("dropped: cannot be framed", {"error": str(exc)})
         return frames
 
-    def _discard(self, outbox: Any) -> None:
+    def _discard(self, outbox: Outbox) -> None:
         """While a peer is unreachable its messages go stale; drop them rather than replay
         a backlog of old heartbeats when it comes back."""
-        while True:
-            try:
-                item: Outgoing = outbox.receive_nowait()
-            except trio.WouldBlock:
-                return
+        while outbox.items:
+            item = outbox.items.popleft()
             self.metrics.message_dropped(type(item.msg).__name__, "disconnected")
             if item.span is not None and item.span.is_recording():
                 item.span.add_event("dropped: the peer is unreachable")

@@ -76,6 +76,23 @@ def scrape(name: str) -> dict[str, float]:
     return values
 
 
+def wait_for_leader(env: dict[str, str], timeout_s: float = 30.0) -> str:
+    """The leader's name, once a member names one (right after a start, none may yet)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = json.loads(
+            subprocess.run(
+                raftctl("status"), capture_output=True, text=True, env=env, cwd=ROOT, check=True
+            ).stdout
+        )
+        leaders = {m["leader"] for m in status["members"] if m.get("leader")}
+        if len(leaders) == 1:
+            return str(leaders.pop())
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no single leader named within {timeout_s:g} s: {status}")
+        time.sleep(0.2)
+
+
 def main_thread_profile(raw: Path, top: int = 25) -> list[tuple[float, str]]:
     """Inclusive shares of the functions on the trio thread's stacks (idle epoll waits out)."""
     counts: Counter[str] = Counter()
@@ -97,12 +114,7 @@ def measure(
 ) -> dict[str, Any]:
     results = Results()
     with raftd_cluster(dict(os.environ), results) as env:
-        status = json.loads(
-            subprocess.run(
-                raftctl("status"), capture_output=True, text=True, env=env, cwd=ROOT, check=True
-            ).stdout
-        )
-        leader = status["members"][0]["leader"]
+        leader = wait_for_leader(env)
         duration = window_s + 4 + py_spy_s
         bench = subprocess.Popen(
             [*raftctl("bench"), "--no-progress", "--op", op, "--clients", str(clients),

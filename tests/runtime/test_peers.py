@@ -13,10 +13,12 @@ import trio.testing
 from observability.metrics import RaftMetrics
 from raftd.config import NodeConfig, parse_address
 from raftd.core import AppendEntries, Entry, Heartbeat, Message
-from raftd.runtime.peers import Outgoing, PeerTransport
+from raftd.runtime.peers import Outbox, Outgoing, PeerTransport
+from tests.wire.test_raw_socket import tcp_pair
+from tests.wire.test_turn_writes import CountingStream
 from wire.api import PEER_REGISTRY, Hello
 from wire.codec import Header
-from wire.stream import FramedStream
+from wire.stream import FramedStream, TurnWrites
 from wire.tracecontext import TraceParent
 
 
@@ -38,12 +40,12 @@ async def test_an_unframeable_message_is_dropped_and_the_next_ones_still_go(
     ours, theirs = trio.testing.memory_stream_pair()
     sender = FramedStream(ours, PEER_REGISTRY, max_frame_bytes=4096)
     receiver = FramedStream(theirs, PEER_REGISTRY, max_frame_bytes=4096)
-    send, receive = trio.open_memory_channel[Outgoing](8)
+    outbox = Outbox(8)
     huge = AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"x" * 10_000),), 0)
     for msg in (huge, Heartbeat(1, 1, 2, 0), Heartbeat(1, 1, 2, 7)):
-        send.send_nowait(Outgoing(msg, None, None, 0))
+        outbox.put(Outgoing(msg, None, None, 0))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(transport._pump, sender, receive)
+        nursery.start_soon(transport._pump, sender, outbox)
         received = [await receiver.receive() for _ in range(2)]
         assert None not in received
         nursery.cancel_scope.cancel()
@@ -90,12 +92,12 @@ async def test_every_frame_tells_the_peer_our_trace_room_and_theirs_reaches_the_
     sender = FramedStream(a_end, PEER_REGISTRY)
     receiver = FramedStream(b_end, PEER_REGISTRY)
     a_id, b_id = a_config.node_id, b_config.node_id
-    send, receive = trio.open_memory_channel[Outgoing](8)
-    send.send_nowait(Outgoing(Heartbeat(1, a_id, b_id, 0), None, None, 0))
+    outbox = Outbox(8)
+    outbox.put(Outgoing(Heartbeat(1, a_id, b_id, 0), None, None, 0))
     async with trio.open_nursery() as nursery:
         await sender.send(Header("Hello"), Hello(a_config.cluster_id, "a", "127.0.0.1:3"))
         nursery.start_soon(b._receive_from_peer, receiver, "test")
-        nursery.start_soon(a._pump, sender, receive)
+        nursery.start_soon(a._pump, sender, outbox)
         with trio.fail_after(5):
             while not delivered:
                 await trio.sleep(0.01)
@@ -161,3 +163,54 @@ async def test_a_peer_known_by_name_is_resolved_again_when_its_address_changes(
         for listener in (*old, *new):
             await listener.aclose()
     assert hellos == ["old address", "new address"] and resolver.asked >= 2
+
+
+async def test_the_loop_writes_an_idle_senders_messages_itself_at_its_flush(
+    tmp_path: Path,
+) -> None:
+    """In the loop's turn a message is not handed to the sender task: the loop writes it
+    at its flush, with whatever else it queued for that peer, in one write."""
+    members = {name: parse_address(f"127.0.0.1:{port}") for name, port in (("a", 1), ("b", 2))}
+    config = NodeConfig("a", members, parse_address("127.0.0.1:3"), tmp_path)
+    turn = TurnWrites()
+    transport = PeerTransport(config, lambda *_: None, {}, turn=turn)
+    left, right = await tcp_pair()
+    ours, theirs = CountingStream(left, PEER_REGISTRY), FramedStream(right, PEER_REGISTRY)
+    b_id = config.node_ids["b"]
+    outbox = Outbox()
+    transport._outboxes[b_id] = outbox
+    beats = [Heartbeat(1, config.node_id, b_id, n) for n in range(3)]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport._pump, ours, outbox)
+            await trio.testing.wait_all_tasks_blocked()
+            turn.open()
+            for beat in beats:
+                transport.send(beat)
+            assert len(outbox.items) == 3  # nothing written before the flush
+            turn.close()
+            assert not outbox.items
+            got = [await theirs.receive() for _ in beats]
+            nursery.cancel_scope.cancel()
+    assert [item[1] for item in got if item is not None] == beats
+    assert ours.task_writes == 0
+
+
+async def test_bytes_a_broken_link_left_unsent_are_never_sent_on_the_next(
+    tmp_path: Path,
+) -> None:
+    """The rest of a frame the loop began to write belongs to that connection only: on a
+    new one it would be garbage in front of the next frame."""
+    metrics = RaftMetrics()
+    transport = _transport(tmp_path, metrics)
+    ours, _ = trio.testing.memory_stream_pair()
+    outbox = Outbox()
+    outbox.pending = (b"\x00\x00\x01", [Outgoing(Heartbeat(1, 1, 2, 0), None, None, 0)])
+    with trio.CancelScope() as scope:
+        scope.cancel()  # the link is gone before the sender could write the rest
+        await transport._pump(FramedStream(ours, PEER_REGISTRY), outbox)
+    assert outbox.pending is None
+    dropped = metrics.registry.get_sample_value(
+        "raftd_messages_dropped_total", {"kind": "Heartbeat", "reason": "send_failed"}
+    )
+    assert dropped == 1

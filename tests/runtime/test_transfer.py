@@ -22,7 +22,7 @@ from raftd.core import (
     Snapshot,
     SnapshotMeta,
 )
-from raftd.runtime.peers import Outgoing, PeerTransport
+from raftd.runtime.peers import Outbox, Outgoing, PeerTransport
 from raftd.runtime.transfer import (
     CHUNK_BYTES,
     MAX_SNAPSHOT_BYTES,
@@ -96,14 +96,14 @@ async def test_heartbeats_pass_between_the_chunks_of_a_big_snapshot(tmp_path: Pa
     ours, theirs = trio.testing.memory_stream_pair()
     sender = FramedStream(ours, PEER_REGISTRY)
     receiver = FramedStream(theirs, PEER_REGISTRY)
-    send, receive = trio.open_memory_channel[Outgoing](64)
-    send.send_nowait(Outgoing(INSTALL, None, None, 0))
+    outbox = Outbox(64)
+    outbox.put(Outgoing(INSTALL, None, None, 0))
     for n in range(3):
-        send.send_nowait(Outgoing(Heartbeat(4, 1, 2, n), None, None, 0))
+        outbox.put(Outgoing(Heartbeat(4, 1, 2, n), None, None, 0))
     async with trio.open_nursery() as nursery:
         await sender.send(Header("Hello"), Hello("raftd", "a", "127.0.0.1:3"))
         nursery.start_soon(b._receive_from_peer, receiver, "test")
-        nursery.start_soon(a._pump, sender, receive)
+        nursery.start_soon(a._pump, sender, outbox)
         with trio.fail_after(10):
             while INSTALL not in delivered:
                 await trio.sleep(0.01)
