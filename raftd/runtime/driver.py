@@ -1208,7 +1208,9 @@ class Driver:
     def _expire(self, now: float) -> None:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            deadlines.popleft()[1].set(timed_out(self.config.request_timeout_s))
+            box = deadlines.popleft()[1]
+            if box.reply is None:  # most were answered long ago: no error built for them
+                box.set(timed_out(self.config.request_timeout_s))
 
     def _fail_writes(self, why: str) -> None:
         for _, box, _ in self._writes.values():

@@ -14,8 +14,9 @@ import trio
 from raftd import kv
 from raftd.config import NodeConfig, parse_address
 from raftd.core import AppendEntries, Entry, EntryKind, Message, Ready
-from raftd.runtime.driver import Driver
+from raftd.runtime.driver import Driver, ReplyBox
 from raftd.storage import MemoryStorage
+from wire.api import ErrorCode, ErrorReply, WriteReply
 
 TICK_S = 0.05
 SLOW_TURN_S = 0.15
@@ -78,3 +79,19 @@ async def test_a_follower_answers_an_append_before_applying_what_it_commits(
                 await trio.sleep(0.001)
         nursery.cancel_scope.cancel()
     assert order.index("AppendEntriesResponse") < order.index("apply 1"), order
+
+
+async def test_an_unanswered_request_times_out_and_an_answered_one_keeps_its_reply(
+    tmp_path: Path,
+) -> None:
+    members = {n: parse_address(f"127.0.0.1:{p}") for n, p in (("a", 1), ("b", 2), ("c", 3))}
+    config = NodeConfig("a", members, parse_address("127.0.0.1:4"), tmp_path)
+    driver = Driver(config, MemoryStorage(), lambda msg, parent, span, lag: None)
+    waiting, answered = ReplyBox(), ReplyBox()
+    answered.set(WriteReply(True, "v", True, 1))
+    now = trio.current_time()
+    driver._deadlines.extend([(now - 1, waiting), (now - 1, answered), (now + 60, ReplyBox())])
+    driver._expire(now)
+    assert isinstance(waiting.reply, ErrorReply) and waiting.reply.code == ErrorCode.TIMEOUT
+    assert answered.reply == WriteReply(True, "v", True, 1)
+    assert len(driver._deadlines) == 1
