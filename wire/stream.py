@@ -6,7 +6,7 @@ import errno
 import math
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -15,6 +15,13 @@ from wire.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, WireError, encode_
 
 RECEIVE_CHUNK_BYTES = 64 * 1024
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+@runtime_checkable
+class WritesNow(Protocol):
+    """A transport that can write without waiting (``RawSocket``, ``wire.tls.TlsStream``)."""
+
+    def write_now(self, data: bytes) -> int: ...
 
 
 class RawSocket:
@@ -128,6 +135,7 @@ class FramedStream:
             if isinstance(stream, trio.SocketStream) and os.name == "posix"
             else stream
         )
+        self._writes_now = self._io if isinstance(self._io, WritesNow) else None
         self._registry = registry
         self._decoder = FrameDecoder(max_frame_bytes=max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
@@ -180,10 +188,14 @@ class FramedStream:
         written. 0 when that cannot be done here (TLS, another task's write under way, a
         full socket, an error): the caller sends whatever is left the ordinary way, next
         and before anything else, and that send reports any error."""
-        io = self._io
-        if not isinstance(io, RawSocket) or self._send_lock.locked():
+        if self._writes_now is None or self._send_lock.locked():
             return 0
-        return io.write_now(data)
+        return self._writes_now.write_now(data)
+
+    @property
+    def unsent(self) -> bool:
+        """TLS records ``write_now`` left for the next send (which the caller must make)."""
+        return bool(getattr(self.stream, "unsent", False))
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -335,8 +347,8 @@ class BatchedSender:
             self._frames, self._weights = [], []
             self.backlog_bytes = 0
             self._on_sent(replies)
-            if self._closing:
-                self._wakeup.set()
+            if self._closing or self._stream.unsent:
+                self._wakeup.set()  # (TLS records left over go with the task's next send)
             return
         # The rest goes first, as one frame that completes every reply it carries.
         self._frames, self._weights = [data[written:]], [sum(self._weights)]
@@ -355,7 +367,7 @@ class BatchedSender:
             frames, self._frames = self._frames, []
             weights, self._weights = self._weights, []
             self.backlog_bytes = 0
-            if frames:
+            if frames or self._stream.unsent:
                 self._writing = True
                 try:
                     await self._stream.send_encoded(frames)

@@ -25,12 +25,15 @@ drops.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import trio
+
+from wire.stream import RawSocket
 
 MIN_VERSION: Final = ssl.TLSVersion.TLSv1_2
 HANDSHAKE_TIMEOUT_S: Final = 5.0
@@ -174,6 +177,13 @@ class TlsStream(trio.abc.Stream):
         )  # fmt: skip
         self._send_lock = trio.Lock()
         self._handshook = False
+        # Plain TCP underneath: read and written through its descriptor (RawSocket).
+        self._raw: RawSocket | None = (
+            RawSocket(transport.socket)
+            if isinstance(transport, trio.SocketStream) and os.name == "posix"
+            else None
+        )
+        self._unsent = b""  # records ``write_now`` could not hand to the socket at once
 
     async def do_handshake(self) -> None:
         """Raises ``trio.BrokenResourceError`` from OpenSSL's error when it fails."""
@@ -234,6 +244,34 @@ class TlsStream(trio.abc.Stream):
             raise trio.BrokenResourceError(str(exc)) from exc
         await self._flush()
 
+    def write_now(self, data: bytes) -> int:
+        """Encrypt ``data`` and write what the socket takes at once, without a scheduling
+        point: all of ``data`` is taken (the records the socket did not take wait in
+        ``unsent`` and go first at the next send, which the caller must make soon), or
+        none, 0, when that cannot be done here (mid-handshake, another write under way)."""
+        raw = self._raw
+        if (
+            raw is None
+            or not self._handshook
+            or self._send_lock.locked()
+            or self._unsent
+            or self._outgoing.pending
+        ):
+            return 0
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._ssl.write(view) :]
+        except ssl.SSLError:
+            return 0  # a broken session: the next ordinary send says so
+        records = self._outgoing.read()
+        self._unsent = records[raw.write_now(records) :]
+        return len(data)
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._unsent)
+
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport_stream.wait_send_all_might_not_block()
 
@@ -247,15 +285,16 @@ class TlsStream(trio.abc.Stream):
         else:
             await self._send_lock.acquire()
         try:
-            pending = self._outgoing.read()
+            pending = self._unsent + self._outgoing.read()
+            self._unsent = b""
             if pending:
-                await self.transport_stream.send_all(pending)
+                await (self._raw or self.transport_stream).send_all(pending)
         finally:
             self._send_lock.release()
 
     async def _refill(self, *, during_handshake: bool) -> bool:
         """Feed OpenSSL the next bytes; False at the end of the stream."""
-        data = await self.transport_stream.receive_some(REFILL_BYTES)
+        data = await (self._raw or self.transport_stream).receive_some(REFILL_BYTES)
         if not data:
             if during_handshake:
                 raise trio.BrokenResourceError("closed during the handshake") from ssl.SSLEOFError(

@@ -248,6 +248,9 @@ class PeerTransport:
         written = stream.write_now(data)
         if written == len(data):
             self._written(batch)
+            if stream.unsent:  # TLS records the socket did not take: the sender sends them
+                outbox.pending = (b"", [])
+                outbox.wake()
             return
         outbox.pending = (data[written:], batch)
         outbox.wake()

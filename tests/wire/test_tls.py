@@ -15,6 +15,9 @@ from cli.raftctl import _tls_context, build_parser
 from raftd import certs
 from raftd.config import TlsSettings
 from raftd.runtime.tls import Contexts, build_contexts
+from wire.api import CLIENT_REGISTRY, GetReply
+from wire.codec import Header
+from wire.stream import BatchedSender, FramedStream, TurnWrites
 from wire.tls import (
     TlsConfigError,
     TlsFailure,
@@ -307,3 +310,61 @@ async def test_the_end_of_the_stream_is_an_empty_read_and_no_io_before_the_hands
         await fresh.send_all(b"x")
     with pytest.raises(trio.BrokenResourceError, match="before the TLS handshake"):
         await fresh.receive_some(1)
+
+
+async def test_write_now_takes_everything_and_leaves_what_the_socket_refused_for_the_next_send(
+    pki: dict[str, TlsFiles],
+) -> None:
+    """The loop's write without waiting, over TLS: the plaintext is taken whole (it is
+    encrypted at once), the records the socket did not take go first at the next send,
+    and the peer reads every byte once, in order."""
+    server, client = await connected_pair(pki)
+    assert client.write_now(b"small") == 5 and not client.unsent
+    assert await server.receive_some(100) == b"small"
+    payload = bytes(range(256)) * 12_000  # 3 MB: more than the socket buffers
+    got = bytearray()
+
+    async def read() -> None:
+        while len(got) < len(payload) + 4:
+            chunk = await server.receive_some(65536)
+            assert chunk
+            got.extend(chunk)
+
+    assert client.write_now(payload) == len(payload)
+    assert client.unsent
+    assert client.write_now(b"more") == 0  # nothing overtakes the records left over
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await client.send_all(b"tail")
+    assert bytes(got) == payload + b"tail"
+    assert not client.unsent
+
+
+async def test_write_now_declines_before_the_handshake(pki: dict[str, TlsFiles]) -> None:
+    left, _ = trio.socket.socketpair()
+    stream = wrap(trio.SocketStream(left), client_context(client_files(pki, "client")))
+    assert stream.write_now(b"x") == 0
+
+
+async def test_replies_the_loop_writes_over_tls_all_arrive(pki: dict[str, TlsFiles]) -> None:
+    """A BatchedSender over TLS: the turn's flush writes the replies; records the socket
+    did not take leave with the sender task's next write."""
+    server, client = await connected_pair(pki)
+    ours, theirs = FramedStream(server, CLIENT_REGISTRY), FramedStream(client, CLIENT_REGISTRY)
+    turn = TurnWrites()
+    sent: list[int] = []
+    sender = BatchedSender(ours, sent.append, turn)
+    big = GetReply(True, "v" * (4 << 20), "n1")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.run)
+            turn.open()
+            for request_id, reply in ((1, big), (2, GetReply(True, "v", "n1"))):
+                sender.expect()
+                sender.queue(ours.encode(Header("GetReply", request_id), reply))
+            turn.close()
+            assert sent == [2]
+            first, second = await theirs.receive(), await theirs.receive()
+            sender.close()
+    assert first == (Header("GetReply", 1), big)
+    assert second is not None and second[0].request_id == 2
