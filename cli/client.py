@@ -34,8 +34,9 @@ import random
 import socket
 import ssl
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -317,14 +318,19 @@ class _ConnectionLost(Exception):
         self.tls = tls
 
 
+class _AttemptTimedOut(Exception):
+    """No reply (or no connection) within the attempt's timeout."""
+
+
 class _Waiter:
-    __slots__ = ("event", "expect", "lost", "reply", "written")
+    __slots__ = ("event", "expect", "lost", "reply", "timed_out", "written")
 
     def __init__(self, expect: tuple[type, ...]) -> None:
         self.event = trio.Event()
         self.expect = expect
         self.reply: Any = None
         self.lost: str | None = None
+        self.timed_out = False  # no reply by the attempt's deadline (``Client._keep_time``)
         # Handed to the kernel (or being): from then on the server may have it.
         self.written = False
 
@@ -577,6 +583,11 @@ class Client:
         self._rng = rng if rng is not None else random.Random()
         self._leader: str | None = None
         self._connections: dict[str, _Connection] = {}
+        # Attempts waiting for a reply, by deadline: every attempt has the same timeout, so
+        # they come due in the order they were sent and one task times them all
+        # (``_keep_time``) instead of a cancel scope per request.
+        self._due: deque[tuple[float, _Waiter]] = deque()
+        self._due_added = trio.Event()
         self._connect_locks: dict[str, trio.Lock] = {}
         self._next_request_id = 1
         self._idle_sessions: list[_Session] = []
@@ -593,6 +604,7 @@ class Client:
             raise RuntimeError("a Client can be entered only once")
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
+        self._nursery.start_soon(self._keep_time)
         return self
 
     async def __aexit__(
@@ -905,7 +917,8 @@ class Client:
             with trio.fail_after(self.timeout_s):
                 # Waiting for a free session counts against the deadline too: the caller's
                 # bound is on the whole call, not on the part spent talking to the cluster.
-                async with self._session() as session:
+                session = await self._take_session()
+                try:
                     seq = session.next_seq
                     session.next_seq += 1  # used up even if this write fails: never reused
                     stats.client_id, stats.seq = session.client_id, seq
@@ -914,6 +927,9 @@ class Client:
                     )
                     reply: Reply = await self._attempts(op)
                     return reply
+                finally:
+                    self._idle_sessions.append(session)
+                    self._session_slots.release()
         except trio.TooSlowError:
             if op is None:
                 raise Unavailable(
@@ -978,23 +994,28 @@ class Client:
                 with trace.use_span(span, end_on_exit=False) if self._tracing else nullcontext():
                     stats.history.append(attempt)
                     reply: Any = None
-                    with trio.move_on_after(self.attempt_timeout_s) as attempt_scope:
-                        try:
-                            reply = await self._exchange(target, op.request, op.expect, attempt, op)
-                        except _ConnectFailed as exc:
-                            attempt.outcome = f"connect failed: {exc.reason}"
-                            op.failed(target, exc.reason)
-                            if exc.tls:
-                                tls_refused.add(target)
-                        except _ConnectionLost as exc:
-                            attempt.outcome = f"connection lost: {exc.reason}"
-                            lost = exc.reason if exc.tls else f"connection lost ({exc.reason})"
-                            op.failed(target, lost)
-                            if exc.sent:
-                                op.ambiguous(CODE_CONNECTION_LOST)
-                            if exc.tls:
-                                tls_refused.add(target)
-                    if attempt_scope.cancelled_caught:
+                    timed_out = False
+                    try:
+                        reply = await self._exchange(
+                            target, op.request, op.expect, attempt, op,
+                            trio.current_time() + self.attempt_timeout_s,
+                        )  # fmt: skip
+                    except _AttemptTimedOut:
+                        timed_out = True
+                    except _ConnectFailed as exc:
+                        attempt.outcome = f"connect failed: {exc.reason}"
+                        op.failed(target, exc.reason)
+                        if exc.tls:
+                            tls_refused.add(target)
+                    except _ConnectionLost as exc:
+                        attempt.outcome = f"connection lost: {exc.reason}"
+                        lost = exc.reason if exc.tls else f"connection lost ({exc.reason})"
+                        op.failed(target, lost)
+                        if exc.sent:
+                            op.ambiguous(CODE_CONNECTION_LOST)
+                        if exc.tls:
+                            tls_refused.add(target)
+                    if timed_out:
                         what = "no reply" if attempt.request_id is not None else "connect timed out"
                         attempt.outcome = f"{what} within {self.attempt_timeout_s:g} s"
                         op.failed(target, what)
@@ -1073,7 +1094,9 @@ class Client:
             op.stats.history.append(attempt)
             reused = endpoint in self._connections
             try:
-                reply = await self._exchange(endpoint, op.request, StatusReply, attempt, op)
+                reply = await self._exchange(
+                    endpoint, op.request, StatusReply, attempt, op, math.inf
+                )
             except _ConnectFailed as exc:
                 attempt.outcome = f"connect failed: {exc.reason}"
                 if exc.tls:
@@ -1174,9 +1197,17 @@ class Client:
         expect: type,
         attempt: Attempt,
         op: _Operation,
+        deadline: float,
     ) -> Any:
-        """One request, one reply (a success reply of ``expect``'s type or an ErrorReply)."""
-        conn = await self._connection(endpoint)
+        """One request, one reply (a success reply of ``expect``'s type or an ErrorReply);
+        ``_AttemptTimedOut`` when none came by ``deadline``."""
+        conn = self._connections.get(endpoint)
+        if conn is None or conn.lost is not None:
+            conn = None
+            with trio.move_on_at(deadline):
+                conn = await self._connection(endpoint)
+            if conn is None:  # still connecting at the deadline
+                raise _AttemptTimedOut
         request_id = self._next_request_id
         self._next_request_id += 1
         try:
@@ -1193,13 +1224,38 @@ class Client:
         attempt.request_id = request_id
         try:
             conn.queue(waiter, frame)
+            if deadline != math.inf:
+                if not self._due:
+                    self._due_added.set()
+                self._due.append((deadline, waiter))
             await waiter.event.wait()
         finally:
             conn.pending.pop(request_id, None)
+        if waiter.timed_out and waiter.reply is None and waiter.lost is None:
+            raise _AttemptTimedOut
         if waiter.lost is not None:
             # A frame the writer never took cannot have reached the server.
             raise _ConnectionLost(waiter.lost, sent=waiter.written, tls=conn.tls_refused)
         return waiter.reply
+
+    async def _keep_time(self) -> None:
+        """Ends every attempt that got no reply by its deadline, in deadline order."""
+        due = self._due
+        while True:
+            if not due:
+                self._due_added = trio.Event()
+                await self._due_added.wait()
+                continue
+            deadline, waiter = due[0]
+            if waiter.event.is_set():
+                due.popleft()  # answered (or its connection lost) in time
+                continue
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+                continue
+            due.popleft()
+            waiter.timed_out = True
+            waiter.event.set()
 
     async def _connection(self, endpoint: str) -> _Connection:
         conn = self._connections.get(endpoint)
@@ -1293,19 +1349,20 @@ class Client:
         if tcp is not None:
             tcp.socket.close()
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[_Session]:
-        async with self._session_slots:
-            if self._idle_sessions:
-                session = self._idle_sessions.pop()
-            else:
-                n = self._sessions_created
-                self._sessions_created += 1
-                session = _Session(self.client_id if n == 0 else f"{self.client_id}-{n}")
-            try:
-                yield session
-            finally:
-                self._idle_sessions.append(session)
+    async def _take_session(self) -> _Session:
+        """A write session of its own for the caller, who hands it back to
+        ``_idle_sessions`` and releases its slot. A free one is taken without a scheduling
+        point: many writers woken by one read of replies then each send their next request
+        in the same turn."""
+        try:
+            self._session_slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._session_slots.acquire()
+        if self._idle_sessions:
+            return self._idle_sessions.pop()
+        n = self._sessions_created
+        self._sessions_created += 1
+        return _Session(self.client_id if n == 0 else f"{self.client_id}-{n}")
 
     def _check_open(self) -> None:
         if self._nursery is None or self._closed:
