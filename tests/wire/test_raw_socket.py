@@ -46,6 +46,12 @@ def socket_of(stream: FramedStream) -> trio.socket.SocketType:
     return stream.stream.socket
 
 
+async def close_with_a_reset(stream: FramedStream) -> None:
+    """SO_LINGER 0: the close sends a reset rather than a FIN."""
+    socket_of(stream).setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+
+
 def append(n_entries: int, size: int) -> AppendEntries:
     entries = tuple(
         Entry(index=i, term=1, kind=EntryKind.NORMAL, data=bytes([i % 251]) * size)
@@ -107,9 +113,7 @@ async def test_writing_to_a_reset_connection_is_broken_resource(
     pair: tuple[FramedStream, FramedStream],
 ) -> None:
     left, right = pair
-    # SO_LINGER 0: the close sends a reset rather than a FIN.
-    socket_of(right).setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await right.aclose()
+    await close_with_a_reset(right)
     with pytest.raises(trio.BrokenResourceError):
         for _ in range(50):  # the first write may land before the reset is seen
             await left.send(Header("AppendEntries"), append(1, 1000))
@@ -120,8 +124,7 @@ async def test_reading_a_reset_connection_is_broken_resource(
     pair: tuple[FramedStream, FramedStream],
 ) -> None:
     left, right = pair
-    socket_of(right).setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await right.aclose()
+    await close_with_a_reset(right)
     with pytest.raises(trio.BrokenResourceError):
         await left.receive()
 

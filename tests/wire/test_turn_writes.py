@@ -35,6 +35,13 @@ async def pair() -> AsyncIterator[tuple[CountingStream, FramedStream]]:
         await stream.aclose()
 
 
+def turn_and_sender(stream: FramedStream) -> tuple[TurnWrites, list[int], BatchedSender]:
+    """A turn, the counts of replies reported written, and a sender using both."""
+    turn = TurnWrites()
+    sent: list[int] = []
+    return turn, sent, BatchedSender(stream, sent.append, turn)
+
+
 def reply_frame(stream: FramedStream, request_id: int, size: int = 10) -> bytes:
     return stream.encode(Header("GetReply", request_id), GetReply(True, "v" * size, "n1"))
 
@@ -64,9 +71,7 @@ async def test_replies_queued_in_a_turn_leave_in_one_write_by_the_loop(
     pair: tuple[CountingStream, FramedStream],
 ) -> None:
     left, right = pair
-    turn = TurnWrites()
-    sent: list[int] = []
-    sender = BatchedSender(left, sent.append, turn)
+    turn, sent, sender = turn_and_sender(left)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender.run)
         turn.open()
@@ -87,9 +92,7 @@ async def test_replies_queued_outside_a_turn_go_through_the_sender_task(
     pair: tuple[CountingStream, FramedStream],
 ) -> None:
     left, right = pair
-    turn = TurnWrites()
-    sent: list[int] = []
-    sender = BatchedSender(left, sent.append, turn)
+    _, sent, sender = turn_and_sender(left)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender.run)
         sender.expect()
@@ -106,9 +109,7 @@ async def test_what_the_socket_does_not_take_goes_next_through_the_task(
     """A reply far larger than the socket buffers: the loop writes what fits, the task the
     rest, before the reply queued after it; each is counted once, when complete."""
     left, right = pair
-    turn = TurnWrites()
-    sent: list[int] = []
-    sender = BatchedSender(left, sent.append, turn)
+    turn, sent, sender = turn_and_sender(left)
     big = reply_frame(left, 1, size=(8 << 20) - 100)
     received: list[int] = []
     with trio.fail_after(10):
