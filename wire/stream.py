@@ -185,9 +185,11 @@ class FramedStream:
 
     def write_now(self, data: bytes) -> int:
         """Write what the socket takes at once, without a scheduling point; the bytes
-        written. 0 when that cannot be done here (TLS, another task's write under way, a
-        full socket, an error): the caller sends whatever is left the ordinary way, next
-        and before anything else, and that send reports any error."""
+        written. 0 when that cannot be done here (a transport that cannot, a TLS handshake
+        not done, another task's write under way, a full socket, an error): the caller
+        sends whatever is left the ordinary way, next and before anything else, and that
+        send reports any error. Over TLS all of ``data`` is taken or none; records left
+        over show in ``unsent``."""
         if self._writes_now is None or self._send_lock.locked():
             return 0
         return self._writes_now.write_now(data)
