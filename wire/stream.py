@@ -218,24 +218,28 @@ class TurnWrites:
 
     def __init__(self) -> None:
         self._owner: trio.lowlevel.Task | None = None
-        self._deferred: list[Callable[[], None]] = []
+        self._deferred: dict[object, Callable[[], None]] = {}
 
     def open(self) -> None:
         """The calling task starts a turn."""
         self._owner = trio.lowlevel.current_task()
 
-    def defer(self, write: Callable[[], None]) -> bool:
-        """Have ``write`` called at the next ``flush``; False unless the caller is the
-        task whose turn is open (the caller then wakes its sender task)."""
+    def defer(self, key: object, write: Callable[[], None]) -> bool:
+        """Have ``write`` called at the next ``flush``, once per ``key`` (a connection's
+        sender) however often it is deferred. True when a write for ``key`` is due; False
+        when the caller is not the task whose turn is open and none is (the caller then
+        wakes its sender task)."""
+        if key in self._deferred:
+            return True
         if self._owner is None or trio.lowlevel.current_task() is not self._owner:
             return False
-        self._deferred.append(write)
+        self._deferred[key] = write
         return True
 
     def flush(self) -> None:
         while self._deferred:
-            deferred, self._deferred = self._deferred, []
-            for write in deferred:
+            deferred, self._deferred = self._deferred, {}
+            for write in deferred.values():
                 write()
 
     def close(self) -> None:
@@ -278,7 +282,6 @@ class BatchedSender:
         self._weights: list[int] = []  # replies each frame completes (1, or 0 for a part)
         self._expected = 0
         self._wakeup = trio.Event()
-        self._deferred = False  # a write is waiting for the turn's flush
         self._writing = False  # the task is in a write
         self._closing = False
         self.broken = False
@@ -329,16 +332,12 @@ class BatchedSender:
         self._wakeup.set()
 
     def _wake(self) -> None:
-        if self._deferred:
-            return
-        if not self._writing and self._turn is not None and self._turn.defer(self._write_now):
-            self._deferred = True
-        else:
+        turn = self._turn
+        if self._writing or turn is None or not turn.defer(self, self._write_now):
             self._wakeup.set()
 
     def _write_now(self) -> None:
         """The turn's flush: everything queued, in one write, by the loop."""
-        self._deferred = False
         if self._writing or not self._frames:
             self._wakeup.set()  # the task writes them (or, closing, sees there is nothing)
             return

@@ -285,8 +285,9 @@ class TlsStream(trio.abc.Stream):
         else:
             await self._send_lock.acquire()
         try:
-            pending = self._unsent + self._outgoing.read()
-            self._unsent = b""
+            pending = self._outgoing.read()
+            if self._unsent:  # what write_now left goes first
+                pending, self._unsent = self._unsent + pending, b""
             if pending:
                 await (self._raw or self.transport_stream).send_all(pending)
         finally:

@@ -106,7 +106,6 @@ class Outbox:
         self.parked = False  # the sender task waits for something to send
         self.stream: FramedStream | None = None  # the connection the sender pumps into
         self.pending: tuple[bytes, list[Outgoing]] | None = None
-        self.deferred = False  # a write by the loop is due at its turn's flush
 
     def put(self, item: Outgoing) -> bool:
         if len(self.items) >= self.capacity:
@@ -219,22 +218,17 @@ class PeerTransport:
         if not outbox.put(item):
             self.metrics.message_dropped(type(item.msg).__name__, "outbox_full")
             return
-        if outbox.deferred:
-            return
         turn = self._turn
         if (
-            turn is not None
-            and outbox.stream is not None
-            and turn.defer(lambda: self._write_now(outbox))
+            turn is None
+            or outbox.stream is None
+            or not turn.defer(outbox, lambda: self._write_now(outbox))
         ):
-            outbox.deferred = True
-        else:
             outbox.wake()
 
     def _write_now(self, outbox: Outbox) -> None:
         """The loop's flush: an idle sender's messages, in one write, without waking it.
         A snapshot and what follows it are left to the sender (a transfer is its job)."""
-        outbox.deferred = False
         stream = outbox.stream
         if stream is None or not outbox.parked or outbox.pending is not None:
             outbox.wake()

@@ -49,22 +49,23 @@ def reply_frame(stream: FramedStream, request_id: int, size: int = 10) -> bytes:
 async def test_only_the_task_whose_turn_is_open_defers() -> None:
     turn = TurnWrites()
     done: list[str] = []
-    assert not turn.defer(lambda: done.append("no turn"))
+    assert not turn.defer(0, lambda: done.append("no turn"))
     turn.open()
-    assert turn.defer(lambda: done.append("first"))
+    assert turn.defer(1, lambda: done.append("first"))
     async with trio.open_nursery() as nursery:
 
         async def other_task() -> None:
-            assert not turn.defer(lambda: done.append("another task"))
+            assert not turn.defer(2, lambda: done.append("another task"))
 
         nursery.start_soon(other_task)
-    assert turn.defer(lambda: done.append("second"))
+    assert turn.defer(3, lambda: done.append("second"))
+    assert turn.defer(3, lambda: done.append("second, again"))  # once per key
     turn.flush()
     assert done == ["first", "second"]
-    assert turn.defer(lambda: done.append("at close"))
+    assert turn.defer(4, lambda: done.append("at close"))
     turn.close()
     assert done == ["first", "second", "at close"]
-    assert not turn.defer(lambda: done.append("after close"))
+    assert not turn.defer(5, lambda: done.append("after close"))
 
 
 async def test_replies_queued_in_a_turn_leave_in_one_write_by_the_loop(
