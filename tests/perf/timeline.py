@@ -127,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.window_ms:
         origin = events[0][0] + int(args.window_ms[0] * 1e6)
         end = origin + int(args.window_ms[1] * 1e6)
-        column = {"C": 0, "L": 1}
+        followers = sorted({w for _, w, _ in events if w.startswith("F")})
+        column = {"C": 0, "L": 1} | {f: 2 + n for n, f in enumerate(followers)}
         for ns, who, tag in events:
             if origin <= ns <= end:
-                indent = 24 * column.get(
-                    who, 2 + sorted({w for _, w, _ in events if w.startswith("F")}).index(who)
-                )
+                indent = 24 * column[who]
                 print(f"{(ns - origin) / 1e3:9.1f} {'':{indent}}{who} {tag}")
         return 0
     found = chains(events) if args.clients == 1 else []
