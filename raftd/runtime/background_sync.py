@@ -48,6 +48,11 @@ class BackgroundSync:
         entries, self._entries = self._entries, []
         return entries
 
+    @property
+    def running(self) -> bool:
+        """A sync is under way (a caller about to sync in place must wait for ``idle``)."""
+        return not self._idle.is_set()
+
     async def idle(self) -> None:
         """Wait until no sync runs. A caller about to sync in place waits here first, so
         the loop's thread never blocks on the storage's lock behind a worker's fsync."""

@@ -811,7 +811,10 @@ class Driver:
             elif durable:
                 # The answers wait for this fsync; applying does not, so it comes after
                 # them and the leader hears back one apply sooner.
-                await self._background_sync.idle()
+                # Only when one runs: an Event already set still yields to every other
+                # task, a scheduler round on each follower's path to its fsync.
+                if self._background_sync.running:
+                    await self._background_sync.idle()
                 await self._persist(ready)
                 self._send_messages(ready)
                 self.turn_writes.flush()

@@ -14,7 +14,7 @@ import trio
 from raftd import kv
 from raftd.config import NodeConfig, parse_address
 from raftd.core import AppendEntries, Entry, EntryKind, Message, Ready
-from raftd.runtime.driver import Driver, ReplyBox
+from raftd.runtime.driver import Driver, Inbound, ReplyBox
 from raftd.storage import MemoryStorage
 from wire.api import ErrorCode, ErrorReply, WriteReply
 
@@ -79,6 +79,49 @@ async def test_a_follower_answers_an_append_before_applying_what_it_commits(
                 await trio.sleep(0.001)
         nursery.cancel_scope.cancel()
     assert order.index("AppendEntriesResponse") < order.index("apply 1"), order
+
+
+async def test_a_follower_steps_syncs_and_answers_an_append_without_yielding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no background sync running there is nothing to wait for: a scheduling point on
+    the way (an Event already set still yields) put a round of every other task between
+    each follower's receipt of an append and its fsync."""
+    members = {n: parse_address(f"127.0.0.1:{p}") for n, p in (("a", 1), ("b", 2), ("c", 3))}
+    config = NodeConfig("b", members, parse_address("127.0.0.1:4"), tmp_path, tick_seconds=TICK_S)
+    rounds = 0
+    seen: dict[str, int] = {}
+
+    def send(msg: Message, parent: object, span: object, lag: object) -> None:
+        seen.setdefault(type(msg).__name__, rounds)
+
+    driver = Driver(config, MemoryStorage(), send)
+    real_step = driver._step
+
+    def step(inbound: Inbound) -> None:
+        seen.setdefault("stepped", rounds)
+        real_step(inbound)
+
+    monkeypatch.setattr(driver, "_step", step)
+
+    async def count_rounds() -> None:
+        nonlocal rounds
+        while True:
+            await trio.lowlevel.checkpoint()
+            rounds += 1
+
+    leader = config.node_ids["a"]
+    data = kv.encode_request(kv.Request("", 0, kv.Set("k", "v")))
+    entry = Entry(index=1, term=1, kind=EntryKind.NORMAL, data=data)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        nursery.start_soon(count_rounds)
+        driver.deliver(AppendEntries(1, leader, driver.node.id, 0, 0, (entry,), 0))
+        with trio.fail_after(5):
+            while "AppendEntriesResponse" not in seen:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert seen["AppendEntriesResponse"] == seen["stepped"], seen
 
 
 async def test_an_unanswered_request_times_out_and_an_answered_one_keeps_its_reply(
