@@ -28,13 +28,13 @@ server answers.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import math
 import random
 import socket
 import ssl
 import uuid
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -423,6 +423,10 @@ class _Backoff:
     async def sleep(self) -> None:
         await trio.sleep(self.next_delay())
 
+    async def sleep_until_next(self, deadline: float) -> None:
+        """The next wait, cut short by ``deadline``."""
+        await trio.sleep_until(min(trio.current_time() + self.next_delay(), deadline))
+
 
 def _describe_os_error(exc: OSError) -> str:
     """The root cause in a few words: trio wraps per-address failures in a group."""
@@ -583,11 +587,11 @@ class Client:
         self._rng = rng if rng is not None else random.Random()
         self._leader: str | None = None
         self._connections: dict[str, _Connection] = {}
-        # Attempts waiting for a reply, by deadline: every attempt has the same timeout, so
-        # they come due in the order they were sent and one task times them all
-        # (``_keep_time``) instead of a cancel scope per request.
-        self._due: deque[tuple[float, _Waiter]] = deque()
-        self._due_added = trio.Event()
+        # Attempts waiting for a reply, by deadline (an attempt's own, or its call's if that
+        # comes first): one task times them all (``_keep_time``) instead of a cancel scope
+        # per request and another per call.
+        self._due: list[tuple[float, int, _Waiter]] = []
+        self._due_sooner = trio.Event()
         self._connect_locks: dict[str, trio.Lock] = {}
         self._next_request_id = 1
         self._idle_sessions: list[_Session] = []
@@ -912,33 +916,30 @@ class Client:
         stats: CallStats,
         start: float,
     ) -> Reply:
-        op: _Operation | None = None
+        # Waiting for a free session counts against the deadline too: the caller's bound
+        # is on the whole call, not on the part spent talking to the cluster.
+        deadline = start + self.timeout_s
         try:
-            with trio.fail_after(self.timeout_s):
-                # Waiting for a free session counts against the deadline too: the caller's
-                # bound is on the whole call, not on the part spent talking to the cluster.
-                session = await self._take_session()
-                try:
-                    seq = session.next_seq
-                    session.next_seq += 1  # used up even if this write fails: never reused
-                    stats.client_id, stats.seq = session.client_id, seq
-                    op = _Operation(
-                        build(session.client_id, seq), expect, leader_only=True, stats=stats
-                    )
-                    reply: Reply = await self._attempts(op)
-                    return reply
-                finally:
-                    self._idle_sessions.append(session)
-                    self._session_slots.release()
-        except trio.TooSlowError:
-            if op is None:
+            session = await self._take_session(deadline)
+            if session is None:
                 raise Unavailable(
                     CODE_BUSY,
                     f"all write sessions of this client stayed busy for {self.timeout_s:g} s;"
                     " nothing was sent",
                     stats=stats,
-                ) from None
-            raise self._deadline_error(op) from None
+                )
+            try:
+                seq = session.next_seq
+                session.next_seq += 1  # used up even if this write fails: never reused
+                stats.client_id, stats.seq = session.client_id, seq
+                op = _Operation(
+                    build(session.client_id, seq), expect, leader_only=True, stats=stats
+                )
+                reply: Reply = await self._attempts(op, deadline)
+                return reply
+            finally:
+                self._idle_sessions.append(session)
+                self._session_slots.release()
         finally:
             stats.elapsed_s = trio.current_time() - start
 
@@ -959,15 +960,18 @@ class Client:
         start = trio.current_time()
         with self._operation_span(operation, stats):
             try:
-                with trio.fail_after(self.timeout_s):
-                    reply: Reply = await self._attempts(op)
-                    return reply
-            except trio.TooSlowError:
-                raise self._deadline_error(op) from None
+                reply: Reply = await self._attempts(op, start + self.timeout_s)
+                return reply
             finally:
                 stats.elapsed_s = trio.current_time() - start
 
-    async def _attempts(self, op: _Operation) -> Any:
+    async def _attempts(self, op: _Operation, deadline: float) -> Any:
+        """Try endpoints until one answers definitely or ``deadline`` (the call's) passes.
+
+        The call's deadline is kept without a cancel scope of its own (one per call was a
+        sixth of the client's CPU per request): each attempt's wait for its reply or
+        connection ends by the sooner of its own timeout and the call's, and so does each
+        back-off."""
         stats = op.stats
         backoff = _Backoff(*self._backoff, self._rng)
         target = self._endpoints[0]
@@ -998,9 +1002,11 @@ class Client:
                     try:
                         reply = await self._exchange(
                             target, op.request, op.expect, attempt, op,
-                            trio.current_time() + self.attempt_timeout_s,
+                            min(trio.current_time() + self.attempt_timeout_s, deadline),
                         )  # fmt: skip
                     except _AttemptTimedOut:
+                        if trio.current_time() >= deadline:
+                            raise self._deadline_error(op) from None
                         timed_out = True
                     except _ConnectFailed as exc:
                         attempt.outcome = f"connect failed: {exc.reason}"
@@ -1033,7 +1039,7 @@ class Client:
                             ) from None
                         self._forget_leader(target)
                         target = advance()
-                        await backoff.sleep()
+                        await self._back_off(backoff, op, deadline)
                         continue
 
                     if not isinstance(reply, ErrorReply):
@@ -1053,12 +1059,12 @@ class Client:
                         except ValueError:
                             op.failed(target, f"named an unusable leader address {leader_addr!r}")
                             target = advance()
-                            await backoff.sleep()
+                            await self._back_off(backoff, op, deadline)
                             continue
                         self._leader = leader_addr
                         if leader_addr in bounced:
                             bounced.clear()
-                            await backoff.sleep()
+                            await self._back_off(backoff, op, deadline)
                         target = leader_addr
                         continue
                     if reply.code in (ErrorCode.NOT_LEADER, ErrorCode.NO_LEADER):
@@ -1066,7 +1072,7 @@ class Client:
                         op.failed(target, _NO_LEADER)
                         self._forget_leader(target)
                         target = advance()
-                        await backoff.sleep()
+                        await self._back_off(backoff, op, deadline)
                         continue
                     if reply.definite and reply.code != ErrorCode.UNAVAILABLE:
                         raise DefiniteError(
@@ -1080,10 +1086,15 @@ class Client:
                     if reply.code not in _RETRY_SAME_ENDPOINT:
                         self._forget_leader(target)
                         target = advance()
-                    await backoff.sleep()
+                    await self._back_off(backoff, op, deadline)
             finally:
                 span.set_attribute("raftd.attempt_outcome", attempt.outcome or "cancelled")
                 span.end()
+
+    async def _back_off(self, backoff: _Backoff, op: _Operation, deadline: float) -> None:
+        await backoff.sleep_until_next(deadline)
+        if trio.current_time() >= deadline:
+            raise self._deadline_error(op)
 
     async def _status_attempts(self, endpoint: str, op: _Operation) -> StatusReply:
         """At most two attempts: the second only when a pooled connection turned out to be
@@ -1225,9 +1236,10 @@ class Client:
         try:
             conn.queue(waiter, frame)
             if deadline != math.inf:
-                if not self._due:
-                    self._due_added.set()
-                self._due.append((deadline, waiter))
+                due = self._due
+                if not due or deadline < due[0][0]:
+                    self._due_sooner.set()
+                heapq.heappush(due, (deadline, request_id, waiter))
             await waiter.event.wait()
         finally:
             conn.pending.pop(request_id, None)
@@ -1243,17 +1255,20 @@ class Client:
         due = self._due
         while True:
             if not due:
-                self._due_added = trio.Event()
-                await self._due_added.wait()
+                self._due_sooner = trio.Event()
+                await self._due_sooner.wait()
                 continue
-            deadline, waiter = due[0]
+            deadline, _, waiter = due[0]
             if waiter.event.is_set():
-                due.popleft()  # answered (or its connection lost) in time
+                heapq.heappop(due)  # answered (or its connection lost) in time
                 continue
             if trio.current_time() < deadline:
-                await trio.sleep_until(deadline)
+                # Woken early when an attempt with a sooner deadline arrives.
+                self._due_sooner = trio.Event()
+                with trio.move_on_at(deadline):
+                    await self._due_sooner.wait()
                 continue
-            due.popleft()
+            heapq.heappop(due)
             waiter.timed_out = True
             waiter.event.set()
 
@@ -1349,15 +1364,18 @@ class Client:
         if tcp is not None:
             tcp.socket.close()
 
-    async def _take_session(self) -> _Session:
+    async def _take_session(self, deadline: float) -> _Session | None:
         """A write session of its own for the caller, who hands it back to
-        ``_idle_sessions`` and releases its slot. A free one is taken without a scheduling
-        point: many writers woken by one read of replies then each send their next request
-        in the same turn."""
+        ``_idle_sessions`` and releases its slot; None if none came free by ``deadline``.
+        A free one is taken without a scheduling point: many writers woken by one read of
+        replies then each send their next request in the same turn."""
         try:
             self._session_slots.acquire_nowait()
         except trio.WouldBlock:
-            await self._session_slots.acquire()
+            with trio.move_on_at(deadline) as waited:
+                await self._session_slots.acquire()
+            if waited.cancelled_caught:
+                return None
         if self._idle_sessions:
             return self._idle_sessions.pop()
         n = self._sessions_created

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from cli.client import (
+    CODE_BUSY,
     CallStats,
     Client,
     ClientError,
@@ -257,6 +258,45 @@ async def test_no_definite_answer_before_the_deadline_is_an_unknown_outcome(
     assert error.stats.attempts >= 2
     assert len(set(write_ids(node))) == 1  # every retry: same session, same seq
     assert error.stats.elapsed_s < 2
+
+
+async def test_a_calls_deadline_ends_its_attempt_even_behind_a_later_deadline(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A's second attempt starts at 6 and is cut by A's deadline, 10; B's attempt, sent at 5,
+    # is due at 11. The timekeeper must end A's at 10, not after B's.
+    node = await start(nursery, "n1", never)
+    async with client([node.endpoint], timeout_s=10.0, attempt_timeout_s=6.0) as c:
+        started = trio.current_time()
+        ended: dict[str, float] = {}
+
+        async def call(name: str) -> None:
+            with pytest.raises(UnknownOutcome):
+                await c.get(name)
+            ended[name] = trio.current_time() - started
+
+        async with trio.open_nursery() as calls:
+            calls.start_soon(call, "a")
+            await trio.sleep(5)
+            calls.start_soon(call, "b")
+    assert ended["a"] == pytest.approx(10.0, abs=0.05)
+    assert ended["b"] == pytest.approx(15.0, abs=0.05)
+
+
+async def test_a_write_that_finds_no_free_session_by_its_deadline_sends_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    node, _ = await leader(nursery)
+    async with client([node.endpoint], timeout_s=3.0, write_sessions=1) as c:
+        c._session_slots.acquire_nowait()  # another writer holds the only session
+        with pytest.raises(Unavailable) as caught:
+            await c.set("k", "v")
+        c._session_slots.release()
+        assert (await c.set("k", "v")).ok
+    assert caught.value.code == CODE_BUSY
+    assert "nothing was sent" in caught.value.message
+    assert caught.value.stats.elapsed_s == pytest.approx(3.0, abs=0.05)
+    assert len(write_ids(node)) == 1
 
 
 async def test_an_unknown_outcome_is_sticky_after_later_definite_answers(
