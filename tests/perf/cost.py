@@ -6,8 +6,9 @@ member and for the bench client, the CPU it used (``/proc/PID/stat``) and, from 
 leader's ``/metrics``, how the work was batched: entries per fsync and per AppendEntries,
 how long an fsync and an AppendEntries round trip took. Prints one JSON line (and a
 table), so docs/performance.md's figures can be measured again and compared. With
-``--py-spy S`` it also samples the leader for S seconds and prints where its main thread
-spends its time (py-spy from the dev extras).
+``--py-spy S`` it also samples the leader (or, with ``--profile``, a follower or the bench
+client) for S seconds and prints where its main thread spends its time (py-spy from the
+dev extras).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def main_thread_profile(raw: Path, top: int = 25) -> list[tuple[float, str]]:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if "run_member" not in stack or "get_events" in stack:
+        if "trio/_core/_run.py" not in stack or "get_events" in stack:
             continue
         total += int(n)
         for frame in set(re.sub(r" \(.*?:\d+\)", "", f) for f in stack.split(";")):
@@ -110,7 +111,12 @@ def main_thread_profile(raw: Path, top: int = 25) -> list[tuple[float, str]]:
 
 
 def measure(
-    clients: int, value_size: int, window_s: float, py_spy_s: float, op: str = "set"
+    clients: int,
+    value_size: int,
+    window_s: float,
+    py_spy_s: float,
+    op: str = "set",
+    profiled: str = "leader",
 ) -> dict[str, Any]:
     results = Results()
     with raftd_cluster(dict(os.environ), results) as env:
@@ -131,10 +137,12 @@ def measure(
         last, elapsed = scrape(leader), time.monotonic() - started
         profile: list[tuple[float, str]] = []
         if py_spy_s:
-            raw = Path(tempfile.mkdtemp(prefix="raftd-cost-")) / "leader.txt"
+            raw = Path(tempfile.mkdtemp(prefix="raftd-cost-")) / f"{profiled}.txt"
             spy = Path(sys.executable).parent / "py-spy"
+            follower = next(name for name in pids if name not in (leader, "client"))
+            pid = pids[{"leader": leader, "follower": follower}.get(profiled, profiled)]
             subprocess.run(
-                [str(spy), "record", "-p", str(pids[leader]), "-d", f"{py_spy_s:g}", "-r", "200",
+                [str(spy), "record", "-p", str(pid), "-d", f"{py_spy_s:g}", "-r", "200",
                  "-f", "raw", "-o", str(raw)],
                 capture_output=True, check=False,
             )  # fmt: skip
@@ -164,7 +172,8 @@ def measure(
         "fsync_ms": round(1e3 * delta["fsync_s"] / max(delta["fsyncs"], 1), 2),
         "entries_per_append": round(delta["append_entries"] / max(delta["appends"], 1), 1),
         "append_rtt_ms": round(1e3 * delta["append_rtt_s"] / max(delta["append_rtts"], 1), 2),
-        "leader_main_thread": [[round(share, 1), frame] for share, frame in profile],
+        "profiled": profiled,
+        "main_thread": [[round(share, 1), frame] for share, frame in profile],
     }
 
 
@@ -184,12 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--py-spy", type=float, default=0.0, metavar="S", help="profile the leader for S s"
     )
+    parser.add_argument(
+        "--profile",
+        choices=("leader", "follower", "client"),
+        default="leader",
+        help="whose main thread --py-spy samples (default leader)",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.value_size < 0 or args.window <= 0 or args.py_spy < 0:
         parser.error("--clients must be at least 1, --window positive, the others not negative")
-    result = measure(args.clients, args.value_size, args.window, args.py_spy, args.op)
+    result = measure(
+        args.clients, args.value_size, args.window, args.py_spy, args.op, args.profile
+    )
     print(json.dumps(result))
-    for share, frame in result["leader_main_thread"]:
+    for share, frame in result["main_thread"]:
         print(f"  {share:5.1f}%  {frame}", file=sys.stderr)
     return 0
 
