@@ -904,7 +904,6 @@ class Client:
         self._check_open()
         stats = stats if stats is not None else CallStats()
         stats.operation = operation
-        _check_sizes(build("", 0), stats)
         start = trio.current_time()
         with self._operation_span(operation, stats):
             return await self._write_attempts(build, expect, stats, start)
@@ -932,9 +931,11 @@ class Client:
                 seq = session.next_seq
                 session.next_seq += 1  # used up even if this write fails: never reused
                 stats.client_id, stats.seq = session.client_id, seq
-                op = _Operation(
-                    build(session.client_id, seq), expect, leader_only=True, stats=stats
-                )
+                request = build(session.client_id, seq)
+                # Refused here, before anything is sent; the seq is used up, as by any
+                # write that fails.
+                _check_sizes(request, stats)
+                op = _Operation(request, expect, leader_only=True, stats=stats)
                 reply: Reply = await self._attempts(op, deadline)
                 return reply
             finally:
@@ -1222,9 +1223,10 @@ class Client:
         request_id = self._next_request_id
         self._next_request_id += 1
         try:
-            header = Header(
-                type(request).__name__, request_id, traceparent_of(trace.get_current_span())
-            )
+            # Without a tracer of its own the client starts no spans, and an application's
+            # span is not ours to continue.
+            parent = traceparent_of(trace.get_current_span()) if self._tracing else None
+            header = Header(type(request).__name__, request_id, parent)
             frame = conn.stream.encode(header, request)
         except (WireError, ValueError) as exc:  # too large, or text UTF-8 cannot encode
             raise DefiniteError(

@@ -316,18 +316,18 @@ class RaftdSampler(Sampler):
         ``parent_sampled``: None without a traceparent, else its sampled flag."""
         if parent_sampled:
             return False
-        if parent_sampled is None:
-            if self._bound <= TraceIdRatioBased.TRACE_ID_LIMIT:
-                return False  # a ratio below 1 decides on the trace id first
-            with self._lock:
-                if self._pacing.ready(self._clock_ns()):
-                    return False
-            reason = RATE_LIMITED
-        else:
-            reason = CLIENT_DECLINED
+        if parent_sampled is None and self._bound <= TraceIdRatioBased.TRACE_ID_LIMIT:
+            return False  # a ratio below 1 decides on the trace id first
+        reason = RATE_LIMITED if parent_sampled is None else CLIENT_DECLINED
+        # One hold of the lock for the check and both counts: this runs for nearly every
+        # request a busy leader serves.
         with self._lock:
+            if parent_sampled is None and self._pacing.ready(self._clock_ns()):
+                return False
             self._unweighted[name] += 1
-        self._count(reason, False)
+            self.decisions[reason] += 1
+        if self._on_decision is not None:
+            self._on_decision(reason, False)
         return True
 
     def _count(self, reason: str, sampled: bool) -> None:
