@@ -273,7 +273,9 @@ class Registry:
             if inner is None:
                 return None
             return [f"if {var} is not None:", *(f"    {line}" for line in inner)]
-        if hint in (int, str, bytes, bool):
+        if hint in (int, str, bytes, bool, float):
+            # A float field's fast form takes floats only: an int (which the checker
+            # converts) and anything else go the slow way.
             scope[f"t{tag}"] = hint
             return [f"if type({var}) is not t{tag}:", f"    {fallback}"]
         if isinstance(hint, type) and issubclass(hint, enum.IntEnum):
