@@ -62,6 +62,20 @@ def _around_async(owner: Any, name: str, first: str, last: str) -> None:
     setattr(owner, name, wrapper)
 
 
+def _around(owner: Any, name: str, first: str, last: str) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        mark(first)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            mark(last)
+
+    setattr(owner, name, wrapper)
+
+
 def _install() -> None:
     from raftd.runtime import driver
     from wire import stream
@@ -81,6 +95,18 @@ def _install() -> None:
     _before(stream.RawSocket, "send_all", lambda self, data: "written")
     _before(driver.Driver, "_propose", lambda self, write: "propose")
     _around_async(driver.Driver, "_sync", "fsync", "fsynced")
+    # Finer marks, for --window-ms: a message handed to the loop, the loop's turn and
+    # step, staging, the sync's start in its thread, and the system calls themselves.
+    from raftd.storage import fs, wal
+
+    _before(driver.Driver, "deliver", lambda self, *args, **kwargs: "deliver")
+    _before(stream.TurnWrites, "open", lambda self: "turn")
+    _before(driver.Driver, "_step", lambda self, inbound: "step")
+    _before(driver.Driver, "_apply", lambda self, ready: "apply")
+    _around(driver, "stage_ready", "stage", "staged")
+    _before(wal.WalStorage, "sync", lambda self: "wal.sync")
+    _around(fs._OsFile, "append", "os.write", "os.written")
+    _around(fs._OsFile, "sync", "os.fsync", "os.fsynced")
 
 
 if _DIR:
