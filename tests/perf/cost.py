@@ -202,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.value_size < 0 or args.window <= 0 or args.py_spy < 0:
         parser.error("--clients must be at least 1, --window positive, the others not negative")
-    result = measure(
-        args.clients, args.value_size, args.window, args.py_spy, args.op, args.profile
-    )
+    result = measure(args.clients, args.value_size, args.window, args.py_spy, args.op, args.profile)
     print(json.dumps(result))
     for share, frame in result["main_thread"]:
         print(f"  {share:5.1f}%  {frame}", file=sys.stderr)
