@@ -37,10 +37,14 @@ class RawSocket:
     for a socket closed under us, ``BrokenResourceError`` for the rest.
     """
 
-    __slots__ = ("socket",)
+    __slots__ = ("_drained", "socket")
 
     def __init__(self, socket: trio.socket.SocketType) -> None:
         self.socket = socket
+        # The last read took less than it could: the socket was empty then, and the next
+        # read would most likely only say so. Waiting first saves that system call on
+        # every message of a quiet connection.
+        self._drained = False
 
     def _descriptor(self) -> int:
         fd = self.socket.fileno()
@@ -49,8 +53,12 @@ class RawSocket:
         return fd
 
     async def receive_some(self, max_bytes: int) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
+        waited = self._drained
+        if waited:
+            self._descriptor()  # closed already: say so rather than wait
+            await trio.lowlevel.wait_readable(self.socket)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 data = os.read(self._descriptor(), max_bytes)
@@ -60,6 +68,7 @@ class RawSocket:
                 continue
             except OSError as exc:
                 raise _stream_error(exc) from exc
+            self._drained = 0 < len(data) < max_bytes
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data

@@ -4,13 +4,16 @@ through ``trio.SocketStream``."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 import trio
 
+import wire.stream
 from raftd.core import AppendEntries, Entry, EntryKind
 from wire.api import PEER_REGISTRY
 from wire.codec import Header
@@ -146,6 +149,54 @@ async def test_a_socket_closed_under_a_waiting_reader_is_closed_resource(
         await trio.testing.wait_all_tasks_blocked()
         socket_of(left).close()
     assert len(raised) == 1
+
+
+async def test_after_a_short_read_the_next_read_waits_for_data_first(
+    pair: tuple[FramedStream, FramedStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that took less than it could emptied the socket: trying the next one at once
+    would only fail, one system call per message on a quiet connection."""
+    left, right = pair
+    reads = 0
+
+    def read(fd: int, n: int) -> bytes:
+        nonlocal reads
+        reads += 1
+        return os.read(fd, n)
+
+    monkeypatch.setattr(wire.stream, "os", SimpleNamespace(read=read, write=os.write, name=os.name))
+    await left.send(Header("AppendEntries"), append(1, 1))
+    assert await right.receive() is not None
+    reads = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(right.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reads == 0
+        await left.send(Header("AppendEntries"), append(1, 1))
+    assert reads == 1
+
+
+async def test_a_drained_socket_closed_before_or_under_a_read_is_closed_resource(
+    pair: tuple[FramedStream, FramedStream],
+) -> None:
+    left, right = pair
+    await right.send(Header("AppendEntries"), append(1, 1))
+    assert await left.receive() is not None  # a short read: the next one waits first
+    raised: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            await left.receive()
+        except trio.ClosedResourceError as exc:
+            raised.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        socket_of(left).close()
+    assert len(raised) == 1
+    with pytest.raises(trio.ClosedResourceError):
+        await left.receive()
 
 
 async def test_using_a_closed_socket_is_closed_resource(
