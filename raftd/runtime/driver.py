@@ -283,6 +283,7 @@ class Driver:
         # What a turn sends (messages, client replies) the loop writes itself.
         self.turn_writes = TurnWrites()
         self._durable: tuple[int, int] | None = None
+        self._last_fsync_s = 0.0  # how long the last fsync took (``_sync_in_loop``)
         self.inbox_send, self._inbox = trio.open_memory_channel[ClientOp | _Wake](INBOX_CAPACITY)
         self._peer_inbox: deque[Inbound] = deque()
         self._helpers: trio.Nursery | None = None
@@ -798,26 +799,28 @@ class Driver:
             )
             if ready.snapshot is not None:
                 await self._install(ready.snapshot)
-            later = durable and ready.send_before_persist
-            if ready.send_before_persist or not durable:
+            sent = ready.send_before_persist or not durable
+            if sent:
                 # A leader's fsync overlaps the round trip to its followers.
                 self._send_messages(ready)
                 self.turn_writes.flush()
+            later = durable and ready.send_before_persist and not self._sync_in_loop(ready)
             if later:
                 # A leader's fsync runs beside the loop (raftd.runtime.background_sync),
                 # started before the entries are applied so the disk works meanwhile.
                 stage_ready(self.storage, ready)
                 self._background_sync.staged(ready.entries)
             elif durable:
-                # The answers wait for this fsync; applying does not, so it comes after
-                # them and the leader hears back one apply sooner.
+                # A follower's answers wait for this fsync; applying does not, so it comes
+                # after them and the leader hears back one apply sooner.
                 # Only when one runs: an Event already set still yields to every other
                 # task, a scheduler round on each follower's path to its fsync.
                 if self._background_sync.running:
                     await self._background_sync.idle()
                 await self._persist(ready)
-                self._send_messages(ready)
-                self.turn_writes.flush()
+                if not sent:
+                    self._send_messages(ready)
+                    self.turn_writes.flush()
             # Committed entries are durable on a majority already: clients need not wait
             # for this bundle's own fsync to hear about them.
             self._apply(ready)
@@ -826,6 +829,24 @@ class Driver:
             self.spans.after_events(ready.events)
             self.spans.after_ready()
             self.node.advance(ready, persisted=not later)
+
+    def _sync_in_loop(self, ready: Ready) -> bool:
+        """Whether a leader syncs ``ready`` in its loop rather than beside it.
+
+        Beside the loop the leader goes on proposing and counting answers while its disk
+        works, which is what a busy leader needs. With nothing else in flight (this
+        Ready's entries are all that is uncommitted) nothing waits on the loop but this
+        write, whose followers answer later than the leader's own fsync ends; the two
+        thread hand-offs then only added to its latency and the leader's CPU
+        (docs/performance.md). A slow disk (the last fsync took half a tick or more, or a
+        fault-injecting one) keeps the fsync beside the loop, so heartbeats never wait
+        on it, and a sync already running must finish first."""
+        return (
+            not self._background_sync.running
+            and self._last_fsync_s < self.config.tick_seconds / 2
+            and not isinstance(self.storage, ChaosStorage)
+            and self.node.commit_index + len(ready.entries) >= self.node.log.last_index
+        )
 
     def _send_messages(self, ready: Ready) -> None:
         now = trio.current_time()
@@ -882,6 +903,7 @@ class Driver:
             )
             raise
         ended_ns = time.time_ns()
+        self._last_fsync_s = (ended_ns - started_ns) / 1e9
         attributes = None
         if chaos is not None and chaos.last_sync_delay_s > 0:
             self.metrics.chaos_injected("fsync_delay")

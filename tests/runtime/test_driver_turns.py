@@ -13,8 +13,20 @@ import trio
 
 from raftd import kv
 from raftd.config import NodeConfig, parse_address
-from raftd.core import AppendEntries, Entry, EntryKind, Message, Ready
-from raftd.runtime.driver import Driver, Inbound, ReplyBox
+from raftd.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    Ready,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
+from raftd.runtime.driver import Driver, Inbound, ReplyBox, Write
 from raftd.storage import MemoryStorage
 from wire.api import ErrorCode, ErrorReply, WriteReply
 
@@ -138,3 +150,71 @@ async def test_an_unanswered_request_times_out_and_an_answered_one_keeps_its_rep
     assert isinstance(waiting.reply, ErrorReply) and waiting.reply.code == ErrorCode.TIMEOUT
     assert answered.reply == WriteReply(True, "v", True, 1)
     assert len(driver._deadlines) == 1
+
+
+class SlowDisk(MemoryStorage):
+    def sync(self) -> None:
+        time.sleep(TICK_S / 2)
+        super().sync()
+
+
+@pytest.mark.parametrize("slow_disk", [False, True])
+async def test_a_leader_syncs_a_lone_write_in_its_loop_and_the_next_one_beside_it(
+    tmp_path: Path, slow_disk: bool
+) -> None:
+    """With nothing else uncommitted the fsync runs in the loop (two thread hand-offs
+    saved); once a write is in flight the next one's fsync goes beside the loop, which
+    keeps proposing and counting answers meanwhile. On a slow disk every fsync goes
+    beside it, so heartbeats never wait for one."""
+    members = {n: parse_address(f"127.0.0.1:{p}") for n, p in (("a", 1), ("b", 2), ("c", 3))}
+    config = NodeConfig("a", members, parse_address("127.0.0.1:4"), tmp_path, tick_seconds=TICK_S)
+    voter = config.node_ids["b"]
+    acked = 0  # b votes for a and acknowledges appends up to the first write; c is silent
+
+    def send(msg: Message, parent: object, span: object, lag: object) -> None:
+        nonlocal acked
+        answer: Message | None = None
+        if isinstance(msg, RequestVote):
+            answer = RequestVoteResponse(msg.term, voter, msg.src, True, msg.pre_vote, msg.campaign)
+        elif isinstance(msg, AppendEntries) and msg.entries and msg.entries[-1].index < first:
+            acked = msg.entries[-1].index
+            answer = AppendEntriesResponse(msg.term, voter, msg.src, True, acked)
+        elif isinstance(msg, Heartbeat):
+            answer = HeartbeatResponse(msg.term, voter, msg.src, msg.read_round, acked)
+        if answer is not None and msg.dst == voter:
+            driver.deliver(answer)
+
+    driver = Driver(config, SlowDisk() if slow_disk else MemoryStorage(), send)
+    in_loop: list[int] = []
+    beside: list[int] = []
+    real_persist, real_staged = driver._persist, driver._background_sync.staged
+
+    async def persist(ready: Ready) -> None:
+        in_loop.extend(entry.index for entry in ready.entries)
+        await real_persist(ready)
+
+    def staged(entries: tuple[Entry, ...]) -> None:
+        beside.extend(entry.index for entry in entries)
+        real_staged(entries)
+
+    driver._persist = persist  # type: ignore[method-assign]
+    driver._background_sync.staged = staged  # type: ignore[method-assign]
+
+    def write(n: int) -> Write:
+        return Write(kv.Request("", 0, kv.Set(f"k{n}", "v")))
+
+    first = driver.node.log.last_index + 2  # after the new leader's own entry
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        with trio.fail_after(10):
+            while driver.node.role is not Role.LEADER or driver.node.commit_index < first - 1:
+                await trio.sleep(0.01)  # elected, and its first entry committed
+            driver.inbox_send.send_nowait(write(1))  # nobody answers: stays uncommitted
+            while first not in in_loop + beside:
+                await trio.sleep(0.01)
+            driver.inbox_send.send_nowait(write(2))
+            while first + 1 not in in_loop + beside:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert (first in in_loop, first in beside) == (not slow_disk, slow_disk)
+    assert first + 1 in beside and first + 1 not in in_loop
