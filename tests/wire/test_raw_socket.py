@@ -132,10 +132,15 @@ async def test_reading_a_reset_connection_is_broken_resource(
         await left.receive()
 
 
+@pytest.mark.parametrize("drained", [False, True])
 async def test_a_socket_closed_under_a_waiting_reader_is_closed_resource(
-    pair: tuple[FramedStream, FramedStream],
+    pair: tuple[FramedStream, FramedStream], drained: bool
 ) -> None:
-    left, _ = pair
+    """``drained``: after a short read, whose next read waits before trying."""
+    left, right = pair
+    if drained:
+        await right.send(Header("AppendEntries"), append(1, 1))
+        assert await left.receive() is not None
     raised: list[BaseException] = []
 
     async def read() -> None:
@@ -149,6 +154,8 @@ async def test_a_socket_closed_under_a_waiting_reader_is_closed_resource(
         await trio.testing.wait_all_tasks_blocked()
         socket_of(left).close()
     assert len(raised) == 1
+    with pytest.raises(trio.ClosedResourceError):
+        await left.receive()
 
 
 async def test_after_a_short_read_the_next_read_waits_for_data_first(
@@ -174,29 +181,6 @@ async def test_after_a_short_read_the_next_read_waits_for_data_first(
         assert reads == 0
         await left.send(Header("AppendEntries"), append(1, 1))
     assert reads == 1
-
-
-async def test_a_drained_socket_closed_before_or_under_a_read_is_closed_resource(
-    pair: tuple[FramedStream, FramedStream],
-) -> None:
-    left, right = pair
-    await right.send(Header("AppendEntries"), append(1, 1))
-    assert await left.receive() is not None  # a short read: the next one waits first
-    raised: list[BaseException] = []
-
-    async def read() -> None:
-        try:
-            await left.receive()
-        except trio.ClosedResourceError as exc:
-            raised.append(exc)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
-        await trio.testing.wait_all_tasks_blocked()
-        socket_of(left).close()
-    assert len(raised) == 1
-    with pytest.raises(trio.ClosedResourceError):
-        await left.receive()
 
 
 async def test_using_a_closed_socket_is_closed_resource(
