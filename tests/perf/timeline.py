@@ -106,6 +106,20 @@ def chains(events: list[Event]) -> list[list[tuple[str, int]]]:
     return found
 
 
+def window_lines(events: list[Event], from_ms: float, length_ms: float) -> list[str]:
+    """The marks from ``from_ms`` into the window for ``length_ms``, a column per process
+    (client, leader, then each follower), times in µs from the slice's start."""
+    origin = events[0][0] + int(from_ms * 1e6)
+    end = origin + int(length_ms * 1e6)
+    followers = sorted({w for _, w, _ in events if w.startswith("F")})
+    column = {"C": 0, "L": 1} | {f: 2 + n for n, f in enumerate(followers)}
+    return [
+        f"{(ns - origin) / 1e3:9.1f} {'':{24 * column[who]}}{who} {tag}"
+        for ns, who, tag in events
+        if origin <= ns <= end
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.perf.timeline", description=__doc__.split("\n\n")[0]
@@ -125,14 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no marks were recorded", file=sys.stderr)
         return 1
     if args.window_ms:
-        origin = events[0][0] + int(args.window_ms[0] * 1e6)
-        end = origin + int(args.window_ms[1] * 1e6)
-        followers = sorted({w for _, w, _ in events if w.startswith("F")})
-        column = {"C": 0, "L": 1} | {f: 2 + n for n, f in enumerate(followers)}
-        for ns, who, tag in events:
-            if origin <= ns <= end:
-                indent = 24 * column[who]
-                print(f"{(ns - origin) / 1e3:9.1f} {'':{indent}}{who} {tag}")
+        print("\n".join(window_lines(events, *args.window_ms)))
         return 0
     found = chains(events) if args.clients == 1 else []
     if not found:
