@@ -102,6 +102,13 @@ class RawSocket:
             return 0
 
 
+def raw_socket_of(stream: trio.abc.Stream) -> RawSocket | None:
+    """``stream``'s descriptor as a ``RawSocket`` when it is plain TCP on POSIX, else None."""
+    if isinstance(stream, trio.SocketStream) and os.name == "posix":
+        return RawSocket(stream.socket)
+    return None
+
+
 def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
     if exc.errno in _CLOSED_ERRNOS:
         return trio.ClosedResourceError("this socket was already closed")
@@ -139,11 +146,7 @@ class FramedStream:
         bounded: an idle client connection is legitimate, a half-sent frame is not."""
         self.stream = stream
         # Plain TCP goes through its descriptor; anything else (TLS) through the stream.
-        self._io: RawSocket | trio.abc.Stream = (
-            RawSocket(stream.socket)
-            if isinstance(stream, trio.SocketStream) and os.name == "posix"
-            else stream
-        )
+        self._io: RawSocket | trio.abc.Stream = raw_socket_of(stream) or stream
         self._writes_now = self._io if isinstance(self._io, WritesNow) else None
         self._registry = registry
         self._decoder = FrameDecoder(max_frame_bytes=max_frame_bytes)

@@ -25,7 +25,6 @@ drops.
 from __future__ import annotations
 
 import contextlib
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Final
 
 import trio
 
-from wire.stream import RawSocket
+from wire.stream import raw_socket_of
 
 MIN_VERSION: Final = ssl.TLSVersion.TLSv1_2
 HANDSHAKE_TIMEOUT_S: Final = 5.0
@@ -178,11 +177,7 @@ class TlsStream(trio.abc.Stream):
         self._send_lock = trio.Lock()
         self._handshook = False
         # Plain TCP underneath: read and written through its descriptor (RawSocket).
-        self._raw: RawSocket | None = (
-            RawSocket(transport.socket)
-            if isinstance(transport, trio.SocketStream) and os.name == "posix"
-            else None
-        )
+        self._raw = raw_socket_of(transport)
         self._unsent = b""  # records ``write_now`` could not hand to the socket at once
 
     async def do_handshake(self) -> None:
